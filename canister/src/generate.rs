@@ -1,0 +1,207 @@
+//! Generation (SPEC §5): the context, prefill in one pass, decode with the KV cache, sampling and
+//! the stop conditions. The caller drives it step by step, so the canister can check its
+//! instruction budget between steps and a debugger can look at every step's logits.
+
+use crate::Engine;
+use crate::kv_cache::KvCache;
+use crate::model::ForwardError;
+use crate::sampler::{Sampler, SamplingParams};
+use crate::tokenizer::TokenizerError;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum GenerateError {
+    #[error(
+        "prompt is {tokens} tokens; this model's context holds {max} prompt tokens (block_size {block_size} minus the start token)"
+    )]
+    PromptTooLong {
+        tokens: usize,
+        max: usize,
+        block_size: usize,
+    },
+    #[error("invalid sampling parameters: {0}")]
+    Sampling(String),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced `<|endoftext|>`.
+    Eos,
+    /// The requested number of new tokens was generated.
+    Length,
+    /// The context (block_size positions) is full.
+    Context,
+    /// The caller's budget ran out (the canister's instruction limit).
+    Budget,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::Length => "length",
+            FinishReason::Context => "context",
+            FinishReason::Budget => "budget",
+        }
+    }
+}
+
+/// One generation in progress.
+pub struct Generation<'e> {
+    engine: &'e Engine,
+    cache: KvCache,
+    sampler: Sampler,
+    prompt_tokens: usize,
+    generated: Vec<u32>,
+    max_new: usize,
+    /// Next-token logits at the end of the context.
+    logits: Vec<f32>,
+    finish: Option<FinishReason>,
+}
+
+impl<'e> Generation<'e> {
+    /// Encodes the prompt, checks it fits, and runs the prefill.
+    pub fn new(
+        engine: &'e Engine,
+        prompt: &str,
+        max_new: usize,
+        params: SamplingParams,
+    ) -> Result<Self, GenerateError> {
+        params.validate().map_err(GenerateError::Sampling)?;
+        let prompt_ids = engine.tokenizer.encode(prompt)?;
+        Self::from_tokens(engine, &prompt_ids, max_new, params)
+    }
+
+    /// The same from prompt token ids (without the start token, which is added here).
+    pub fn from_tokens(
+        engine: &'e Engine,
+        prompt_ids: &[u32],
+        max_new: usize,
+        params: SamplingParams,
+    ) -> Result<Self, GenerateError> {
+        params.validate().map_err(GenerateError::Sampling)?;
+        let cfg = &engine.model.config;
+        if prompt_ids.len() + 1 > cfg.block_size {
+            return Err(GenerateError::PromptTooLong {
+                tokens: prompt_ids.len(),
+                max: cfg.block_size - 1,
+                block_size: cfg.block_size,
+            });
+        }
+        let mut context = Vec::with_capacity(prompt_ids.len() + 1);
+        context.push(cfg.eos_token_id);
+        context.extend_from_slice(prompt_ids);
+        let mut cache = engine.model.new_cache();
+        let logits = engine.model.forward(&context, &mut cache, false)?;
+        let finish = if max_new == 0 {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        Ok(Generation {
+            engine,
+            cache,
+            sampler: Sampler::new(params),
+            prompt_tokens: prompt_ids.len(),
+            generated: Vec::new(),
+            max_new,
+            logits,
+            finish,
+        })
+    }
+
+    /// Logits for the next token.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Samples the next token; runs the decode step for it unless generation ends with it.
+    /// Returns None once finished (see [`Generation::finish_reason`]).
+    pub fn step(&mut self) -> Result<Option<u32>, GenerateError> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        let token = self.sampler.sample(&self.logits);
+        if token == self.engine.model.config.eos_token_id {
+            self.finish = Some(FinishReason::Eos);
+            return Ok(None);
+        }
+        self.generated.push(token);
+        if self.generated.len() >= self.max_new {
+            self.finish = Some(FinishReason::Length);
+        } else if self.cache.len() >= self.cache.capacity() {
+            self.finish = Some(FinishReason::Context);
+        } else {
+            self.logits = self
+                .engine
+                .model
+                .forward(&[token], &mut self.cache, false)?;
+        }
+        Ok(Some(token))
+    }
+
+    /// Ends the generation early (the caller's budget ran out).
+    pub fn stop(&mut self, reason: FinishReason) {
+        self.finish.get_or_insert(reason);
+    }
+
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    pub fn generated(&self) -> &[u32] {
+        &self.generated
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    pub fn text(&self) -> Result<String, GenerateError> {
+        Ok(self.engine.tokenizer.decode(&self.generated)?)
+    }
+}
+
+/// Result of a whole generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub finish: FinishReason,
+}
+
+impl Engine {
+    /// Runs a generation to the end; `keep_going` is asked before every decode step and stops it
+    /// with [`FinishReason::Budget`] when it answers false.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        max_new: usize,
+        params: SamplingParams,
+        mut keep_going: impl FnMut() -> bool,
+    ) -> Result<Output, GenerateError> {
+        let mut g = Generation::new(self, prompt, max_new, params)?;
+        while g.finish_reason().is_none() {
+            if !keep_going() {
+                g.stop(FinishReason::Budget);
+                break;
+            }
+            g.step()?;
+        }
+        Ok(Output {
+            text: g.text()?,
+            tokens: g.generated().to_vec(),
+            prompt_tokens: g.prompt_tokens(),
+            finish: g.finish_reason().unwrap_or(FinishReason::Length),
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! The Walsh inference engine: the model of `docs/SPEC.md`, loaded from a `.walsh` blob and run
+//! with a KV cache in heap. This crate compiles natively (tests, `packer run`) and to
+//! wasm32-unknown-unknown (the canister), with the same results on both.
+
+pub mod algebra_linear;
+pub mod blob;
+pub mod config;
+pub mod generate;
+pub mod hadamard;
+pub mod kv_cache;
+pub mod math;
+pub mod model;
+pub mod octonion;
+pub mod sampler;
+pub mod ternary;
+pub mod tokenizer;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm_entropy;
+
+pub use blob::BlobError;
+pub use config::ModelConfig;
+pub use generate::{FinishReason, GenerateError, Generation, Output};
+pub use model::Model;
+pub use sampler::SamplingParams;
+pub use tokenizer::{Tokenizer, TokenizerError};
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LoadError {
+    #[error("invalid blob: {0}")]
+    Blob(#[from] BlobError),
+    #[error("invalid blob: {0}")]
+    Tokenizer(#[from] TokenizerError),
+}
+
+/// A loaded model and its tokenizer, ready to generate.
+#[derive(Debug)]
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    /// SHA-256 of the blob it was loaded from.
+    pub sha256: [u8; 32],
+    pub blob_len: usize,
+}
+
+impl Engine {
+    /// Parses, validates and loads a blob: the complete check an uploaded blob must pass.
+    pub fn load(bytes: &[u8]) -> Result<Self, LoadError> {
+        let blob = blob::parse(bytes)?;
+        let tokenizer = Tokenizer::from_json(blob.tokenizer_json, blob.config.vocab_size)?;
+        let model = Model::from_blob(&blob)?;
+        Ok(Engine {
+            model,
+            tokenizer,
+            sha256: blob.sha256,
+            blob_len: blob.total_len,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+}

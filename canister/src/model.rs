@@ -1,0 +1,354 @@
+//! The Walsh model of SPEC §2 with its weights in heap: loading from a validated blob and the
+//! forward pass over a block of new positions (the whole prompt at once, or one decode step).
+
+use crate::algebra_linear::{AlgebraLinear, LinearScratch};
+use crate::blob::{Blob, BlobError};
+use crate::config::{Algebra, Embedding, ModelConfig};
+use crate::kv_cache::KvCache;
+use crate::math::{dot, matvec, rmsnorm, silu, softmax};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ForwardError {
+    #[error("token id {token} is outside the model's vocabulary of {vocab}")]
+    TokenOutOfRange { token: u32, vocab: usize },
+    #[error("{new} new positions do not fit: {used} of the {capacity}-position context are used")]
+    ContextFull {
+        new: usize,
+        used: usize,
+        capacity: usize,
+    },
+}
+
+#[derive(Debug)]
+enum Embeddings {
+    Standard(Vec<f32>),
+    Hash { e1: Vec<f32>, e2: Vec<f32> },
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    q: AlgebraLinear,
+    k: AlgebraLinear,
+    v: AlgebraLinear,
+    o: AlgebraLinear,
+    /// Head mixing as an AlgebraLinear over one group of A heads (α = 1, β = β_h repeated): the
+    /// SPEC's mixing formulas are exactly that map.
+    mix: Option<AlgebraLinear>,
+    mlp_norm: Vec<f32>,
+    gate: AlgebraLinear,
+    up: AlgebraLinear,
+    down: AlgebraLinear,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub config: ModelConfig,
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    /// cos / sin of the RoPE angles, [T, hd/2].
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+}
+
+fn floats(blob: &Blob<'_>, name: &str) -> Result<Vec<f32>, BlobError> {
+    blob.tensor(name)
+        .ok_or_else(|| BlobError::MissingTensor(name.to_string()))?
+        .to_f32()
+}
+
+fn linear(
+    blob: &Blob<'_>,
+    prefix: &str,
+    inp: usize,
+    out: usize,
+) -> Result<AlgebraLinear, BlobError> {
+    let name = format!("{prefix}.weight");
+    let w = blob
+        .tensor(&name)
+        .ok_or(BlobError::MissingTensor(name))?
+        .to_ternary()?;
+    Ok(AlgebraLinear {
+        algebra: blob.config.algebra,
+        in_dim: inp,
+        out_dim: out,
+        weight: w.into_iter().map(f32::from).collect(),
+        alpha: floats(blob, &format!("{prefix}.alpha"))?,
+        beta: floats(blob, &format!("{prefix}.beta"))?,
+    })
+}
+
+/// Per-call buffers of a forward pass over `t` rows.
+struct Buffers {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    mixed: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    scores: Vec<f32>,
+    lin: LinearScratch,
+}
+
+impl Model {
+    /// Builds the heap model from a blob that `blob::parse` accepted.
+    pub fn from_blob(blob: &Blob<'_>) -> Result<Self, BlobError> {
+        let c = &blob.config;
+        let (d, f, hd, a) = (c.n_embd, c.mlp_hidden(), c.head_dim(), c.algebra_dim());
+        let embeddings = match c.embedding {
+            Embedding::Standard => Embeddings::Standard(floats(blob, "tok_emb.weight")?),
+            Embedding::Hash => Embeddings::Hash {
+                e1: floats(blob, "tok_emb.hash1")?,
+                e2: floats(blob, "tok_emb.hash2")?,
+            },
+        };
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for l in 0..c.n_layer {
+            let p = format!("layers.{l}");
+            let mix = if c.head_mixing {
+                let beta_h = floats(blob, &format!("{p}.attn.mix.beta"))?;
+                Some(AlgebraLinear {
+                    algebra: c.algebra,
+                    in_dim: a * hd,
+                    out_dim: a * hd,
+                    weight: floats(blob, &format!("{p}.attn.mix.weight"))?,
+                    alpha: vec![1.0; a * hd],
+                    beta: beta_h.repeat(a),
+                })
+            } else {
+                None
+            };
+            layers.push(Layer {
+                attn_norm: floats(blob, &format!("{p}.attn_norm.weight"))?,
+                q: linear(blob, &format!("{p}.attn.q"), d, d)?,
+                k: linear(blob, &format!("{p}.attn.k"), d, d)?,
+                v: linear(blob, &format!("{p}.attn.v"), d, d)?,
+                o: linear(blob, &format!("{p}.attn.o"), d, d)?,
+                mix,
+                mlp_norm: floats(blob, &format!("{p}.mlp_norm.weight"))?,
+                gate: linear(blob, &format!("{p}.mlp.gate"), d, f)?,
+                up: linear(blob, &format!("{p}.mlp.up"), d, f)?,
+                down: linear(blob, &format!("{p}.mlp.down"), f, d)?,
+            });
+        }
+        let half = hd / 2;
+        let mut rope_cos = Vec::with_capacity(c.block_size * half);
+        let mut rope_sin = Vec::with_capacity(c.block_size * half);
+        for p in 0..c.block_size {
+            for i in 0..half {
+                let inv_freq = libm::pow(c.rope_theta, -((2 * i) as f64) / hd as f64);
+                let angle = p as f64 * inv_freq;
+                rope_cos.push(libm::cos(angle) as f32);
+                rope_sin.push(libm::sin(angle) as f32);
+            }
+        }
+        Ok(Model {
+            config: c.clone(),
+            embeddings,
+            layers,
+            norm: floats(blob, "norm.weight")?,
+            rope_cos,
+            rope_sin,
+        })
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(
+            self.config.n_layer,
+            self.config.block_size,
+            self.config.n_embd,
+        )
+    }
+
+    fn embed(&self, token: u32, out: &mut [f32]) {
+        let d = self.config.n_embd;
+        let t = token as usize;
+        match &self.embeddings {
+            Embeddings::Standard(e) => out.copy_from_slice(&e[t * d..(t + 1) * d]),
+            Embeddings::Hash { e1, e2 } => {
+                let b = self.config.hash_buckets;
+                let (i1, i2) = (t % b, (t / b) % b);
+                for ((o, x), y) in out
+                    .iter_mut()
+                    .zip(&e1[i1 * d..(i1 + 1) * d])
+                    .zip(&e2[i2 * d..(i2 + 1) * d])
+                {
+                    *o = x + y;
+                }
+            }
+        }
+    }
+
+    /// Tied output logits of one final hidden row (after the final RMSNorm), SPEC §2.4.
+    fn logits_of(&self, h: &[f32], out: &mut [f32]) {
+        match &self.embeddings {
+            Embeddings::Standard(e) => matvec(e, h, out),
+            Embeddings::Hash { e1, e2 } => {
+                let b = self.config.hash_buckets;
+                let mut s1 = vec![0.0; b];
+                let mut s2 = vec![0.0; b];
+                matvec(e1, h, &mut s1);
+                matvec(e2, h, &mut s2);
+                for (t, o) in out.iter_mut().enumerate() {
+                    *o = s1[t % b] + s2[(t / b) % b];
+                }
+            }
+        }
+    }
+
+    fn rope(&self, row: &mut [f32], pos: usize) {
+        let hd = self.config.head_dim();
+        let half = hd / 2;
+        let cos = &self.rope_cos[pos * half..(pos + 1) * half];
+        let sin = &self.rope_sin[pos * half..(pos + 1) * half];
+        for head in row.chunks_exact_mut(hd) {
+            for i in 0..half {
+                let (a, b) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = a * cos[i] - b * sin[i];
+                head[2 * i + 1] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+
+    /// Runs `tokens` at the next positions of `cache` and returns the logits of the last one
+    /// (`all = false`, V values) or of every one (`all = true`, tokens.len() × V values).
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all: bool,
+    ) -> Result<Vec<f32>, ForwardError> {
+        let c = &self.config;
+        let (d, f, hd, nh) = (c.n_embd, c.mlp_hidden(), c.head_dim(), c.n_head);
+        let t = tokens.len();
+        let p0 = cache.len();
+        if p0 + t > cache.capacity() {
+            return Err(ForwardError::ContextFull {
+                new: t,
+                used: p0,
+                capacity: cache.capacity(),
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&tok| tok as usize >= c.vocab_size) {
+            return Err(ForwardError::TokenOutOfRange {
+                token: bad,
+                vocab: c.vocab_size,
+            });
+        }
+        let mut b = Buffers {
+            x: vec![0.0; t * d],
+            xn: vec![0.0; t * d],
+            q: vec![0.0; t * d],
+            k: vec![0.0; t * d],
+            v: vec![0.0; t * d],
+            att: vec![0.0; t * d],
+            mixed: vec![0.0; t * d],
+            proj: vec![0.0; t * d],
+            gate: vec![0.0; t * f],
+            up: vec![0.0; t * f],
+            scores: vec![0.0; p0 + t],
+            lin: LinearScratch::default(),
+        };
+        for (row, &tok) in b.x.chunks_exact_mut(d).zip(tokens) {
+            self.embed(tok, row);
+        }
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (l, layer) in self.layers.iter().enumerate() {
+            for (xr, nr) in b.x.chunks_exact(d).zip(b.xn.chunks_exact_mut(d)) {
+                rmsnorm(xr, &layer.attn_norm, nr);
+            }
+            layer.q.forward(&b.xn, &mut b.q, &mut b.lin);
+            layer.k.forward(&b.xn, &mut b.k, &mut b.lin);
+            layer.v.forward(&b.xn, &mut b.v, &mut b.lin);
+            for i in 0..t {
+                self.rope(&mut b.q[i * d..(i + 1) * d], p0 + i);
+                self.rope(&mut b.k[i * d..(i + 1) * d], p0 + i);
+                let r = cache.at(l, p0 + i);
+                cache.k[r.clone()].copy_from_slice(&b.k[i * d..(i + 1) * d]);
+                cache.v[r].copy_from_slice(&b.v[i * d..(i + 1) * d]);
+            }
+            let keys = &cache.k[cache.layer(l, p0 + t)];
+            let values = &cache.v[cache.layer(l, p0 + t)];
+            for i in 0..t {
+                let seen = p0 + i + 1;
+                for h in 0..nh {
+                    let qh = &b.q[i * d + h * hd..i * d + (h + 1) * hd];
+                    let scores = &mut b.scores[..seen];
+                    for (p, s) in scores.iter_mut().enumerate() {
+                        *s = dot(qh, &keys[p * d + h * hd..p * d + (h + 1) * hd]) * scale;
+                    }
+                    softmax(scores);
+                    let out = &mut b.att[i * d + h * hd..i * d + (h + 1) * hd];
+                    out.fill(0.0);
+                    for (p, w) in scores.iter().enumerate() {
+                        let vh = &values[p * d + h * hd..p * d + (h + 1) * hd];
+                        out.iter_mut().zip(vh).for_each(|(o, v)| *o += w * v);
+                    }
+                }
+            }
+            let attn_out = match &layer.mix {
+                Some(mix) => {
+                    mix.forward(&b.att, &mut b.mixed, &mut b.lin);
+                    &b.mixed
+                }
+                None => &b.att,
+            };
+            layer.o.forward(attn_out, &mut b.proj, &mut b.lin);
+            b.x.iter_mut().zip(&b.proj).for_each(|(x, y)| *x += y);
+
+            for (xr, nr) in b.x.chunks_exact(d).zip(b.xn.chunks_exact_mut(d)) {
+                rmsnorm(xr, &layer.mlp_norm, nr);
+            }
+            layer.gate.forward(&b.xn, &mut b.gate, &mut b.lin);
+            layer.up.forward(&b.xn, &mut b.up, &mut b.lin);
+            b.gate
+                .iter_mut()
+                .zip(&b.up)
+                .for_each(|(g, u)| *g = silu(*g) * u);
+            layer.down.forward(&b.gate, &mut b.proj, &mut b.lin);
+            b.x.iter_mut().zip(&b.proj).for_each(|(x, y)| *x += y);
+        }
+        cache.advance(t);
+        let v = c.vocab_size;
+        let rows: Vec<usize> = if all { (0..t).collect() } else { vec![t - 1] };
+        let mut logits = vec![0.0; rows.len() * v];
+        let mut h = vec![0.0; d];
+        for (k, &i) in rows.iter().enumerate() {
+            rmsnorm(&b.x[i * d..(i + 1) * d], &self.norm, &mut h);
+            self.logits_of(&h, &mut logits[k * v..(k + 1) * v]);
+        }
+        Ok(logits)
+    }
+
+    /// Heap bytes of the weights as the engine holds them.
+    pub fn heap_bytes(&self) -> usize {
+        let lin = |l: &AlgebraLinear| 4 * (l.weight.len() + l.alpha.len() + l.beta.len());
+        let emb = match &self.embeddings {
+            Embeddings::Standard(e) => e.len(),
+            Embeddings::Hash { e1, e2 } => e1.len() + e2.len(),
+        };
+        let mut total = 4 * (emb + self.norm.len() + self.rope_cos.len() + self.rope_sin.len());
+        for l in &self.layers {
+            total += lin(&l.q)
+                + lin(&l.k)
+                + lin(&l.v)
+                + lin(&l.o)
+                + lin(&l.gate)
+                + lin(&l.up)
+                + lin(&l.down);
+            total += 4 * (l.attn_norm.len() + l.mlp_norm.len());
+            total += l.mix.as_ref().map_or(0, lin);
+        }
+        total
+    }
+
+    pub fn algebra(&self) -> Algebra {
+        self.config.algebra
+    }
+}

@@ -1,0 +1,121 @@
+//! `packer inspect`: what a blob holds and what it costs.
+
+use std::fmt::Write;
+use walsh_canister::blob::{Blob, hex};
+use walsh_canister::config::TensorKind;
+
+fn human(n: usize) -> String {
+    if n >= 1 << 20 {
+        format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64)
+    } else if n >= 1 << 10 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn millions(n: usize) -> String {
+    format!("{:.2}M", n as f64 / 1e6)
+}
+
+/// The report as text; `tensors` lists every tensor too.
+pub fn report(blob: &Blob<'_>, tensors: bool) -> String {
+    let c = &blob.config;
+    let (emb, brain) = c.param_counts();
+    let total = emb + brain;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "model        {}",
+        if c.name.is_empty() {
+            "(unnamed)"
+        } else {
+            &c.name
+        }
+    );
+    let _ = writeln!(
+        s,
+        "config       {} · {} layers · D {} · {} heads (hd {}) · MLP {} · block {} · vocab {}",
+        c.algebra.name(),
+        c.n_layer,
+        c.n_embd,
+        c.n_head,
+        c.head_dim(),
+        c.mlp_hidden(),
+        c.block_size,
+        c.vocab_size
+    );
+    let emb_desc = match c.embedding {
+        walsh_canister::config::Embedding::Standard => "standard (tied)".to_string(),
+        walsh_canister::config::Embedding::Hash => format!(
+            "hash, {} buckets × 2 (tied, factorized logits)",
+            c.hash_buckets
+        ),
+    };
+    let _ = writeln!(s, "embeddings   {emb_desc}");
+    let _ = writeln!(
+        s,
+        "head mixing  {}",
+        if c.head_mixing { "on" } else { "off" }
+    );
+    let _ = writeln!(
+        s,
+        "parameters   {} total / {} brain / {} embedding",
+        millions(total),
+        millions(brain),
+        millions(emb)
+    );
+    let ternary: usize = blob
+        .tensors
+        .iter()
+        .filter(|t| t.kind == TensorKind::AlgebraWeight)
+        .map(|t| t.numel())
+        .sum();
+    let _ = writeln!(
+        s,
+        "ternary      {} weights ({:.1}% of all parameters)",
+        millions(ternary),
+        100.0 * ternary as f64 / total.max(1) as f64
+    );
+    let tensor_bytes: usize = blob.tensors.iter().map(|t| t.bytes.len()).sum();
+    let _ = writeln!(
+        s,
+        "size         {} ({} tensors, {} tokenizer, rest header/table/padding/checksum)",
+        human(blob.total_len),
+        human(tensor_bytes),
+        human(blob.tokenizer_json.len())
+    );
+    let _ = writeln!(
+        s,
+        "compression  tensors {:.1}x smaller than f32 ({}), {:.1}x vs int8 ({})",
+        (4 * total) as f64 / tensor_bytes as f64,
+        human(4 * total),
+        total as f64 / tensor_bytes as f64,
+        human(total)
+    );
+    let packing = blob
+        .tensors
+        .iter()
+        .find(|t| t.kind == TensorKind::AlgebraWeight)
+        .map_or("-", |t| t.dtype.name());
+    let _ = writeln!(s, "packing      {packing}");
+    let _ = writeln!(s, "sha256       {}", hex(&blob.sha256));
+    if tensors {
+        let _ = writeln!(
+            s,
+            "\n{:<32} {:<11} {:<16} {:>10}",
+            "tensor", "dtype", "shape", "bytes"
+        );
+        for t in &blob.tensors {
+            let _ = writeln!(
+                s,
+                "{:<32} {:<11} {:<16} {:>10}",
+                t.name,
+                t.dtype.name(),
+                format!("{:?}", t.shape),
+                t.bytes.len()
+            );
+        }
+    }
+    s
+}

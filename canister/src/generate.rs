@@ -130,6 +130,20 @@ impl<'e> Generation<'e> {
             self.finish = Some(FinishReason::Eos);
             return Ok(None);
         }
+        self.accept(token)?;
+        Ok(Some(token))
+    }
+
+    /// Appends a token chosen by the caller instead of the sampler (scoring a given text,
+    /// benchmarks that must run every step); `<|endoftext|>` is taken as an ordinary token here.
+    pub fn force(&mut self, token: u32) -> Result<(), GenerateError> {
+        if self.finish.is_some() {
+            return Ok(());
+        }
+        self.accept(token)
+    }
+
+    fn accept(&mut self, token: u32) -> Result<(), GenerateError> {
         self.generated.push(token);
         if self.generated.len() >= self.max_new {
             self.finish = Some(FinishReason::Length);
@@ -141,7 +155,7 @@ impl<'e> Generation<'e> {
                 .model
                 .forward(&[token], &mut self.cache, false)?;
         }
-        Ok(Some(token))
+        Ok(())
     }
 
     /// Ends the generation early (the caller's budget ran out).

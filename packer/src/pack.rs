@@ -34,10 +34,10 @@ impl Default for PackOptions {
 /// SPEC §2.1: γ = mean|W|, Wq = clamp(round(W / (γ + 1e-8)), −1, 1).
 pub fn quantize_ternary(w: &[f32]) -> (Vec<i8>, f32) {
     let gamma = (w.iter().map(|v| f64::from(v.abs())).sum::<f64>() / w.len().max(1) as f64) as f32;
-    let inv = 1.0 / (gamma + 1e-8);
+    // Divide (not multiply by a reciprocal) to round exactly as SPEC writes it.
     let q = w
         .iter()
-        .map(|v| (v * inv).round().clamp(-1.0, 1.0) as i8)
+        .map(|v| (v / (gamma + 1e-8)).round().clamp(-1.0, 1.0) as i8)
         .collect();
     (q, gamma)
 }

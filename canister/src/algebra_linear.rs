@@ -44,9 +44,9 @@ impl AlgebraLinear {
                 s.t.resize(n, 0.0);
                 for (i, zi) in y.chunks_exact_mut(n).enumerate() {
                     zi.fill(0.0);
-                    for j in 0..8 {
+                    for (j, &sign) in SIGNS[i].iter().enumerate() {
                         matvec(self.block(i ^ j), &s.u[j * m..(j + 1) * m], &mut s.t);
-                        if SIGNS[i][j] > 0 {
+                        if sign > 0 {
                             zi.iter_mut().zip(&s.t).for_each(|(z, t)| *z += t);
                         } else {
                             zi.iter_mut().zip(&s.t).for_each(|(z, t)| *z -= t);

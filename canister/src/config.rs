@@ -127,17 +127,18 @@ impl ModelConfig {
         if !(1..=256).contains(&self.n_layer) {
             return Err(invalid("n_layer", self.n_layer, "must be in 1..=256"));
         }
-        if self.n_head == 0 || self.n_head > self.n_embd || self.n_embd % self.n_head != 0 {
+        if self.n_head == 0 || self.n_head > self.n_embd || !self.n_embd.is_multiple_of(self.n_head)
+        {
             return Err(invalid("n_head", self.n_head, "must divide n_embd"));
         }
-        if (self.n_embd / self.n_head) % 2 != 0 {
+        if !(self.n_embd / self.n_head).is_multiple_of(2) {
             return Err(invalid(
                 "n_head",
                 self.n_head,
                 "head size n_embd/n_head must be even (RoPE rotates pairs)",
             ));
         }
-        if self.n_embd % a != 0 {
+        if !self.n_embd.is_multiple_of(a) {
             return Err(invalid(
                 "n_embd",
                 self.n_embd,
@@ -151,7 +152,7 @@ impl ModelConfig {
                 "must be in 1..=65536",
             ));
         }
-        if self.head_mixing && self.n_head % a != 0 {
+        if self.head_mixing && !self.n_head.is_multiple_of(a) {
             return Err(invalid(
                 "n_head",
                 self.n_head,

@@ -34,7 +34,7 @@ mod tests {
     use super::*;
 
     fn sylvester(n: usize, g: usize, j: usize) -> f64 {
-        let sign = if (g & j).count_ones() % 2 == 0 {
+        let sign = if (g & j).count_ones().is_multiple_of(2) {
             1.0
         } else {
             -1.0

@@ -77,7 +77,7 @@ pub fn unpack4x(bytes: &[u8], numel: usize) -> Result<Vec<i8>, UnpackError> {
         let code = (bytes[e / 4] >> (2 * (e % 4))) & 0b11;
         out.push(decode(code).ok_or(UnpackError::InvalidCode { element: e })?);
     }
-    if numel % 4 != 0 {
+    if !numel.is_multiple_of(4) {
         let last = bytes.len() - 1;
         if bytes[last] >> (2 * (numel % 4)) != 0 {
             return Err(UnpackError::NonZeroPadding { byte: last });

@@ -65,6 +65,25 @@ pub fn report(blob: &Blob<'_>, tensors: bool) -> String {
         millions(brain),
         millions(emb)
     );
+    let count = |pred: &dyn Fn(&str, TensorKind) -> bool| -> usize {
+        blob.tensors
+            .iter()
+            .filter(|t| pred(&t.name, t.kind))
+            .map(|t| t.numel())
+            .sum()
+    };
+    let scales = count(&|_, k| k == TensorKind::AlgebraScale);
+    let mixing = count(&|n, _| n.contains(".attn.mix."));
+    let norms = count(&|n, _| n.contains("norm."));
+    let _ = writeln!(
+        s,
+        "brain        {} = {} ternary + {} α/β scales + {} head mixing + {} norm gains",
+        millions(brain),
+        millions(count(&|_, k| k == TensorKind::AlgebraWeight)),
+        millions(scales),
+        millions(mixing),
+        millions(norms)
+    );
     let ternary: usize = blob
         .tensors
         .iter()

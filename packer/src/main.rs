@@ -225,12 +225,13 @@ fn real_main() -> Result<()> {
                 ids.push(tok);
                 // Decode the whole tail each time: one token can end in the middle of a UTF-8
                 // character, and only complete text should reach the terminal.
-                if let Ok(text) = engine.tokenizer.decode(&ids) {
-                    if text.len() > shown && !text.ends_with('\u{FFFD}') {
-                        print!("{}", &text[shown..]);
-                        let _ = std::io::stdout().flush();
-                        shown = text.len();
-                    }
+                if let Ok(text) = engine.tokenizer.decode(&ids)
+                    && text.len() > shown
+                    && !text.ends_with('\u{FFFD}')
+                {
+                    print!("{}", &text[shown..]);
+                    let _ = std::io::stdout().flush();
+                    shown = text.len();
                 }
             })?;
             if json {

@@ -83,7 +83,7 @@ fn init_pack_inspect_run() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
     let n = v["generated_tokens"].as_u64().unwrap();
-    assert!(n >= 1 && n <= 12);
+    assert!((1..=12).contains(&n));
     assert!(["eos", "length"].contains(&v["finish_reason"].as_str().unwrap()));
     assert_eq!(v["prompt_tokens"], 4);
     // Both layouts give the same tokens.

@@ -85,6 +85,13 @@ pub struct ModelConfig {
     pub eos_token_id: u32,
 }
 
+/// Parser errors can quote the input, newlines and all: messages stay on one line.
+pub fn one_line(s: &str) -> String {
+    s.replace('\r', "\\r")
+        .replace('\n', "\\n")
+        .replace('\0', "\\0")
+}
+
 fn invalid(field: &'static str, value: impl ToString, rule: &'static str) -> ConfigError {
     ConfigError::Invalid {
         field,
@@ -96,8 +103,8 @@ fn invalid(field: &'static str, value: impl ToString, rule: &'static str) -> Con
 impl ModelConfig {
     /// Parses and validates a config.json.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let cfg: ModelConfig =
-            serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let cfg: ModelConfig = serde_json::from_slice(bytes)
+            .map_err(|e| ConfigError::Json(one_line(&e.to_string())))?;
         cfg.validate()?;
         Ok(cfg)
     }

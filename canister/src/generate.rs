@@ -37,6 +37,8 @@ pub enum FinishReason {
     Context,
     /// The caller's budget ran out (the canister's instruction limit).
     Budget,
+    /// The text reached one of the caller's stop strings (cut before it).
+    Stop,
 }
 
 impl FinishReason {
@@ -46,9 +48,14 @@ impl FinishReason {
             FinishReason::Length => "length",
             FinishReason::Context => "context",
             FinishReason::Budget => "budget",
+            FinishReason::Stop => "stop",
         }
     }
 }
+
+/// Positions per prefill chunk: large enough that the prompt still runs as a batch, small enough
+/// that a budget check between chunks is fine-grained.
+pub const PREFILL_CHUNK: usize = 32;
 
 /// One generation in progress.
 pub struct Generation<'e> {
@@ -83,6 +90,20 @@ impl<'e> Generation<'e> {
         max_new: usize,
         params: SamplingParams,
     ) -> Result<Self, GenerateError> {
+        Self::start(engine, prompt_ids, max_new, params, &mut |_| true)
+    }
+
+    /// Starts a generation under a budget: the prefill runs in chunks of [`PREFILL_CHUNK`]
+    /// positions, and `keep_going(n)` is asked before each chunk of n positions. When it answers
+    /// false the generation ends at once with [`FinishReason::Budget`] and no tokens. Chunking
+    /// does not change a single bit of the result: every position's computation is the same.
+    pub fn start(
+        engine: &'e Engine,
+        prompt_ids: &[u32],
+        max_new: usize,
+        params: SamplingParams,
+        keep_going: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Self, GenerateError> {
         params.validate().map_err(GenerateError::Sampling)?;
         let cfg = &engine.model.config;
         if prompt_ids.len() + 1 > cfg.block_size {
@@ -95,23 +116,27 @@ impl<'e> Generation<'e> {
         let mut context = Vec::with_capacity(prompt_ids.len() + 1);
         context.push(cfg.eos_token_id);
         context.extend_from_slice(prompt_ids);
-        let mut cache = engine.model.new_cache();
-        let logits = engine.model.forward(&context, &mut cache, false)?;
-        let finish = if max_new == 0 {
-            Some(FinishReason::Length)
-        } else {
-            None
-        };
-        Ok(Generation {
+        let mut g = Generation {
             engine,
-            cache,
+            cache: engine.model.new_cache(),
             sampler: Sampler::new(params),
             prompt_tokens: prompt_ids.len(),
             generated: Vec::new(),
             max_new,
-            logits,
-            finish,
-        })
+            logits: Vec::new(),
+            finish: None,
+        };
+        for chunk in context.chunks(PREFILL_CHUNK) {
+            if !keep_going(chunk.len()) {
+                g.finish = Some(FinishReason::Budget);
+                return Ok(g);
+            }
+            g.logits = engine.model.forward(chunk, &mut g.cache, false)?;
+        }
+        if max_new == 0 {
+            g.finish = Some(FinishReason::Length);
+        }
+        Ok(g)
     }
 
     /// Logits for the next token.
@@ -194,25 +219,41 @@ pub struct Output {
 }
 
 impl Engine {
-    /// Runs a generation to the end; `keep_going` is asked before every decode step and stops it
-    /// with [`FinishReason::Budget`] when it answers false.
+    /// Runs a generation to the end. `keep_going(n)` is asked before every unit of work of n
+    /// positions (prefill chunks, then one per decode step) and ends the generation with
+    /// [`FinishReason::Budget`] when it answers false. Generation also ends when the text
+    /// contains one of `stop` (the text is cut before it).
     pub fn generate(
         &self,
         prompt: &str,
         max_new: usize,
         params: SamplingParams,
-        mut keep_going: impl FnMut() -> bool,
+        stop: &[String],
+        mut keep_going: impl FnMut(usize) -> bool,
     ) -> Result<Output, GenerateError> {
-        let mut g = Generation::new(self, prompt, max_new, params)?;
+        let prompt_ids = self.tokenizer.encode(prompt)?;
+        let mut g = Generation::start(self, &prompt_ids, max_new, params, &mut keep_going)?;
+        let stop: Vec<&String> = stop.iter().filter(|s| !s.is_empty()).collect();
+        let mut cut: Option<usize> = None;
         while g.finish_reason().is_none() {
-            if !keep_going() {
+            if !keep_going(1) {
                 g.stop(FinishReason::Budget);
                 break;
             }
-            g.step()?;
+            if g.step()?.is_some() && !stop.is_empty() {
+                let text = g.text()?;
+                if let Some(pos) = stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                    cut = Some(pos);
+                    g.stop(FinishReason::Stop);
+                }
+            }
+        }
+        let mut text = g.text()?;
+        if let Some(pos) = cut {
+            text.truncate(pos);
         }
         Ok(Output {
-            text: g.text()?,
+            text,
             tokens: g.generated().to_vec(),
             prompt_tokens: g.prompt_tokens(),
             finish: g.finish_reason().unwrap_or(FinishReason::Length),

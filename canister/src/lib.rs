@@ -7,6 +7,8 @@ pub mod blob;
 pub mod config;
 pub mod generate;
 pub mod hadamard;
+#[cfg(feature = "canister")]
+pub mod ic;
 pub mod kv_cache;
 pub mod math;
 pub mod model;
@@ -33,7 +35,15 @@ pub enum LoadError {
     Blob(#[from] BlobError),
     #[error("invalid blob: {0}")]
     Tokenizer(#[from] TokenizerError),
+    #[error(
+        "the model would need {needed} bytes of heap to run (weights as f32, RoPE tables, KV cache); the engine allows {limit}"
+    )]
+    TooLarge { needed: u64, limit: u64 },
 }
+
+/// Heap the engine may take for one model: wasm32's 4 GiB less room for the tokenizer, the blob
+/// being validated during an upload, and the call's own buffers.
+pub const MAX_ENGINE_HEAP: u64 = 3 << 30;
 
 /// A loaded model and its tokenizer, ready to generate.
 #[derive(Debug)]
@@ -43,6 +53,8 @@ pub struct Engine {
     /// SHA-256 of the blob it was loaded from.
     pub sha256: [u8; 32],
     pub blob_len: usize,
+    /// Layout of the ternary weights in the blob.
+    pub packing: blob::DType,
 }
 
 impl Engine {
@@ -50,12 +62,32 @@ impl Engine {
     pub fn load(bytes: &[u8]) -> Result<Self, LoadError> {
         let blob = blob::parse(bytes)?;
         let tokenizer = Tokenizer::from_json(blob.tokenizer_json, blob.config.vocab_size)?;
+        if blob.config.eos_token_id as usize >= tokenizer.vocab_size() {
+            return Err(TokenizerError::EosOutOfRange {
+                eos: blob.config.eos_token_id,
+                vocab: tokenizer.vocab_size(),
+            }
+            .into());
+        }
+        let heap = Model::heap_estimate(&blob.config);
+        if heap > MAX_ENGINE_HEAP {
+            return Err(LoadError::TooLarge {
+                needed: heap,
+                limit: MAX_ENGINE_HEAP,
+            });
+        }
         let model = Model::from_blob(&blob)?;
+        let packing = blob
+            .tensors
+            .iter()
+            .find(|t| t.dtype.is_ternary())
+            .map_or(blob::DType::Ternary4x, |t| t.dtype);
         Ok(Engine {
             model,
             tokenizer,
             sha256: blob.sha256,
             blob_len: blob.total_len,
+            packing,
         })
     }
 

@@ -158,6 +158,18 @@ impl Model {
         })
     }
 
+    /// Heap bytes a model of this config takes in the engine (checked before anything is
+    /// allocated, since a small blob can describe a huge config).
+    pub fn heap_estimate(c: &ModelConfig) -> u64 {
+        let (emb, brain) = c.param_counts();
+        let weights = 4 * (emb + brain) as u64;
+        let rope = 4 * (c.block_size * c.head_dim()) as u64;
+        let kv = 8 * (c.n_layer * c.block_size * c.n_embd) as u64;
+        let activations =
+            4 * (c.block_size * (8 * c.n_embd + 2 * c.mlp_hidden() + c.vocab_size)) as u64;
+        weights + rope + kv + activations
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(
             self.config.n_layer,

@@ -854,10 +854,10 @@ fn x4_and_x16_blobs_generate_identical_text() {
         };
         for params in [SamplingParams::default(), sampled] {
             let o4 = e4
-                .generate("Once upon a time", 30, params.clone(), || true)
+                .generate("Once upon a time", 30, params.clone(), &[], |_| true)
                 .expect("generate 4x");
             let o16 = e16
-                .generate("Once upon a time", 30, params.clone(), || true)
+                .generate("Once upon a time", 30, params.clone(), &[], |_| true)
                 .expect("generate 16x");
             assert!(!o4.tokens.is_empty(), "{}: nothing generated", cfg.name);
             assert_eq!(o4.tokens, o16.tokens, "{}: {params:?}", cfg.name);

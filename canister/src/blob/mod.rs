@@ -31,13 +31,13 @@ pub enum BlobError {
     #[error("reserved header flags are {0:#x}; they must be 0")]
     ReservedFlags(u32),
     #[error(
-        "{section} section (offset {offset}, {len} bytes) runs past the end of the {blob_len}-byte blob"
+        "{section} section (offset {offset}, {len} bytes) runs past byte {limit}, the end of the space it may use"
     )]
     SectionOutOfBounds {
         section: &'static str,
         offset: u64,
         len: u64,
-        blob_len: usize,
+        limit: usize,
     },
     #[error("data offset {0} is not a multiple of {ALIGN}")]
     DataMisaligned(u64),

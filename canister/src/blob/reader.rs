@@ -117,7 +117,7 @@ fn section(
         section: name,
         offset,
         len,
-        blob_len,
+        limit: blob_len,
     };
     let end = offset.checked_add(len).ok_or(err.clone())?;
     if end > blob_len as u64 {
@@ -173,7 +173,7 @@ pub fn parse(bytes: &[u8]) -> Result<Blob<'_>, BlobError> {
             section: "data",
             offset: data_offset,
             len: data_len,
-            blob_len,
+            limit: blob_len,
         })?;
     if (blob_len as u64) < expected_total {
         return Err(BlobError::Truncated {
@@ -209,7 +209,7 @@ pub fn parse(bytes: &[u8]) -> Result<Blob<'_>, BlobError> {
             section: "tokenizer",
             offset: cfg_end as u64,
             len: tokenizer_len,
-            blob_len: data_start,
+            limit: data_start,
         });
     }
     let config = ModelConfig::from_json(&bytes[cfg_start..cfg_end])?;
@@ -244,12 +244,19 @@ pub fn parse(bytes: &[u8]) -> Result<Blob<'_>, BlobError> {
                 why: "length must be 1..=256",
             });
         }
-        let name = std::str::from_utf8(cur.take(name_len)?)
-            .map_err(|_| BlobError::BadName {
+        let raw = cur.take(name_len)?;
+        // SPEC §3 names use ASCII letters, digits, '.' and '_' only; anything else is refused
+        // before it can reach an error message.
+        if !raw
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'_')
+        {
+            return Err(BlobError::BadName {
                 entry,
-                why: "not UTF-8",
-            })?
-            .to_string();
+                why: "only ASCII letters, digits, '.' and '_' are allowed",
+            });
+        }
+        let name = String::from_utf8_lossy(raw).into_owned();
         let code = cur.u8()?;
         let dtype = DType::from_code(code).ok_or_else(|| BlobError::UnknownDtype {
             tensor: name.clone(),

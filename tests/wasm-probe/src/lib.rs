@@ -59,14 +59,16 @@ pub unsafe extern "C" fn probe_generate(
         seed,
     };
     ENGINE.with(|c| match c.borrow().as_ref() {
-        Some(engine) => match engine.generate(&prompt, max_tokens as usize, params, || true) {
-            Ok(out) => {
-                let ids: Vec<u8> = out.tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-                OUTPUT.with(|o| *o.borrow_mut() = ids);
-                OUTPUT.with(|o| o.borrow().len() as i32)
+        Some(engine) => {
+            match engine.generate(&prompt, max_tokens as usize, params, &[], |_| true) {
+                Ok(out) => {
+                    let ids: Vec<u8> = out.tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+                    OUTPUT.with(|o| *o.borrow_mut() = ids);
+                    OUTPUT.with(|o| o.borrow().len() as i32)
+                }
+                Err(_) => -1,
             }
-            Err(_) => -1,
-        },
+        }
         None => -1,
     })
 }

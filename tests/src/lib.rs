@@ -1,1 +1,48 @@
-//! Shared fixtures of the workspace integration tests (the tests themselves are in `tests/tests/`).
+//! Shared parts of the workspace integration tests (the tests themselves are in `tests/tests/`):
+//! the IC emulation harness and the canister build they run.
+
+pub mod ic;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where test-built wasm goes: its own target directory, since the `cargo test` that runs the
+/// tests may hold the lock on the main one.
+pub fn wasm_target_dir() -> PathBuf {
+    root().join("target/wasm-check")
+}
+
+/// The canister's release wasm (`cargo build --release --target wasm32-unknown-unknown -p
+/// walsh-canister`, default features: IC entry points and the embedded model), built once per
+/// test process.
+pub fn canister_wasm() -> &'static [u8] {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(root())
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-unknown-unknown",
+                "-p",
+                "walsh-canister",
+            ])
+            .env("CARGO_TARGET_DIR", wasm_target_dir())
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the canister for wasm32 failed (is the target installed? `rustup target add wasm32-unknown-unknown`)"
+        );
+        std::fs::read(wasm_target_dir().join("wasm32-unknown-unknown/release/walsh_canister.wasm"))
+            .expect("canister wasm")
+    })
+}

@@ -436,3 +436,93 @@ fn budget_ends_generation_cleanly() {
         FinishReason::Budget | FinishReason::Length
     ));
 }
+
+/// The canister's figures of merit for docs/BENCHMARKS.md, for the seed's three configs with
+/// random weights (uploads of up to 52 MB: minutes, so not part of the default run):
+/// `cargo test --release -p walsh-tests --test canister -- --ignored --nocapture figures`
+#[test]
+#[ignore]
+fn figures() {
+    let wasm = wasm();
+    eprintln!(
+        "canister wasm: {} bytes (raw cargo output, embedded model included)",
+        wasm.len()
+    );
+    for (config, embeddings) in [
+        (
+            "tinystories-hadamard-hash.toml",
+            walsh_canister::blob::DType::Int8,
+        ),
+        (
+            "tinystories-hadamard.toml",
+            walsh_canister::blob::DType::F16,
+        ),
+        (
+            "tinystories-octonion.toml",
+            walsh_canister::blob::DType::F16,
+        ),
+    ] {
+        let mut h = Harness::new();
+        let install = h
+            .install(wasm, &Encode!().unwrap(), vec![controller()], controller())
+            .expect("install");
+        let bytes = blob(
+            config,
+            &[],
+            1,
+            PackOptions {
+                embeddings,
+                ..PackOptions::default()
+            },
+        );
+        let sha = Sha256::digest(&bytes).to_vec();
+        assert!(matches!(
+            begin(&mut h, bytes.len(), sha, 1_900_000),
+            UploadResult::Ok(_)
+        ));
+        let mut upload_instructions = 0;
+        for (i, c) in bytes.chunks(1_900_000).enumerate() {
+            let req = UploadChunk {
+                index: i as u32,
+                data: serde_bytes::ByteBuf::from(c.to_vec()),
+            };
+            let r = h
+                .update(controller(), "upload_chunk", &Encode!(&req).unwrap())
+                .unwrap();
+            upload_instructions += r.instructions;
+        }
+        let c = h
+            .update(controller(), "upload_commit", &Encode!().unwrap())
+            .unwrap();
+        assert!(matches!(
+            c.decode::<CommitResult>().unwrap(),
+            CommitResult::Ok(_)
+        ));
+        let prefill = generate(&mut h, "Once upon a time", 0).1;
+        let (r, total) = generate(&mut h, "Once upon a time", 100);
+        let g = ok(r);
+        let per_token = (total - prefill) / u64::from(g.generated_tokens.max(1));
+        let (r, _) = generate(&mut h, "Once upon a time", 255);
+        let most = ok(r);
+        eprintln!(
+            "{config}: blob {} B in {} chunks ({} instructions for chunks, {} for commit); heap {} B after commit (install {} instructions, heap {} B); \
+prefill of 5 positions {} instructions; generate 100: {} tokens, {} instructions, {} per token, finish {:?}; \
+max in one query: {} tokens (finish {:?}, {} instructions)",
+            bytes.len(),
+            bytes.len().div_ceil(1_900_000),
+            upload_instructions,
+            c.instructions,
+            c.heap_bytes,
+            install.instructions,
+            install.heap_bytes,
+            prefill,
+            g.generated_tokens,
+            total,
+            per_token,
+            g.finish_reason,
+            most.generated_tokens,
+            most.finish_reason,
+            most.instructions
+        );
+    }
+}

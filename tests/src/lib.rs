@@ -1,6 +1,7 @@
 //! Shared parts of the workspace integration tests (the tests themselves are in `tests/tests/`):
 //! the IC emulation harness and the canister build they run.
 
+pub mod fixtures;
 pub mod ic;
 
 use std::path::{Path, PathBuf};

@@ -5,20 +5,13 @@ use candid::{Encode, Principal};
 use sha2::{Digest, Sha256};
 use walsh_canister::ic::api::*;
 use walsh_canister::{Engine, SamplingParams};
-use walsh_packer::{PackOptions, config_file, init, pack};
+use walsh_packer::PackOptions;
+use walsh_tests::fixtures::{controller, native_tokens, random_blob as blob, stranger};
 use walsh_tests::ic::{CallError, Harness};
 use walsh_tests::root;
 
 fn wasm() -> &'static [u8] {
     walsh_tests::canister_wasm()
-}
-
-fn controller() -> Principal {
-    Principal::self_authenticating(b"walsh test controller")
-}
-
-fn stranger() -> Principal {
-    Principal::self_authenticating(b"someone else")
 }
 
 fn installed() -> Harness {
@@ -31,18 +24,6 @@ fn installed() -> Harness {
     )
     .expect("install");
     h
-}
-
-fn tokenizer() -> String {
-    std::fs::read_to_string(root().join("models/tokenizer-gpt2.json")).unwrap()
-}
-
-/// A blob of a config from configs/ with overrides, random weights.
-fn blob(config: &str, overrides: &[&str], seed: u64, opts: PackOptions) -> Vec<u8> {
-    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    let cfg =
-        config_file::load_model_config(&root().join("configs").join(config), &overrides).unwrap();
-    pack(&init::random_checkpoint(&cfg, seed, tokenizer()), opts).unwrap()
 }
 
 fn generate(h: &mut Harness, prompt: &str, max: u32) -> (GenerateResult, u64) {
@@ -94,14 +75,6 @@ fn model_info(h: &mut Harness) -> ModelInfo {
         ModelInfoResult::Ok(i) => i,
         ModelInfoResult::Err(e) => panic!("model_info: {e}"),
     }
-}
-
-fn native_tokens(blob: &[u8], prompt: &str, max: usize) -> Vec<u32> {
-    let engine = Engine::load(blob).unwrap();
-    engine
-        .generate(prompt, max, SamplingParams::default(), &[], |_| true)
-        .unwrap()
-        .tokens
 }
 
 fn update<T: candid::CandidType + for<'de> candid::Deserialize<'de>>(

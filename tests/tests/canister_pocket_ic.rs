@@ -19,16 +19,9 @@ mod scenarios {
     use sha2::{Digest, Sha256};
     use walsh_canister::ic::api::*;
     use walsh_canister::{Engine, SamplingParams};
-    use walsh_packer::{PackOptions, config_file, init, pack};
+    use walsh_packer::PackOptions;
+    use walsh_tests::fixtures::{controller, native_tokens, random_blob as blob, stranger};
     use walsh_tests::root;
-
-    fn controller() -> Principal {
-        Principal::self_authenticating(b"walsh test controller")
-    }
-
-    fn stranger() -> Principal {
-        Principal::self_authenticating(b"someone else")
-    }
 
     /// A PocketIC instance (one application subnet) and the installed canister.
     struct Ic {
@@ -54,18 +47,6 @@ mod scenarios {
             Some(controller()),
         );
         Some(Ic { pic, id })
-    }
-
-    fn tokenizer() -> String {
-        std::fs::read_to_string(root().join("models/tokenizer-gpt2.json")).unwrap()
-    }
-
-    /// A blob of a config from configs/ with overrides, random weights.
-    fn blob(config: &str, overrides: &[&str], seed: u64, opts: PackOptions) -> Vec<u8> {
-        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        let cfg = config_file::load_model_config(&root().join("configs").join(config), &overrides)
-            .unwrap();
-        pack(&init::random_checkpoint(&cfg, seed, tokenizer()), opts).unwrap()
     }
 
     fn query<T: CandidType + for<'de> Deserialize<'de>>(
@@ -133,14 +114,6 @@ mod scenarios {
 
     fn upload_status(ic: &Ic) -> Option<UploadStatus> {
         query(ic, controller(), "upload_status", Encode!().unwrap())
-    }
-
-    fn native_tokens(blob: &[u8], prompt: &str, max: usize) -> Vec<u32> {
-        let engine = Engine::load(blob).unwrap();
-        engine
-            .generate(prompt, max, SamplingParams::default(), &[], |_| true)
-            .unwrap()
-            .tokens
     }
 
     fn begin(ic: &Ic, bytes_len: usize, sha: Vec<u8>, chunk: u32) -> UploadResult {

@@ -527,6 +527,32 @@ fn not_in_harness<T>(name: &str) -> Res<T> {
 
 /// Builds the linker with every function of [`IC0`] plus the injected
 /// `__.out_of_instructions`.
+/// A `*_size` / `*_copy` pair over bytes of the host state, callable in the `allowed` contexts:
+/// the size costs the base fee, the copy the base fee plus one per byte.
+fn link_bytes(
+    l: &mut Linker<HostState>,
+    size_name: &'static str,
+    copy_name: &'static str,
+    allowed: u16,
+    source: fn(&HostState) -> &[u8],
+) -> Res<()> {
+    l.func_wrap("ic0", size_name, move |mut c: Caller<'_, HostState>| {
+        charge(&mut c, overhead::DEFAULT)?;
+        require(&c, size_name, allowed)?;
+        Ok(source(c.data()).len() as i32)
+    })?;
+    l.func_wrap(
+        "ic0",
+        copy_name,
+        move |mut c: Caller<'_, HostState>, dst: i32, off: i32, size: i32| {
+            charge(&mut c, overhead::DEFAULT + u(size))?;
+            require(&c, copy_name, allowed)?;
+            copy_out(&mut c, copy_name, (dst, off, size), source)
+        },
+    )?;
+    Ok(())
+}
+
 pub(crate) fn linker(engine: &wasmtime::Engine) -> Res<Linker<HostState>> {
     let mut l = Linker::new(engine);
     l.func_wrap(
@@ -536,42 +562,16 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Res<Linker<HostState>> {
     )?;
 
     // Message arguments and caller.
-    l.func_wrap(
-        "ic0",
+    link_bytes(
+        &mut l,
         "msg_arg_data_size",
-        |mut c: Caller<'_, HostState>| {
-            charge(&mut c, overhead::DEFAULT)?;
-            require(&c, "msg_arg_data_size", I | U | RQ | NRQ | CQ | F)?;
-            Ok(c.data().ctx.arg.len() as i32)
-        },
-    )?;
-    l.func_wrap(
-        "ic0",
         "msg_arg_data_copy",
-        |mut c: Caller<'_, HostState>, dst: i32, off: i32, size: i32| {
-            charge(&mut c, overhead::DEFAULT + u(size))?;
-            require(&c, "msg_arg_data_copy", I | U | RQ | NRQ | CQ | F)?;
-            copy_out(&mut c, "msg_arg_data_copy", (dst, off, size), |s| {
-                &s.ctx.arg
-            })
-        },
+        I | U | RQ | NRQ | CQ | F,
+        |s| &s.ctx.arg,
     )?;
-    l.func_wrap("ic0", "msg_caller_size", |mut c: Caller<'_, HostState>| {
-        charge(&mut c, overhead::DEFAULT)?;
-        require(&c, "msg_caller_size", ALL)?;
-        Ok(c.data().ctx.caller.len() as i32)
+    link_bytes(&mut l, "msg_caller_size", "msg_caller_copy", ALL, |s| {
+        &s.ctx.caller
     })?;
-    l.func_wrap(
-        "ic0",
-        "msg_caller_copy",
-        |mut c: Caller<'_, HostState>, dst: i32, off: i32, size: i32| {
-            charge(&mut c, overhead::DEFAULT + u(size))?;
-            require(&c, "msg_caller_copy", ALL)?;
-            copy_out(&mut c, "msg_caller_copy", (dst, off, size), |s| {
-                &s.ctx.caller
-            })
-        },
-    )?;
     for (size_name, copy_name) in [
         ("msg_caller_info_data_size", "msg_caller_info_data_copy"),
         ("msg_caller_info_signer_size", "msg_caller_info_signer_copy"),
@@ -797,42 +797,16 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Res<Linker<HostState>> {
     )?;
 
     // Canister and subnet identity, status, version.
-    l.func_wrap(
-        "ic0",
+    link_bytes(
+        &mut l,
         "canister_self_size",
-        |mut c: Caller<'_, HostState>| {
-            charge(&mut c, overhead::DEFAULT)?;
-            require(&c, "canister_self_size", ALL)?;
-            Ok(c.data().env.canister_id.len() as i32)
-        },
-    )?;
-    l.func_wrap(
-        "ic0",
         "canister_self_copy",
-        |mut c: Caller<'_, HostState>, dst: i32, off: i32, size: i32| {
-            charge(&mut c, overhead::DEFAULT + u(size))?;
-            require(&c, "canister_self_copy", ALL)?;
-            copy_out(&mut c, "canister_self_copy", (dst, off, size), |s| {
-                &s.env.canister_id
-            })
-        },
+        ALL,
+        |s| &s.env.canister_id,
     )?;
-    l.func_wrap("ic0", "subnet_self_size", |mut c: Caller<'_, HostState>| {
-        charge(&mut c, overhead::DEFAULT)?;
-        require(&c, "subnet_self_size", ALL)?;
-        Ok(c.data().env.subnet_id.len() as i32)
+    link_bytes(&mut l, "subnet_self_size", "subnet_self_copy", ALL, |s| {
+        &s.env.subnet_id
     })?;
-    l.func_wrap(
-        "ic0",
-        "subnet_self_copy",
-        |mut c: Caller<'_, HostState>, dst: i32, off: i32, size: i32| {
-            charge(&mut c, overhead::DEFAULT + u(size))?;
-            require(&c, "subnet_self_copy", ALL)?;
-            copy_out(&mut c, "subnet_self_copy", (dst, off, size), |s| {
-                &s.env.subnet_id
-            })
-        },
-    )?;
     l.func_wrap(
         "ic0",
         "subnet_self_node_count",

@@ -6,6 +6,8 @@
 //! against f64 finite differences. The model over a backend trait, the training loop,
 //! checkpoints and the CUDA backend are still to come (trainer issues).
 
+pub mod backend;
+pub mod model;
 pub mod ops;
 pub mod prepare;
 

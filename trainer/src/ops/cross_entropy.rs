@@ -9,7 +9,9 @@
 //!   Σ_t exp ℓ_t ∝ Σ_q f_q · Σ_{r < cnt_q} e1[r] (cnt_q = min(B, V − qB) tokens in block q), so a
 //!   row costs O(B + V/B) besides the 2·B dot products, and so do its gradients ∂s1, ∂s2.
 //!
-//! The forward returns the mean loss over the N rows and saves the log-sum-exp of every row.
+//! The forward returns the mean loss over the N rows and saves the log-sum-exp of every row. The
+//! per-row losses are summed in row order, not by rayon's `sum` (whose tree follows work
+//! stealing), so a step is bit-for-bit reproducible and a resumed run equals an unbroken one.
 
 use super::embedding::hash_index;
 use super::{Real, axpy, cast, dot};
@@ -65,6 +67,8 @@ pub fn cross_entropy_forward<T: Real>(
             }
             loss
         })
+        .collect::<Vec<T>>()
+        .into_iter()
         .sum();
     total / cast(n.max(1) as f64)
 }
@@ -238,6 +242,8 @@ pub fn hash_cross_entropy_forward<T: Real>(
             let (i1, i2) = hash_index(t, buckets);
             *l - (row.s1[i1] + row.s2[i2])
         })
+        .collect::<Vec<T>>()
+        .into_iter()
         .sum();
     total / cast(n.max(1) as f64)
 }

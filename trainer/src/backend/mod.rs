@@ -1,0 +1,316 @@
+//! The operations the model is written over. The model ([`crate::model`]) owns its buffers and
+//! calls these in order; a backend decides how each runs: [`cpu::CpuBackend`] with the reference
+//! ops of [`crate::ops`] (f32 for training, f64 for the gradient checks), a CUDA backend with
+//! kernels of its own (trainer part 2).
+//!
+//! Parameters, their effective (quantized) copy, their gradients and the optimizer moments live in
+//! flat buffers with one layout ([`crate::model::ParamLayout`]); an op names the tensors it uses
+//! by range into them ([`LinearRef`], [`MixRef`], [`EmbRef`]), so the optimizer and the gradient
+//! norm run over one buffer each. Activations are buffers of their own.
+//!
+//! Every op follows the conventions of [`crate::ops`]: forwards overwrite, backwards accumulate.
+
+pub mod cpu;
+
+use crate::ops::Real;
+use crate::ops::algebra_linear::LinearDims;
+use crate::ops::attention::AttnDims;
+use crate::ops::head_mixing::MixDims;
+use std::ops::Range;
+use thiserror::Error;
+
+/// An operation a backend could not run (a CUDA launch or allocation, say). The CPU backend never
+/// fails; its invariant violations are bugs and panic.
+#[derive(Debug, Error)]
+#[error("{backend}: {op}: {msg}")]
+pub struct BackendError {
+    pub backend: String,
+    pub op: &'static str,
+    pub msg: String,
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// One AlgebraLinear: its shape and where its tensors sit in the parameter layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinearRef {
+    pub dims: LinearDims,
+    pub weight: Range<usize>,
+    pub alpha: Range<usize>,
+    pub beta: Range<usize>,
+}
+
+/// One layer's head mixing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MixRef {
+    pub dims: MixDims,
+    pub weight: Range<usize>,
+    pub beta: Range<usize>,
+}
+
+/// The token embedding (and, tied, the output logits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbRef {
+    Standard {
+        table: Range<usize>,
+        vocab: usize,
+        d: usize,
+    },
+    Hash {
+        e1: Range<usize>,
+        e2: Range<usize>,
+        buckets: usize,
+        vocab: usize,
+        d: usize,
+    },
+}
+
+impl EmbRef {
+    pub fn vocab(&self) -> usize {
+        match self {
+            EmbRef::Standard { vocab, .. } | EmbRef::Hash { vocab, .. } => *vocab,
+        }
+    }
+}
+
+/// AdamW hyperparameters of one step (SPEC-free: the trainer's own, documented in
+/// `docs/TRAINING.md`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamW {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// 1-based step number, for the bias corrections.
+    pub step: u64,
+}
+
+/// The operations of one training or evaluation step. `Buf` holds floats of the backend's
+/// precision, `Tokens` token ids; both live wherever the backend computes.
+pub trait Backend {
+    /// The host-side element type of uploads and downloads.
+    type Elem: Real;
+    type Buf;
+    type Tokens;
+
+    /// A short description for logs ("cpu (f32, 16 threads)", "cuda:0 (NVIDIA H100 …)").
+    fn describe(&self) -> String;
+
+    // ---- memory ----
+    fn zeros(&self, len: usize) -> BackendResult<Self::Buf>;
+    fn upload(&self, host: &[Self::Elem]) -> BackendResult<Self::Buf>;
+    fn download(&self, buf: &Self::Buf) -> BackendResult<Vec<Self::Elem>>;
+    fn upload_tokens(&self, tokens: &[u32]) -> BackendResult<Self::Tokens>;
+    fn fill_zero(&self, buf: &mut Self::Buf) -> BackendResult<()>;
+    /// dst += src.
+    fn add_assign(&self, dst: &mut Self::Buf, src: &Self::Buf) -> BackendResult<()>;
+    /// out = a + b.
+    fn add(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf) -> BackendResult<()>;
+
+    // ---- parameters ----
+    /// `eff` = `params`, except that each range of `ternary` holds γ·Wq of the latent weight
+    /// there (SPEC §2.1) — or the latent weight itself when `quantize` is false (the identity
+    /// quantizer of the gradient checks). By the STE the gradient of `eff` is the gradient of
+    /// `params`, so there is no backward.
+    fn quantize(
+        &self,
+        eff: &mut Self::Buf,
+        params: &Self::Buf,
+        ternary: &[Range<usize>],
+        quantize: bool,
+    ) -> BackendResult<()>;
+
+    // ---- layers (forward overwrites; backward accumulates into inputs' and params' grads) ----
+    fn embed_forward(
+        &self,
+        out: &mut Self::Buf,
+        tokens: &Self::Tokens,
+        eff: &Self::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<()>;
+    fn embed_backward(
+        &self,
+        grads: &mut Self::Buf,
+        dout: &Self::Buf,
+        tokens: &Self::Tokens,
+        emb: &EmbRef,
+    ) -> BackendResult<()>;
+
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_forward(
+        &self,
+        out: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        inp: &Self::Buf,
+        eff: &Self::Buf,
+        gain: Range<usize>,
+    ) -> BackendResult<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        grads: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        rstd: &Self::Buf,
+        eff: &Self::Buf,
+        gain: Range<usize>,
+    ) -> BackendResult<()>;
+
+    /// Saves `u` [rows, in] and `z` [rows, out] for the backward.
+    fn linear_forward(
+        &self,
+        out: &mut Self::Buf,
+        u: &mut Self::Buf,
+        z: &mut Self::Buf,
+        inp: &Self::Buf,
+        eff: &Self::Buf,
+        lin: &LinearRef,
+    ) -> BackendResult<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        grads: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        u: &Self::Buf,
+        z: &Self::Buf,
+        eff: &Self::Buf,
+        lin: &LinearRef,
+    ) -> BackendResult<()>;
+
+    /// RoPE over rows of `seq_len` positions; `cos`/`sin` are [`crate::ops::rope::rope_table`]s.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_forward(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        cos: &Self::Buf,
+        sin: &Self::Buf,
+        seq_len: usize,
+        d: usize,
+        head_dim: usize,
+    ) -> BackendResult<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn rope_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        cos: &Self::Buf,
+        sin: &Self::Buf,
+        seq_len: usize,
+        d: usize,
+        head_dim: usize,
+    ) -> BackendResult<()>;
+
+    /// Causal attention; saves the softmax `att` [B, H, T, T].
+    fn attention_forward(
+        &self,
+        out: &mut Self::Buf,
+        att: &mut Self::Buf,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        dims: AttnDims,
+    ) -> BackendResult<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        dq: &mut Self::Buf,
+        dk: &mut Self::Buf,
+        dv: &mut Self::Buf,
+        dout: &Self::Buf,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        att: &Self::Buf,
+        dims: AttnDims,
+    ) -> BackendResult<()>;
+
+    fn mix_forward(
+        &self,
+        out: &mut Self::Buf,
+        u: &mut Self::Buf,
+        z: &mut Self::Buf,
+        inp: &Self::Buf,
+        eff: &Self::Buf,
+        mix: &MixRef,
+    ) -> BackendResult<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn mix_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        grads: &mut Self::Buf,
+        dout: &Self::Buf,
+        u: &Self::Buf,
+        z: &Self::Buf,
+        eff: &Self::Buf,
+        mix: &MixRef,
+    ) -> BackendResult<()>;
+
+    fn swiglu_forward(
+        &self,
+        out: &mut Self::Buf,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+    ) -> BackendResult<()>;
+    fn swiglu_backward(
+        &self,
+        dgate: &mut Self::Buf,
+        dup: &mut Self::Buf,
+        dout: &Self::Buf,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+    ) -> BackendResult<()>;
+
+    /// Mean cross-entropy of the tied logits of `h` [N, d] against `targets`; saves `lse` [N].
+    fn cross_entropy_forward(
+        &self,
+        lse: &mut Self::Buf,
+        h: &Self::Buf,
+        targets: &Self::Tokens,
+        eff: &Self::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<f64>;
+    /// `dloss` is ∂(objective)/∂(mean loss) — 1/accumulation steps in training.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_backward(
+        &self,
+        dh: &mut Self::Buf,
+        grads: &mut Self::Buf,
+        dloss: f64,
+        h: &Self::Buf,
+        targets: &Self::Tokens,
+        lse: &Self::Buf,
+        eff: &Self::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<()>;
+    /// The full logits [N, V] of `h` [N, d] (evaluation and sampling; N is small there).
+    fn logits(
+        &self,
+        out: &mut Self::Buf,
+        h: &Self::Buf,
+        eff: &Self::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<()>;
+
+    // ---- optimizer ----
+    /// Σ g² over the whole buffer, in f64.
+    fn sum_squares(&self, buf: &Self::Buf) -> BackendResult<f64>;
+    /// One AdamW step over every element: m, v updated; params -= lr·(m̂/(√v̂+ε) + wd·p) where
+    /// `decay` marks the ranges that take weight decay. Gradients are multiplied by `grad_scale`
+    /// first (the clipping factor).
+    #[allow(clippy::too_many_arguments)]
+    fn adamw(
+        &self,
+        params: &mut Self::Buf,
+        grads: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        decay: &[Range<usize>],
+        grad_scale: f64,
+        hp: AdamW,
+    ) -> BackendResult<()>;
+}

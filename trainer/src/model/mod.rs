@@ -1,0 +1,538 @@
+//! The Walsh model of SPEC §2, written once over the [`Backend`] operations: a forward that saves
+//! what the backward needs, and a backward that accumulates every parameter's gradient into one
+//! flat buffer.
+//!
+//! Buffers: `params` (latent f32 weights), `eff` (what the forward uses: γ·Wq for ternary weights,
+//! the parameters themselves otherwise; refreshed by [`Model::quantize`] after each update),
+//! `grads`. Activations are sized for one (batch, seq) shape and reallocated when it changes.
+
+pub mod layout;
+
+use crate::backend::{Backend, BackendResult};
+use crate::ops::attention::AttnDims;
+use crate::ops::rope::rope_table;
+use crate::ops::{Real, cast};
+pub use layout::{LayerRefs, ParamLayout, TensorSlot};
+use std::collections::BTreeMap;
+use walsh_canister::config::ModelConfig;
+use walsh_packer::Tensor;
+
+/// What one layer's forward saves.
+struct LayerActs<B: Backend> {
+    an: B::Buf,
+    an_rstd: B::Buf,
+    q: [B::Buf; 3],
+    k: [B::Buf; 3],
+    v: [B::Buf; 3],
+    qr: B::Buf,
+    kr: B::Buf,
+    att: B::Buf,
+    heads: B::Buf,
+    /// Head mixing: [out, u, z].
+    mix: Option<[B::Buf; 3]>,
+    o_uz: [B::Buf; 2],
+    h: B::Buf,
+    mn: B::Buf,
+    mn_rstd: B::Buf,
+    gate: [B::Buf; 3],
+    up: [B::Buf; 3],
+    sw: B::Buf,
+    down_uz: [B::Buf; 2],
+}
+
+/// Activations of one (batch, seq) shape, and the backward's scratch gradients.
+struct Acts<B: Backend> {
+    batch: usize,
+    seq: usize,
+    tokens: B::Tokens,
+    targets: Option<B::Tokens>,
+    /// resid[0] = embeddings, resid[l + 1] = output of layer l.
+    resid: Vec<B::Buf>,
+    layers: Vec<LayerActs<B>>,
+    /// A [N, D] output consumed at once (o and down projections before their residual add).
+    tmp: B::Buf,
+    hf: B::Buf,
+    hf_rstd: B::Buf,
+    lse: B::Buf,
+    grad: Option<Scratch<B>>,
+}
+
+struct Scratch<B: Backend> {
+    dres: B::Buf,
+    dsw: B::Buf,
+    dgate: B::Buf,
+    dup: B::Buf,
+    dmn: B::Buf,
+    dmixed: B::Buf,
+    dheads: B::Buf,
+    dqr: B::Buf,
+    dkr: B::Buf,
+    dv: B::Buf,
+    dq: B::Buf,
+    dk: B::Buf,
+    dan: B::Buf,
+    dhf: B::Buf,
+}
+
+pub struct Model<B: Backend> {
+    pub backend: B,
+    pub config: ModelConfig,
+    pub layout: ParamLayout,
+    pub params: B::Buf,
+    pub eff: B::Buf,
+    pub grads: B::Buf,
+    /// False only in the gradient checks (identity quantizer, SPEC's STE made exact).
+    pub quantize: bool,
+    cos: B::Buf,
+    sin: B::Buf,
+    acts: Option<Acts<B>>,
+}
+
+/// The ways a set of host tensors can fail to fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("tensor `{0}` is missing")]
+    Missing(String),
+    #[error("tensor `{name}` has {found} elements; the config needs {expected}")]
+    Size {
+        name: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{0} positions is more than the model's block_size {1}")]
+    TooLong(usize, usize),
+    #[error("token {token} is outside the vocabulary of {vocab}")]
+    Token { token: u32, vocab: usize },
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+}
+
+impl<B: Backend> Model<B> {
+    /// A model holding `tensors` (named per SPEC §3, e.g. a checkpoint's).
+    pub fn new(
+        backend: B,
+        config: ModelConfig,
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> Result<Self, ModelError> {
+        let layout = ParamLayout::new(&config);
+        let mut host = vec![cast::<B::Elem>(0.0); layout.len];
+        for slot in &layout.tensors {
+            let t = tensors
+                .get(&slot.spec.name)
+                .ok_or_else(|| ModelError::Missing(slot.spec.name.clone()))?;
+            if t.data.len() != slot.range.len() {
+                return Err(ModelError::Size {
+                    name: slot.spec.name.clone(),
+                    expected: slot.range.len(),
+                    found: t.data.len(),
+                });
+            }
+            for (h, v) in host[slot.range.clone()].iter_mut().zip(&t.data) {
+                *h = cast(*v as f64);
+            }
+        }
+        Self::from_host(backend, config, layout, &host)
+    }
+
+    /// A model from a flat host buffer in `layout` order (the gradient checks perturb it).
+    pub fn from_host(
+        backend: B,
+        config: ModelConfig,
+        layout: ParamLayout,
+        host: &[B::Elem],
+    ) -> Result<Self, ModelError> {
+        assert_eq!(host.len(), layout.len);
+        let params = backend.upload(host)?;
+        let eff = backend.zeros(layout.len)?;
+        let grads = backend.zeros(layout.len)?;
+        let (cos, sin) =
+            rope_table::<B::Elem>(config.block_size, config.head_dim(), config.rope_theta);
+        let cos = backend.upload(&cos)?;
+        let sin = backend.upload(&sin)?;
+        let mut model = Model {
+            backend,
+            config,
+            layout,
+            params,
+            eff,
+            grads,
+            quantize: true,
+            cos,
+            sin,
+            acts: None,
+        };
+        model.quantize()?;
+        Ok(model)
+    }
+
+    /// The parameters as named f32 tensors (for a checkpoint).
+    pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>, ModelError> {
+        let host = self.backend.download(&self.params)?;
+        Ok(self.layout.tensors_of(&host))
+    }
+
+    /// Recomputes the effective weights from the parameters (after every optimizer step).
+    pub fn quantize(&mut self) -> BackendResult<()> {
+        let ternary = self.layout.ternary_ranges();
+        self.backend
+            .quantize(&mut self.eff, &self.params, &ternary, self.quantize)
+    }
+
+    pub fn zero_grads(&mut self) -> BackendResult<()> {
+        self.backend.fill_zero(&mut self.grads)
+    }
+
+    fn check_tokens(&self, tokens: &[u32], seq: usize) -> Result<(), ModelError> {
+        if seq > self.config.block_size {
+            return Err(ModelError::TooLong(seq, self.config.block_size));
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::Token { token, vocab });
+        }
+        Ok(())
+    }
+
+    /// Runs the model over `batch` sequences of `seq` tokens (`tokens` row-major) and, with
+    /// `targets`, returns the mean cross-entropy. Saves the activations for [`Model::backward`].
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        batch: usize,
+        seq: usize,
+    ) -> Result<Option<f64>, ModelError> {
+        assert_eq!(tokens.len(), batch * seq);
+        self.check_tokens(tokens, seq)?;
+        if let Some(t) = targets {
+            assert_eq!(t.len(), tokens.len());
+            self.check_tokens(t, seq)?;
+        }
+        self.ensure_acts(batch, seq)?;
+        let b = &self.backend;
+        let cfg = &self.config;
+        let layout = &self.layout;
+        let eff = &self.eff;
+        let Some(acts) = self.acts.as_mut() else {
+            unreachable!("ensure_acts allocated them")
+        };
+        acts.tokens = b.upload_tokens(tokens)?;
+        acts.targets = targets.map(|t| b.upload_tokens(t)).transpose()?;
+        let (d, hd) = (cfg.n_embd, cfg.head_dim());
+        let dims = AttnDims {
+            seq_len: seq,
+            n_head: cfg.n_head,
+            head_dim: hd,
+        };
+        b.embed_forward(&mut acts.resid[0], &acts.tokens, eff, &layout.emb)?;
+        for (l, (refs, la)) in layout.layers.iter().zip(acts.layers.iter_mut()).enumerate() {
+            let (before, after) = acts.resid.split_at_mut(l + 1);
+            let x = &before[l];
+            let out = &mut after[0];
+            b.rmsnorm_forward(&mut la.an, &mut la.an_rstd, x, eff, refs.attn_norm.clone())?;
+            for (p, lin) in [
+                (&mut la.q, &refs.q),
+                (&mut la.k, &refs.k),
+                (&mut la.v, &refs.v),
+            ] {
+                let [y, u, z] = p;
+                b.linear_forward(y, u, z, &la.an, eff, lin)?;
+            }
+            b.rope_forward(&mut la.qr, &la.q[0], &self.cos, &self.sin, seq, d, hd)?;
+            b.rope_forward(&mut la.kr, &la.k[0], &self.cos, &self.sin, seq, d, hd)?;
+            b.attention_forward(&mut la.heads, &mut la.att, &la.qr, &la.kr, &la.v[0], dims)?;
+            let o_in = match (&mut la.mix, &refs.mix) {
+                (Some([y, u, z]), Some(mix)) => {
+                    b.mix_forward(y, u, z, &la.heads, eff, mix)?;
+                    &*y
+                }
+                _ => &la.heads,
+            };
+            let [ou, oz] = &mut la.o_uz;
+            b.linear_forward(&mut acts.tmp, ou, oz, o_in, eff, &refs.o)?;
+            b.add(&mut la.h, x, &acts.tmp)?;
+            b.rmsnorm_forward(
+                &mut la.mn,
+                &mut la.mn_rstd,
+                &la.h,
+                eff,
+                refs.mlp_norm.clone(),
+            )?;
+            for (p, lin) in [(&mut la.gate, &refs.gate), (&mut la.up, &refs.up)] {
+                let [y, u, z] = p;
+                b.linear_forward(y, u, z, &la.mn, eff, lin)?;
+            }
+            b.swiglu_forward(&mut la.sw, &la.gate[0], &la.up[0])?;
+            let [du, dz] = &mut la.down_uz;
+            b.linear_forward(&mut acts.tmp, du, dz, &la.sw, eff, &refs.down)?;
+            b.add(out, &la.h, &acts.tmp)?;
+        }
+        let last = &acts.resid[cfg.n_layer];
+        b.rmsnorm_forward(
+            &mut acts.hf,
+            &mut acts.hf_rstd,
+            last,
+            eff,
+            layout.norm.clone(),
+        )?;
+        match &acts.targets {
+            Some(t) => Ok(Some(b.cross_entropy_forward(
+                &mut acts.lse,
+                &acts.hf,
+                t,
+                eff,
+                &layout.emb,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Accumulates into `grads` the gradient of `dloss` × (the last forward's mean loss).
+    pub fn backward(&mut self, dloss: f64) -> Result<(), ModelError> {
+        let b = &self.backend;
+        let cfg = &self.config;
+        let layout = &self.layout;
+        let eff = &self.eff;
+        let grads = &mut self.grads;
+        let acts = self
+            .acts
+            .as_mut()
+            .expect("backward follows a forward with targets");
+        let targets = acts
+            .targets
+            .as_ref()
+            .expect("backward follows a forward with targets");
+        if acts.grad.is_none() {
+            acts.grad = Some(Scratch::new(b, cfg, acts.batch * acts.seq)?);
+        }
+        let Some(s) = acts.grad.as_mut() else {
+            unreachable!("allocated above")
+        };
+        let (seq, d, hd) = (acts.seq, cfg.n_embd, cfg.head_dim());
+        let dims = AttnDims {
+            seq_len: seq,
+            n_head: cfg.n_head,
+            head_dim: hd,
+        };
+        b.fill_zero(&mut s.dhf)?;
+        b.cross_entropy_backward(
+            &mut s.dhf,
+            grads,
+            dloss,
+            &acts.hf,
+            targets,
+            &acts.lse,
+            eff,
+            &layout.emb,
+        )?;
+        b.fill_zero(&mut s.dres)?;
+        let last = &acts.resid[cfg.n_layer];
+        b.rmsnorm_backward(
+            &mut s.dres,
+            grads,
+            &s.dhf,
+            last,
+            &acts.hf_rstd,
+            eff,
+            layout.norm.clone(),
+        )?;
+        for (l, (refs, la)) in layout
+            .layers
+            .iter()
+            .zip(acts.layers.iter())
+            .enumerate()
+            .rev()
+        {
+            let x = &acts.resid[l];
+            // MLP branch: x' = h + down(swiglu(gate(mn), up(mn))), mn = norm(h).
+            b.fill_zero(&mut s.dsw)?;
+            let [du, dz] = &la.down_uz;
+            b.linear_backward(&mut s.dsw, grads, &s.dres, &la.sw, du, dz, eff, &refs.down)?;
+            b.fill_zero(&mut s.dgate)?;
+            b.fill_zero(&mut s.dup)?;
+            b.swiglu_backward(&mut s.dgate, &mut s.dup, &s.dsw, &la.gate[0], &la.up[0])?;
+            b.fill_zero(&mut s.dmn)?;
+            for (dy, p, lin) in [(&s.dgate, &la.gate, &refs.gate), (&s.dup, &la.up, &refs.up)] {
+                b.linear_backward(&mut s.dmn, grads, dy, &la.mn, &p[1], &p[2], eff, lin)?;
+            }
+            // dres becomes ∂L/∂h: the residual path plus the norm's share.
+            b.rmsnorm_backward(
+                &mut s.dres,
+                grads,
+                &s.dmn,
+                &la.h,
+                &la.mn_rstd,
+                eff,
+                refs.mlp_norm.clone(),
+            )?;
+            // Attention branch: h = x + o(mix(attn(rope(q(an)), rope(k(an)), v(an)))).
+            let o_in = la.mix.as_ref().map_or(&la.heads, |m| &m[0]);
+            b.fill_zero(&mut s.dmixed)?;
+            let [ou, oz] = &la.o_uz;
+            b.linear_backward(&mut s.dmixed, grads, &s.dres, o_in, ou, oz, eff, &refs.o)?;
+            let dheads = match (&la.mix, &refs.mix) {
+                (Some([_, u, z]), Some(mix)) => {
+                    b.fill_zero(&mut s.dheads)?;
+                    b.mix_backward(&mut s.dheads, grads, &s.dmixed, u, z, eff, mix)?;
+                    &s.dheads
+                }
+                _ => &s.dmixed,
+            };
+            b.fill_zero(&mut s.dqr)?;
+            b.fill_zero(&mut s.dkr)?;
+            b.fill_zero(&mut s.dv)?;
+            b.attention_backward(
+                &mut s.dqr, &mut s.dkr, &mut s.dv, dheads, &la.qr, &la.kr, &la.v[0], &la.att, dims,
+            )?;
+            b.fill_zero(&mut s.dq)?;
+            b.fill_zero(&mut s.dk)?;
+            b.rope_backward(&mut s.dq, &s.dqr, &self.cos, &self.sin, seq, d, hd)?;
+            b.rope_backward(&mut s.dk, &s.dkr, &self.cos, &self.sin, seq, d, hd)?;
+            b.fill_zero(&mut s.dan)?;
+            for (dy, p, lin) in [
+                (&s.dq, &la.q, &refs.q),
+                (&s.dk, &la.k, &refs.k),
+                (&s.dv, &la.v, &refs.v),
+            ] {
+                b.linear_backward(&mut s.dan, grads, dy, &la.an, &p[1], &p[2], eff, lin)?;
+            }
+            b.rmsnorm_backward(
+                &mut s.dres,
+                grads,
+                &s.dan,
+                x,
+                &la.an_rstd,
+                eff,
+                refs.attn_norm.clone(),
+            )?;
+        }
+        b.embed_backward(grads, &s.dres, &acts.tokens, &layout.emb)?;
+        Ok(())
+    }
+
+    /// Logits [N, V] of every position of the last forward (N = batch·seq; keep N small).
+    pub fn logits(&mut self) -> Result<Vec<B::Elem>, ModelError> {
+        let acts = self.acts.as_ref().expect("logits follow a forward");
+        let n = acts.batch * acts.seq;
+        let mut out = self.backend.zeros(n * self.config.vocab_size)?;
+        self.backend
+            .logits(&mut out, &acts.hf, &self.eff, &self.layout.emb)?;
+        Ok(self.backend.download(&out)?)
+    }
+
+    fn ensure_acts(&mut self, batch: usize, seq: usize) -> BackendResult<()> {
+        if self
+            .acts
+            .as_ref()
+            .is_some_and(|a| a.batch == batch && a.seq == seq)
+        {
+            return Ok(());
+        }
+        self.acts = None; // free the old shape first
+        self.acts = Some(Acts::new(&self.backend, &self.config, batch, seq)?);
+        Ok(())
+    }
+}
+
+impl<B: Backend> LayerActs<B> {
+    fn new(b: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> BackendResult<Self> {
+        let n = batch * seq;
+        let (d, f) = (cfg.n_embd, cfg.mlp_hidden());
+        let nd = || b.zeros(n * d);
+        let nf = || b.zeros(n * f);
+        Ok(LayerActs {
+            an: nd()?,
+            an_rstd: b.zeros(n)?,
+            q: [nd()?, nd()?, nd()?],
+            k: [nd()?, nd()?, nd()?],
+            v: [nd()?, nd()?, nd()?],
+            qr: nd()?,
+            kr: nd()?,
+            att: b.zeros(batch * cfg.n_head * seq * seq)?,
+            heads: nd()?,
+            mix: if cfg.head_mixing {
+                Some([nd()?, nd()?, nd()?])
+            } else {
+                None
+            },
+            o_uz: [nd()?, nd()?],
+            h: nd()?,
+            mn: nd()?,
+            mn_rstd: b.zeros(n)?,
+            gate: [nf()?, nd()?, nf()?],
+            up: [nf()?, nd()?, nf()?],
+            sw: nf()?,
+            down_uz: [nf()?, nd()?],
+        })
+    }
+}
+
+impl<B: Backend> Acts<B> {
+    fn new(b: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> BackendResult<Self> {
+        let n = batch * seq;
+        let d = cfg.n_embd;
+        Ok(Acts {
+            batch,
+            seq,
+            tokens: b.upload_tokens(&vec![0; n])?,
+            targets: None,
+            resid: (0..=cfg.n_layer)
+                .map(|_| b.zeros(n * d))
+                .collect::<Result<_, _>>()?,
+            layers: (0..cfg.n_layer)
+                .map(|_| LayerActs::new(b, cfg, batch, seq))
+                .collect::<Result<_, _>>()?,
+            tmp: b.zeros(n * d)?,
+            hf: b.zeros(n * d)?,
+            hf_rstd: b.zeros(n)?,
+            lse: b.zeros(n)?,
+            grad: None,
+        })
+    }
+}
+
+impl<B: Backend> Scratch<B> {
+    fn new(b: &B, cfg: &ModelConfig, n: usize) -> BackendResult<Self> {
+        let (d, f) = (cfg.n_embd, cfg.mlp_hidden());
+        let nd = || b.zeros(n * d);
+        let nf = || b.zeros(n * f);
+        Ok(Scratch {
+            dres: nd()?,
+            dsw: nf()?,
+            dgate: nf()?,
+            dup: nf()?,
+            dmn: nd()?,
+            dmixed: nd()?,
+            dheads: nd()?,
+            dqr: nd()?,
+            dkr: nd()?,
+            dv: nd()?,
+            dq: nd()?,
+            dk: nd()?,
+            dan: nd()?,
+            dhf: nd()?,
+        })
+    }
+}
+
+impl ParamLayout {
+    /// Named f32 tensors of a flat host buffer in this layout.
+    pub fn tensors_of<T: Real>(&self, host: &[T]) -> BTreeMap<String, Tensor> {
+        self.tensors
+            .iter()
+            .map(|slot| {
+                let data = host[slot.range.clone()]
+                    .iter()
+                    .map(|v| v.to_f32().unwrap_or(f32::NAN))
+                    .collect();
+                (
+                    slot.spec.name.clone(),
+                    Tensor {
+                        shape: slot.spec.shape.clone(),
+                        data,
+                    },
+                )
+            })
+            .collect()
+    }
+}

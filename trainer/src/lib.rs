@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod model;
 pub mod ops;
+pub mod plot;
 pub mod prepare;
 
 pub use prepare::TokenFile;

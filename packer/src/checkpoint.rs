@@ -107,32 +107,7 @@ impl Checkpoint {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
             })?;
         let st_path = dir.join("model.safetensors");
-        let bytes = read(&st_path)?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::SafeTensors {
-            path: st_path.clone(),
-            msg: e.to_string(),
-        })?;
-        let mut tensors = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(CheckpointError::NotF32 {
-                    name,
-                    dtype: format!("{:?}", view.dtype()),
-                });
-            }
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            tensors.insert(
-                name,
-                Tensor {
-                    shape: view.shape().to_vec(),
-                    data,
-                },
-            );
-        }
+        let tensors = read_safetensors(&st_path)?;
         let ckpt = Checkpoint {
             config,
             tensors,
@@ -145,6 +120,12 @@ impl Checkpoint {
     /// Writes the checkpoint atomically: into a temporary sibling directory, then renamed over
     /// `dir`, so an interrupted save never leaves a half-written checkpoint behind.
     pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
+        self.save_with(dir, &[])
+    }
+
+    /// [`Checkpoint::save`] with more files in the same directory (the trainer's optimizer state
+    /// and `train_state.json`), written and renamed into place with the rest.
+    pub fn save_with(&self, dir: &Path, extra: &[(&str, &[u8])]) -> Result<(), CheckpointError> {
         let werr = |path: &Path| {
             let path = path.to_path_buf();
             move |source| CheckpointError::Write { path, source }
@@ -165,34 +146,12 @@ impl Checkpoint {
         std::fs::create_dir_all(&tmp).map_err(werr(&tmp))?;
         std::fs::write(tmp.join("config.json"), self.config.to_json()).map_err(werr(&tmp))?;
         std::fs::write(tmp.join("tokenizer.json"), &self.tokenizer_json).map_err(werr(&tmp))?;
-        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
-            .tensors
-            .iter()
-            .map(|(n, t)| {
-                (
-                    n.clone(),
-                    t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    t.shape.clone(),
-                )
-            })
-            .collect();
-        let views: Vec<(String, TensorView<'_>)> = bytes
-            .iter()
-            .map(|(n, b, s)| {
-                TensorView::new(Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| CheckpointError::SafeTensors {
-                        path: tmp.join("model.safetensors"),
-                        msg: e.to_string(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        safetensors::serialize_to_file(views, None, &tmp.join("model.safetensors")).map_err(
-            |e| CheckpointError::SafeTensors {
-                path: tmp.join("model.safetensors"),
-                msg: e.to_string(),
-            },
-        )?;
+        for (name, bytes) in extra {
+            std::fs::write(tmp.join(name), bytes).map_err(werr(&tmp.join(name)))?;
+        }
+        let st_path = tmp.join("model.safetensors");
+        let bytes = safetensors_bytes(&self.tensors, &st_path)?;
+        std::fs::write(&st_path, bytes).map_err(werr(&st_path))?;
         if dir.exists() {
             let old = parent.join(format!(".{file_name}.old-{}", std::process::id()));
             std::fs::rename(dir, &old).map_err(werr(dir))?;
@@ -203,4 +162,65 @@ impl Checkpoint {
         }
         Ok(())
     }
+}
+
+/// Named f32 tensors as a safetensors file's bytes (`path` names the file in errors).
+pub fn safetensors_bytes(
+    tensors: &BTreeMap<String, Tensor>,
+    path: &Path,
+) -> Result<Vec<u8>, CheckpointError> {
+    let st_err = |e: safetensors::SafeTensorError| CheckpointError::SafeTensors {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let bytes: Vec<(&String, Vec<u8>, &Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            (
+                n,
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                &t.shape,
+            )
+        })
+        .collect();
+    let views: Vec<(&String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            TensorView::new(Dtype::F32, s.to_vec(), b)
+                .map(|v| (*n, v))
+                .map_err(st_err)
+        })
+        .collect::<Result<_, _>>()?;
+    safetensors::serialize(views, None).map_err(st_err)
+}
+
+/// Reads a safetensors file of f32 tensors.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
+    let bytes = read(path)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::SafeTensors {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(CheckpointError::NotF32 {
+                name,
+                dtype: format!("{:?}", view.dtype()),
+            });
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(
+            name,
+            Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(tensors)
 }

@@ -1,16 +1,19 @@
 //! The Walsh trainer, for the model defined in `docs/SPEC.md` (described by
 //! [`walsh_canister::config::ModelConfig`]).
 //!
-//! Here so far: [`prepare`] turns text into token files (`trainer prepare`) and [`TokenFile`]
-//! reads them; [`ops`] holds the CPU reference layers, each a forward/backward pair checked
-//! against f64 finite differences. The model over a backend trait, the training loop,
-//! checkpoints and the CUDA backend are still to come (trainer issues).
+//! Data flows [`prepare`] (text → token files, read by [`TokenFile`]) → [`train`] (AdamW over the
+//! [`model`], written once over the [`backend::Backend`] operations; [`backend::cpu`] runs the
+//! reference [`ops`]) → checkpoints that `packer` reads. [`eval`] measures loss and bits per byte
+//! and samples text; [`plot`] draws a run's curves. The CUDA backend is trainer part 2.
 
 pub mod backend;
+pub mod bench;
+pub mod eval;
 pub mod model;
 pub mod ops;
 pub mod plot;
 pub mod prepare;
+pub mod train;
 
 pub use prepare::TokenFile;
 pub use walsh_canister::config::ModelConfig;

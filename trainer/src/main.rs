@@ -5,10 +5,19 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use walsh_canister::sampler::SamplingParams;
+use walsh_packer::Checkpoint;
+use walsh_trainer::backend::cpu::CpuBackend;
+use walsh_trainer::eval::{evaluate, sample};
+use walsh_trainer::model::Model;
 use walsh_trainer::prepare::{
     self, DEFAULT_BATCH_DOCUMENTS, DEFAULT_VAL_FRACTION, PrepareOptions, TokenizerChoice, ValSplit,
 };
+use walsh_trainer::train::{TrainOptions, train_cpu};
+use walsh_trainer::{TokenFile, bench, plot};
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Trains Walsh models")]
@@ -47,6 +56,101 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_DOCUMENTS)]
         batch_size: usize,
     },
+    /// Train a model: AdamW on random windows of a prepared token file (see docs/TRAINING.md).
+    Train {
+        /// A config with [model] and [train] tables (configs/*.toml).
+        #[arg(long, value_name = "TOML")]
+        config: PathBuf,
+        /// Override a config value: train.lr=1e-3, n_layer=4, data=path … (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Run directory for metrics.csv and checkpoint/ (default runs/<model name>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Continue from a checkpoint of this config (e.g. runs/NAME/checkpoint).
+        #[arg(long, value_name = "CKPT")]
+        resume: Option<PathBuf>,
+        /// Stop with a checkpoint after this step, as Ctrl-C would.
+        #[arg(long, value_name = "STEP")]
+        stop_after: Option<u64>,
+        #[command(flatten)]
+        device: DeviceArg,
+    },
+    /// Loss and bits per byte of a checkpoint on a token file.
+    Eval {
+        /// Checkpoint directory.
+        checkpoint: PathBuf,
+        /// A token file written by `trainer prepare` (val.bin).
+        #[arg(long, value_name = "BIN")]
+        data: PathBuf,
+        /// Sequences per batch.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// Positions per sequence (default: the model's block_size).
+        #[arg(long)]
+        seq_len: Option<usize>,
+        /// Evaluate at most this many batches (default: the whole file).
+        #[arg(long)]
+        max_batches: Option<usize>,
+        #[command(flatten)]
+        device: DeviceArg,
+    },
+    /// Continue a prompt with a checkpoint (the trainer's own forward, before packing).
+    Sample {
+        checkpoint: PathBuf,
+        #[arg(long, default_value = "Once upon a time")]
+        prompt: String,
+        #[arg(long, default_value_t = 100)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Number of samples (seeds seed, seed+1, …).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[command(flatten)]
+        device: DeviceArg,
+    },
+    /// Draw RUN_DIR/metrics.csv as RUN_DIR/loss.png.
+    Plot { run_dir: PathBuf },
+    /// Time training steps on random tokens: tokens/s and the time per op.
+    Bench {
+        #[arg(long, value_name = "TOML")]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Timed steps (after one untimed warmup step).
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[command(flatten)]
+        device: DeviceArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct DeviceArg {
+    /// cpu, or cuda[:N] (the CUDA backend is trainer part 2, not in this build).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl DeviceArg {
+    /// Checks that the device is one this build can run.
+    fn cpu(&self) -> Result<()> {
+        match self.device.as_str() {
+            "cpu" => Ok(()),
+            d if d == "cuda" || d.starts_with("cuda:") => anyhow::bail!(
+                "--device {d}: this build has no CUDA backend yet (trainer part 2); use --device cpu"
+            ),
+            d => anyhow::bail!("--device {d}: expected cpu or cuda[:N]"),
+        }
+    }
 }
 
 fn main() {
@@ -115,6 +219,114 @@ fn run(cli: Cli) -> Result<()> {
                 summary.input_bytes,
                 summary.input_bytes as f64 / secs.max(1e-9) / 1e6
             );
+            Ok(())
+        }
+        Command::Train {
+            config,
+            sets,
+            out,
+            resume,
+            stop_after,
+            device,
+        } => {
+            device.cpu()?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || {
+                if flag.swap(true, Ordering::SeqCst) {
+                    // A second Ctrl-C: the user does not want to wait for the checkpoint.
+                    std::process::exit(130);
+                }
+                eprintln!("\nCtrl-C: stopping after this step with a checkpoint (again to abort)");
+            })?;
+            let out = out.or_else(|| resume.as_deref().and_then(walsh_trainer::train::run_dir_of));
+            let opts = TrainOptions {
+                config,
+                sets,
+                out,
+                resume,
+                stop_after,
+                progress: std::io::stderr().is_terminal(),
+                verbose: true,
+            };
+            let report = train_cpu(&opts, &stop)?;
+            println!(
+                "{} steps, last train loss {:.4}, {:.0} tokens/s",
+                report.steps, report.train_loss, report.tokens_per_second
+            );
+            Ok(())
+        }
+        Command::Eval {
+            checkpoint,
+            data,
+            batch_size,
+            seq_len,
+            max_batches,
+            device,
+        } => {
+            device.cpu()?;
+            let ckpt = Checkpoint::load(&checkpoint)?;
+            let seq = seq_len.unwrap_or(ckpt.config.block_size);
+            let mut model = Model::new(CpuBackend::<f32>::new(), ckpt.config, &ckpt.tensors)?;
+            let data = TokenFile::open(&data)?;
+            let start = Instant::now();
+            let r = evaluate(&mut model, &data, batch_size, seq, max_batches)?;
+            println!(
+                "loss {:.4} nats/token, {} over {} tokens ({:.1} s)",
+                r.loss,
+                r.bpb
+                    .map(|b| format!("{b:.4} bits/byte"))
+                    .unwrap_or_else(|| "bits/byte unknown (the sidecar counts no bytes)".into()),
+                r.tokens,
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Sample {
+            checkpoint,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            count,
+            device,
+        } => {
+            device.cpu()?;
+            let ckpt = Checkpoint::load(&checkpoint)?;
+            let tokenizer = tokenizers::Tokenizer::from_bytes(ckpt.tokenizer_json.as_bytes())
+                .map_err(|e| anyhow::anyhow!("{}: tokenizer.json: {e}", checkpoint.display()))?;
+            let mut model = Model::new(CpuBackend::<f32>::new(), ckpt.config, &ckpt.tensors)?;
+            for i in 0..count {
+                let params = SamplingParams {
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed: seed.wrapping_add(i as u64),
+                };
+                params.validate().map_err(anyhow::Error::msg)?;
+                println!(
+                    "{}",
+                    sample(&mut model, &tokenizer, &prompt, max_tokens, params)?
+                );
+            }
+            Ok(())
+        }
+        Command::Plot { run_dir } => {
+            let png = plot::plot_run(&run_dir)?;
+            println!("{}", png.display());
+            Ok(())
+        }
+        Command::Bench {
+            config,
+            sets,
+            steps,
+            device,
+        } => {
+            device.cpu()?;
+            let report = bench::bench_cpu(&config, &sets, steps)?;
+            print!("{report}");
             Ok(())
         }
     }

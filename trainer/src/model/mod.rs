@@ -410,13 +410,19 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    /// Logits [N, V] of every position of the last forward (N = batch·seq; keep N small).
-    pub fn logits(&mut self) -> Result<Vec<B::Elem>, ModelError> {
+    /// Logits [rows.len(), V] of the given rows (batch·seq order) of the last forward.
+    pub fn logits(&mut self, rows: &[usize]) -> Result<Vec<B::Elem>, ModelError> {
         let acts = self.acts.as_ref().expect("logits follow a forward");
-        let n = acts.batch * acts.seq;
-        let mut out = self.backend.zeros(n * self.config.vocab_size)?;
+        let d = self.config.n_embd;
+        let hf = self.backend.download(&acts.hf)?;
+        let picked: Vec<B::Elem> = rows
+            .iter()
+            .flat_map(|&r| hf[r * d..(r + 1) * d].iter().copied())
+            .collect();
+        let h = self.backend.upload(&picked)?;
+        let mut out = self.backend.zeros(rows.len() * self.config.vocab_size)?;
         self.backend
-            .logits(&mut out, &acts.hf, &self.eff, &self.layout.emb)?;
+            .logits(&mut out, &h, &self.eff, &self.layout.emb)?;
         Ok(self.backend.download(&out)?)
     }
 

@@ -1,0 +1,450 @@
+//! `trainer bench`: training steps on random tokens, timed as a whole (tokens/s) and per op by
+//! [`Timed`], a backend wrapper that clocks every call of the backend it wraps.
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{AdamW, Backend, BackendResult, EmbRef, LinearRef, MixRef};
+use crate::model::Model;
+use crate::ops::attention::AttnDims;
+use crate::train::load_run_config;
+use crate::train::state::Optimizer;
+use anyhow::Result;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use walsh_canister::sampler::SplitMix64;
+
+/// A backend whose every op is timed. The clock is the host's: right for the synchronous CPU
+/// backend; an asynchronous backend would time with its own events.
+pub struct Timed<B> {
+    pub inner: B,
+    times: RefCell<BTreeMap<&'static str, (Duration, u64)>>,
+}
+
+impl<B> Timed<B> {
+    pub fn new(inner: B) -> Self {
+        Timed {
+            inner,
+            times: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    fn clock<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        let mut times = self.times.borrow_mut();
+        let e = times.entry(op).or_default();
+        e.0 += start.elapsed();
+        e.1 += 1;
+        out
+    }
+
+    pub fn reset(&self) {
+        self.times.borrow_mut().clear();
+    }
+
+    /// (op, total time, calls), slowest first.
+    pub fn split(&self) -> Vec<(&'static str, Duration, u64)> {
+        let mut v: Vec<_> = self
+            .times
+            .borrow()
+            .iter()
+            .map(|(k, (d, n))| (*k, *d, *n))
+            .collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.1));
+        v
+    }
+}
+
+impl<B: Backend> Backend for Timed<B> {
+    type Elem = B::Elem;
+    type Buf = B::Buf;
+    type Tokens = B::Tokens;
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn zeros(&self, len: usize) -> BackendResult<B::Buf> {
+        self.clock("alloc", || self.inner.zeros(len))
+    }
+    fn upload(&self, host: &[B::Elem]) -> BackendResult<B::Buf> {
+        self.clock("transfer", || self.inner.upload(host))
+    }
+    fn download(&self, buf: &B::Buf) -> BackendResult<Vec<B::Elem>> {
+        self.clock("transfer", || self.inner.download(buf))
+    }
+    fn upload_tokens(&self, tokens: &[u32]) -> BackendResult<B::Tokens> {
+        self.clock("transfer", || self.inner.upload_tokens(tokens))
+    }
+    fn fill_zero(&self, buf: &mut B::Buf) -> BackendResult<()> {
+        self.clock("zero", || self.inner.fill_zero(buf))
+    }
+    fn add_assign(&self, dst: &mut B::Buf, src: &B::Buf) -> BackendResult<()> {
+        self.clock("residual", || self.inner.add_assign(dst, src))
+    }
+    fn add(&self, out: &mut B::Buf, a: &B::Buf, b: &B::Buf) -> BackendResult<()> {
+        self.clock("residual", || self.inner.add(out, a, b))
+    }
+    fn quantize(
+        &self,
+        eff: &mut B::Buf,
+        params: &B::Buf,
+        ternary: &[Range<usize>],
+        quantize: bool,
+    ) -> BackendResult<()> {
+        self.clock("quantize", || {
+            self.inner.quantize(eff, params, ternary, quantize)
+        })
+    }
+    fn embed_forward(
+        &self,
+        out: &mut B::Buf,
+        tokens: &B::Tokens,
+        eff: &B::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        self.clock("embedding fwd", || {
+            self.inner.embed_forward(out, tokens, eff, emb)
+        })
+    }
+    fn embed_backward(
+        &self,
+        grads: &mut B::Buf,
+        dout: &B::Buf,
+        tokens: &B::Tokens,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        self.clock("embedding bwd", || {
+            self.inner.embed_backward(grads, dout, tokens, emb)
+        })
+    }
+    fn rmsnorm_forward(
+        &self,
+        out: &mut B::Buf,
+        rstd: &mut B::Buf,
+        inp: &B::Buf,
+        eff: &B::Buf,
+        gain: Range<usize>,
+    ) -> BackendResult<()> {
+        self.clock("rmsnorm fwd", || {
+            self.inner.rmsnorm_forward(out, rstd, inp, eff, gain)
+        })
+    }
+    fn rmsnorm_backward(
+        &self,
+        dinp: &mut B::Buf,
+        grads: &mut B::Buf,
+        dout: &B::Buf,
+        inp: &B::Buf,
+        rstd: &B::Buf,
+        eff: &B::Buf,
+        gain: Range<usize>,
+    ) -> BackendResult<()> {
+        self.clock("rmsnorm bwd", || {
+            self.inner
+                .rmsnorm_backward(dinp, grads, dout, inp, rstd, eff, gain)
+        })
+    }
+    fn linear_forward(
+        &self,
+        out: &mut B::Buf,
+        u: &mut B::Buf,
+        z: &mut B::Buf,
+        inp: &B::Buf,
+        eff: &B::Buf,
+        lin: &LinearRef,
+    ) -> BackendResult<()> {
+        self.clock("algebra linear fwd", || {
+            self.inner.linear_forward(out, u, z, inp, eff, lin)
+        })
+    }
+    fn linear_backward(
+        &self,
+        dinp: &mut B::Buf,
+        grads: &mut B::Buf,
+        dout: &B::Buf,
+        inp: &B::Buf,
+        u: &B::Buf,
+        z: &B::Buf,
+        eff: &B::Buf,
+        lin: &LinearRef,
+    ) -> BackendResult<()> {
+        self.clock("algebra linear bwd", || {
+            self.inner
+                .linear_backward(dinp, grads, dout, inp, u, z, eff, lin)
+        })
+    }
+    fn rope_forward(
+        &self,
+        out: &mut B::Buf,
+        inp: &B::Buf,
+        cos: &B::Buf,
+        sin: &B::Buf,
+        seq_len: usize,
+        d: usize,
+        head_dim: usize,
+    ) -> BackendResult<()> {
+        self.clock("rope fwd", || {
+            self.inner
+                .rope_forward(out, inp, cos, sin, seq_len, d, head_dim)
+        })
+    }
+    fn rope_backward(
+        &self,
+        dinp: &mut B::Buf,
+        dout: &B::Buf,
+        cos: &B::Buf,
+        sin: &B::Buf,
+        seq_len: usize,
+        d: usize,
+        head_dim: usize,
+    ) -> BackendResult<()> {
+        self.clock("rope bwd", || {
+            self.inner
+                .rope_backward(dinp, dout, cos, sin, seq_len, d, head_dim)
+        })
+    }
+    fn attention_forward(
+        &self,
+        out: &mut B::Buf,
+        att: &mut B::Buf,
+        q: &B::Buf,
+        k: &B::Buf,
+        v: &B::Buf,
+        dims: AttnDims,
+    ) -> BackendResult<()> {
+        self.clock("attention fwd", || {
+            self.inner.attention_forward(out, att, q, k, v, dims)
+        })
+    }
+    fn attention_backward(
+        &self,
+        dq: &mut B::Buf,
+        dk: &mut B::Buf,
+        dv: &mut B::Buf,
+        dout: &B::Buf,
+        q: &B::Buf,
+        k: &B::Buf,
+        v: &B::Buf,
+        att: &B::Buf,
+        dims: AttnDims,
+    ) -> BackendResult<()> {
+        self.clock("attention bwd", || {
+            self.inner
+                .attention_backward(dq, dk, dv, dout, q, k, v, att, dims)
+        })
+    }
+    fn mix_forward(
+        &self,
+        out: &mut B::Buf,
+        u: &mut B::Buf,
+        z: &mut B::Buf,
+        inp: &B::Buf,
+        eff: &B::Buf,
+        mix: &MixRef,
+    ) -> BackendResult<()> {
+        self.clock("head mixing fwd", || {
+            self.inner.mix_forward(out, u, z, inp, eff, mix)
+        })
+    }
+    fn mix_backward(
+        &self,
+        dinp: &mut B::Buf,
+        grads: &mut B::Buf,
+        dout: &B::Buf,
+        u: &B::Buf,
+        z: &B::Buf,
+        eff: &B::Buf,
+        mix: &MixRef,
+    ) -> BackendResult<()> {
+        self.clock("head mixing bwd", || {
+            self.inner.mix_backward(dinp, grads, dout, u, z, eff, mix)
+        })
+    }
+    fn swiglu_forward(&self, out: &mut B::Buf, gate: &B::Buf, up: &B::Buf) -> BackendResult<()> {
+        self.clock("swiglu fwd", || self.inner.swiglu_forward(out, gate, up))
+    }
+    fn swiglu_backward(
+        &self,
+        dgate: &mut B::Buf,
+        dup: &mut B::Buf,
+        dout: &B::Buf,
+        gate: &B::Buf,
+        up: &B::Buf,
+    ) -> BackendResult<()> {
+        self.clock("swiglu bwd", || {
+            self.inner.swiglu_backward(dgate, dup, dout, gate, up)
+        })
+    }
+    fn cross_entropy_forward(
+        &self,
+        lse: &mut B::Buf,
+        h: &B::Buf,
+        targets: &B::Tokens,
+        eff: &B::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<f64> {
+        self.clock("cross-entropy fwd", || {
+            self.inner.cross_entropy_forward(lse, h, targets, eff, emb)
+        })
+    }
+    fn cross_entropy_backward(
+        &self,
+        dh: &mut B::Buf,
+        grads: &mut B::Buf,
+        dloss: f64,
+        h: &B::Buf,
+        targets: &B::Tokens,
+        lse: &B::Buf,
+        eff: &B::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        self.clock("cross-entropy bwd", || {
+            self.inner
+                .cross_entropy_backward(dh, grads, dloss, h, targets, lse, eff, emb)
+        })
+    }
+    fn logits(
+        &self,
+        out: &mut B::Buf,
+        h: &B::Buf,
+        eff: &B::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        self.clock("logits", || self.inner.logits(out, h, eff, emb))
+    }
+    fn sum_squares(&self, buf: &B::Buf) -> BackendResult<f64> {
+        self.clock("grad norm", || self.inner.sum_squares(buf))
+    }
+    fn adamw(
+        &self,
+        params: &mut B::Buf,
+        grads: &B::Buf,
+        m: &mut B::Buf,
+        v: &mut B::Buf,
+        decay: &[Range<usize>],
+        grad_scale: f64,
+        hp: AdamW,
+    ) -> BackendResult<()> {
+        self.clock("adamw", || {
+            self.inner.adamw(params, grads, m, v, decay, grad_scale, hp)
+        })
+    }
+}
+
+/// What `trainer bench` prints.
+pub struct BenchReport {
+    pub config: String,
+    pub device: String,
+    pub params: (usize, usize),
+    pub batch: usize,
+    pub seq: usize,
+    pub steps: usize,
+    pub step_time: Duration,
+    pub split: Vec<(&'static str, Duration, u64)>,
+}
+
+impl BenchReport {
+    pub fn tokens_per_second(&self) -> f64 {
+        (self.batch * self.seq * self.steps) as f64 / self.step_time.as_secs_f64().max(1e-12)
+    }
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} ({} embedding + {} brain parameters) on {}",
+            self.config, self.params.0, self.params.1, self.device
+        )?;
+        writeln!(
+            f,
+            "micro-batch {}×{}: {:.1} ms/step, {:.0} tokens/s ({} timed steps)",
+            self.batch,
+            self.seq,
+            self.step_time.as_secs_f64() * 1e3 / self.steps as f64,
+            self.tokens_per_second(),
+            self.steps
+        )?;
+        let total: Duration = self.split.iter().map(|s| s.1).sum();
+        writeln!(
+            f,
+            "{:<22} {:>10} {:>7} {:>8}",
+            "op", "ms/step", "share", "calls"
+        )?;
+        for (op, d, n) in &self.split {
+            writeln!(
+                f,
+                "{op:<22} {:>10.2} {:>6.1}% {:>8}",
+                d.as_secs_f64() * 1e3 / self.steps as f64,
+                100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-12),
+                n / self.steps as u64
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Times `steps` training steps (forward, backward, AdamW, quantize) of the config's model on one
+/// micro-batch of its `[train]` shape, after one untimed warmup step.
+pub fn bench<B: Backend<Elem = f32>>(
+    backend: B,
+    config: &Path,
+    sets: &[String],
+    steps: usize,
+) -> Result<BenchReport> {
+    let (mcfg, tcfg) = load_run_config(config, sets)?;
+    let seq = tcfg.seq_len_for(mcfg.block_size);
+    let batch = tcfg.batch_size;
+    let ckpt = walsh_packer::init::random_checkpoint(&mcfg, tcfg.seed, String::new());
+    let mut model = Model::new(Timed::new(backend), mcfg.clone(), &ckpt.tensors)?;
+    let mut opt = Optimizer::new(&model)?;
+    let decay = model.layout.decay_ranges();
+    let mut rng = SplitMix64::new(tcfg.seed);
+    let mut tokens = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| (rng.next_u64() % mcfg.vocab_size as u64) as u32)
+            .collect()
+    };
+    let mut step_time = Duration::ZERO;
+    for i in 0..=steps {
+        let (inputs, targets) = (tokens(batch * seq), tokens(batch * seq));
+        if i == 1 {
+            model.backend.reset();
+        }
+        let start = Instant::now();
+        model.zero_grads()?;
+        model.forward(&inputs, Some(&targets), batch, seq)?;
+        model.backward(1.0)?;
+        let norm = model.backend.sum_squares(&model.grads)?.sqrt();
+        let hp = AdamW {
+            lr: tcfg.lr,
+            beta1: tcfg.beta1,
+            beta2: tcfg.beta2,
+            eps: tcfg.eps,
+            weight_decay: tcfg.weight_decay,
+            step: i as u64 + 1,
+        };
+        opt.step(&mut model, &decay, (1.0 / norm).min(1.0), hp)?;
+        model.quantize()?;
+        if i > 0 {
+            step_time += start.elapsed();
+        }
+    }
+    Ok(BenchReport {
+        config: mcfg.name.clone(),
+        device: model.backend.describe(),
+        params: mcfg.param_counts(),
+        batch,
+        seq,
+        steps: steps.max(1),
+        step_time,
+        split: model.backend.split(),
+    })
+}
+
+pub fn bench_cpu(config: &Path, sets: &[String], steps: usize) -> Result<BenchReport> {
+    bench(CpuBackend::<f32>::new(), config, sets, steps)
+}

@@ -1,0 +1,271 @@
+//! A run's configuration: the `[model]` table of a `configs/*.toml` (SPEC §1) and its `[train]`
+//! table, with `--set key=value` overrides (`model.` / `train.` prefixes, or a bare key, which
+//! goes to `[train]` when it names a training field and to `[model]` otherwise).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use walsh_canister::config::ModelConfig;
+
+/// The `[train]` table. Every field has a default; unknown fields are an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// A `trainer prepare` output directory (train.bin, val.bin, tokenizer.json).
+    pub data: PathBuf,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Positions per sequence (0: the model's block_size).
+    pub seq_len: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Peak learning rate, reached after `warmup_steps`, then cosine decay to `min_lr`.
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global gradient-norm clip (0: none).
+    pub grad_clip: f64,
+    /// Steps between evaluations on val.bin (0: only at the end).
+    pub eval_every: u64,
+    /// Micro-batches per evaluation.
+    pub eval_batches: usize,
+    /// Steps between checkpoints (0: only at the end and on Ctrl-C).
+    pub checkpoint_every: u64,
+    /// Steps between metrics.csv rows and progress updates.
+    pub log_every: u64,
+    /// Seeds the initialisation and the window sampler.
+    pub seed: u64,
+    /// Prompt of the sample printed at each evaluation.
+    pub sample_prompt: String,
+    pub sample_tokens: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: PathBuf::from("data/tinystories"),
+            batch_size: 32,
+            seq_len: 0,
+            grad_accum: 1,
+            steps: 1000,
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup_steps: 100,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            eval_every: 250,
+            eval_batches: 20,
+            checkpoint_every: 1000,
+            log_every: 10,
+            seed: 1337,
+            sample_prompt: "Once upon a time".into(),
+            sample_tokens: 48,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid TOML: {msg}")]
+    Toml { path: PathBuf, msg: String },
+    #[error("{path}: [{table}] {msg}")]
+    Table {
+        path: PathBuf,
+        table: &'static str,
+        msg: String,
+    },
+    #[error("--set {0}: expected key=value (e.g. train.lr=1e-3 or n_layer=4)")]
+    BadSet(String),
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+}
+
+impl TrainConfig {
+    /// The sequence length of a model with `block_size` positions.
+    pub fn seq_len_for(&self, block_size: usize) -> usize {
+        if self.seq_len == 0 {
+            block_size
+        } else {
+            self.seq_len
+        }
+    }
+
+    fn check(&self, model: &ModelConfig) -> Result<(), String> {
+        let seq = self.seq_len_for(model.block_size);
+        if seq > model.block_size {
+            return Err(format!(
+                "train.seq_len {seq} exceeds model.block_size {}",
+                model.block_size
+            ));
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 || self.steps == 0 {
+            return Err("train.batch_size, grad_accum and steps must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return Err(format!(
+                "need 0 < train.lr (= {}) and 0 <= train.min_lr (= {}) <= lr",
+                self.lr, self.min_lr
+            ));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return Err("train.beta1 and beta2 must be in [0, 1)".into());
+        }
+        if self.eps <= 0.0 || self.weight_decay < 0.0 || self.grad_clip < 0.0 {
+            return Err("train.eps must be > 0; weight_decay and grad_clip >= 0".into());
+        }
+        if self.log_every == 0 {
+            return Err("train.log_every must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads `path`, applies `overrides` and validates both tables.
+pub fn load_run_config(
+    path: &Path,
+    overrides: &[String],
+) -> Result<(ModelConfig, TrainConfig), RunConfigError> {
+    let p = || path.to_path_buf();
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| RunConfigError::Read { path: p(), source })?;
+    let mut doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| RunConfigError::Toml {
+            path: p(),
+            msg: e.to_string(),
+        })?;
+    let train_keys: Vec<String> = match toml::Value::try_from(TrainConfig::default()) {
+        Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    for o in overrides {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| RunConfigError::BadSet(o.clone()))?;
+        let k = k.trim();
+        let (table, key) = if let Some(key) = k.strip_prefix("train.") {
+            ("train", key)
+        } else if let Some(key) = k.strip_prefix("model.") {
+            ("model", key)
+        } else if train_keys.iter().any(|t| t == k) {
+            ("train", k)
+        } else {
+            ("model", k)
+        };
+        if key.is_empty() {
+            return Err(RunConfigError::BadSet(o.clone()));
+        }
+        let value = format!("v = {}", v.trim())
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("v").cloned())
+            .unwrap_or_else(|| toml::Value::String(v.trim().to_string()));
+        match doc
+            .entry(table)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => {
+                t.insert(key.to_string(), value);
+            }
+            _ => {
+                return Err(RunConfigError::Toml {
+                    path: p(),
+                    msg: format!("`{table}` is not a table"),
+                });
+            }
+        }
+    }
+    let table = |name: &'static str| -> Result<Option<toml::Value>, RunConfigError> {
+        match doc.get(name) {
+            None => Ok(None),
+            Some(v @ toml::Value::Table(_)) => Ok(Some(v.clone())),
+            Some(_) => Err(RunConfigError::Toml {
+                path: p(),
+                msg: format!("`{name}` is not a table"),
+            }),
+        }
+    };
+    let model: ModelConfig = table("model")?
+        .ok_or_else(|| RunConfigError::Invalid {
+            path: p(),
+            msg: "no [model] table".into(),
+        })?
+        .try_into()
+        .map_err(|e: toml::de::Error| RunConfigError::Table {
+            path: p(),
+            table: "model",
+            msg: e.to_string(),
+        })?;
+    model.validate().map_err(|e| RunConfigError::Invalid {
+        path: p(),
+        msg: e.to_string(),
+    })?;
+    let train: TrainConfig = match table("train")? {
+        Some(t) => t
+            .try_into()
+            .map_err(|e: toml::de::Error| RunConfigError::Table {
+                path: p(),
+                table: "train",
+                msg: e.to_string(),
+            })?,
+        None => TrainConfig::default(),
+    };
+    train
+        .check(&model)
+        .map_err(|msg| RunConfigError::Invalid { path: p(), msg })?;
+    Ok((model, train))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    const MODEL: &str = "[model]\nvocab_size = 50\nn_embd = 16\nn_layer = 1\nn_head = 4\n\
+                         block_size = 8\nalgebra = \"dense\"\n";
+
+    #[test]
+    fn overrides_route_to_the_right_table() {
+        let (_d, path) = write(&format!("{MODEL}[train]\nlr = 0.01\n"));
+        let sets = ["lr=0.02", "n_layer=2", "train.steps=7", "model.n_head=2"].map(String::from);
+        let (m, t) = load_run_config(&path, &sets).unwrap();
+        assert_eq!((m.n_layer, m.n_head), (2, 2));
+        assert_eq!((t.lr, t.steps), (0.02, 7));
+        assert_eq!(t.batch_size, TrainConfig::default().batch_size);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let (_d, path) = write(&format!("{MODEL}[train]\nlearning_rate = 0.01\n"));
+        let e = load_run_config(&path, &[]).unwrap_err().to_string();
+        assert!(e.contains("[train]") && e.contains("learning_rate"), "{e}");
+        let (_d, path) = write(MODEL);
+        let e = load_run_config(&path, &["train.seq_len=9".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("seq_len 9 exceeds"), "{e}");
+        let e = load_run_config(&path, &["lr".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected key=value"), "{e}");
+    }
+}

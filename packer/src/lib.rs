@@ -1,8 +1,11 @@
 //! The packer: checkpoints in, `.walsh` blobs out (SPEC §4), and the tools an operator uses on
-//! blobs. `main.rs` is only the command line over these modules.
+//! blobs, including uploading them to a running canister (`ic`, behind the default `ic` feature).
+//! `main.rs` is only the command line over these modules.
 
 pub mod checkpoint;
 pub mod config_file;
+#[cfg(feature = "ic")]
+pub mod ic;
 pub mod init;
 pub mod inspect;
 pub mod pack;

@@ -9,11 +9,14 @@ use walsh_canister::blob::{self, DType};
 use walsh_canister::{Engine, SamplingParams};
 use walsh_packer::{Checkpoint, PackOptions, Packing, config_file, init, inspect, pack, run};
 
+#[cfg(feature = "ic")]
+mod ic_cli;
+
 #[derive(Parser)]
 #[command(
     name = "packer",
     version,
-    about = "Walsh checkpoints → .walsh blobs, and tools for blobs"
+    about = "Walsh checkpoints → .walsh blobs, tools for blobs, and their upload to the canister"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -93,6 +96,28 @@ enum Command {
         /// Print the whole result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Upload a blob to a running walsh canister (controllers only); resumes an interrupted
+    /// upload, and the model serves when it returns.
+    #[cfg(feature = "ic")]
+    Upload {
+        blob: PathBuf,
+        #[command(flatten)]
+        target: ic_cli::Target,
+        /// Bytes per upload_chunk call (an ingress message is at most 2 MiB).
+        #[arg(long, default_value_t = walsh_canister::ic::upload::MAX_CHUNK_SIZE, value_parser = ic_cli::chunk_size_parser())]
+        chunk_size: u32,
+        /// Upload even if the canister already serves this blob.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Read back the blob a walsh canister serves (controllers only), verified by its SHA-256.
+    #[cfg(feature = "ic")]
+    Download {
+        #[command(flatten)]
+        target: ic_cli::Target,
+        #[arg(short, long)]
+        output: PathBuf,
     },
 }
 
@@ -266,6 +291,15 @@ fn real_main() -> Result<()> {
                 bail!("no tokens were generated");
             }
         }
+        #[cfg(feature = "ic")]
+        Command::Upload {
+            blob,
+            target,
+            chunk_size,
+            force,
+        } => ic_cli::upload(&blob, &target, chunk_size, force)?,
+        #[cfg(feature = "ic")]
+        Command::Download { target, output } => ic_cli::download(&target, &output)?,
     }
     Ok(())
 }

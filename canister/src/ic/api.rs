@@ -148,3 +148,10 @@ pub enum AbortResult {
     Ok,
     Err(String),
 }
+
+/// Bytes of the active blob (`download_chunk`).
+#[derive(Debug, Clone, CandidType, Deserialize)]
+pub enum DownloadResult {
+    Ok(serde_bytes::ByteBuf),
+    Err(String),
+}

@@ -43,7 +43,7 @@ fn caller_is_controller() -> Result<Principal, String> {
         Ok(caller)
     } else {
         Err(format!(
-            "caller {caller} is not a controller of this canister; only controllers may upload models"
+            "caller {caller} is not a controller of this canister; only controllers may upload or download models"
         ))
     }
 }
@@ -333,6 +333,44 @@ fn upload_abort() -> AbortResult {
     }
     storage::set_meta(meta);
     AbortResult::Ok
+}
+
+/// Largest `download_chunk`: a reply is limited to 2 MiB on the IC, and the Candid envelope around
+/// the bytes is a few bytes more.
+pub const MAX_DOWNLOAD_CHUNK: u32 = 1_900_000;
+
+/// Bytes `[offset, offset + length)` of the blob serving now (uploaded or embedded), so that an
+/// operator can read back what is deployed (`packer download`). Its size and checksum are in
+/// `model_info`. Controllers only: the weights are theirs to publish or not.
+#[ic_cdk::query]
+fn download_chunk(offset: u64, length: u32) -> DownloadResult {
+    if let Err(e) = caller_is_controller() {
+        return DownloadResult::Err(e);
+    }
+    if length > MAX_DOWNLOAD_CHUNK {
+        return DownloadResult::Err(format!(
+            "length {length} is over {MAX_DOWNLOAD_CHUNK} bytes (a reply is limited to 2 MiB)"
+        ));
+    }
+    let active = storage::meta().active;
+    let size = match (&active, EMBEDDED_MODEL) {
+        (Some(a), _) => a.size,
+        (None, Some(embedded)) => embedded.len() as u64,
+        (None, None) => return DownloadResult::Err("no model is loaded".into()),
+    };
+    let Some(end) = offset
+        .checked_add(u64::from(length))
+        .filter(|&end| end <= size)
+    else {
+        return DownloadResult::Err(format!(
+            "bytes {offset}..{offset}+{length} are outside the blob of {size} bytes"
+        ));
+    };
+    let bytes = match active {
+        Some(a) => StableSlots.read(a.slot, offset, u64::from(length)),
+        None => EMBEDDED_MODEL.map_or_else(Vec::new, |e| e[offset as usize..end as usize].to_vec()),
+    };
+    DownloadResult::Ok(serde_bytes::ByteBuf::from(bytes))
 }
 
 /// Refuses non-controllers' uploads before they cost anything (ingress only; the update

@@ -40,7 +40,7 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Seeds the initialisation and the window sampler.
     pub seed: u64,
-    /// Prompt of the sample printed at each evaluation.
+    /// Prompt of the greedy sample printed at each evaluation (`sample_tokens = 0`: none).
     pub sample_prompt: String,
     pub sample_tokens: usize,
 }

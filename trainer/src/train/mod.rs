@@ -251,13 +251,17 @@ pub fn train<B: Backend<Elem = f32>>(
             let val = match (&val_data, eval_now) {
                 (Some(v), true) if v.len() >= 2 => {
                     let r = evaluate(&mut model, v, tcfg.batch_size, seq, Some(tcfg.eval_batches))?;
-                    let text = sample(
-                        &mut model,
-                        &tokenizer,
-                        &tcfg.sample_prompt,
-                        tcfg.sample_tokens,
-                        SamplingParams::default(),
-                    )?;
+                    let text = if tcfg.sample_tokens > 0 {
+                        sample(
+                            &mut model,
+                            &tokenizer,
+                            &tcfg.sample_prompt,
+                            tcfg.sample_tokens,
+                            SamplingParams::default(),
+                        )?
+                    } else {
+                        String::new()
+                    };
                     bar.suspend(|| {
                         say(format!(
                             "step {step}: train loss {train_loss:.4}, val loss {:.4}, val {}",
@@ -266,7 +270,9 @@ pub fn train<B: Backend<Elem = f32>>(
                                 .map(|b| format!("{b:.4} bits/byte"))
                                 .unwrap_or_else(|| "bits/byte unknown".into())
                         ));
-                        say(format!("  sample: {}", text.replace('\n', " ")));
+                        if !text.is_empty() {
+                            say(format!("  sample: {}", text.replace('\n', " ")));
+                        }
                     });
                     last_eval = Some(r);
                     Some(r)

@@ -1,0 +1,121 @@
+//! Parity with the canister: for every config in `configs/`, a checkpoint trained here (a few
+//! steps on the TinyStories fixture, so the weights are no longer the initialisation), packed by
+//! `packer` (f32 embeddings, both ternary packings) and run by the canister's engine, gives the
+//! trainer's own eval-mode logits at every position: max |Δ| < 1e-3 × the logit scale.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use walsh_canister::Engine;
+use walsh_canister::blob::DType;
+use walsh_packer::{Checkpoint, PackOptions, Packing, pack};
+use walsh_trainer::TokenFile;
+use walsh_trainer::backend::cpu::CpuBackend;
+use walsh_trainer::model::Model;
+use walsh_trainer::prepare::{PrepareOptions, ValSplit, prepare};
+use walsh_trainer::train::{TrainOptions, train_cpu};
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fixture, tokenized once per test binary.
+fn data() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = manifest().join("tests/fixtures");
+        let mut opts = PrepareOptions::new(
+            vec![fixtures.join("tinystories-train.txt")],
+            dir.path().to_path_buf(),
+        );
+        opts.val = ValSplit::Files(vec![fixtures.join("tinystories-val.txt")]);
+        prepare(&opts).unwrap();
+        dir
+    })
+    .path()
+}
+
+fn parity(config: &str) {
+    let run = tempfile::tempdir().unwrap();
+    let sets = [
+        format!("data={}", data().display()),
+        "steps=3".into(),
+        "batch_size=1".into(),
+        "seq_len=16".into(),
+        "grad_accum=1".into(),
+        "warmup_steps=1".into(),
+        "lr=0.01".into(),
+        "eval_every=0".into(),
+        "eval_batches=1".into(),
+        "sample_tokens=0".into(),
+        "checkpoint_every=0".into(),
+    ];
+    let opts = TrainOptions {
+        config: manifest().join("../configs").join(format!("{config}.toml")),
+        sets: sets.to_vec(),
+        out: Some(run.path().to_path_buf()),
+        resume: None,
+        stop_after: None,
+        progress: false,
+        verbose: false,
+    };
+    let report = train_cpu(&opts, &AtomicBool::new(false)).unwrap();
+    assert_eq!(report.steps, 3);
+    let ckpt = Checkpoint::load(&report.checkpoint).unwrap();
+
+    let val = TokenFile::open(data().join("val.bin")).unwrap();
+    let tokens = val.slice(0, 24.min(ckpt.config.block_size));
+    let mut model =
+        Model::new(CpuBackend::<f32>::new(), ckpt.config.clone(), &ckpt.tensors).unwrap();
+    model.forward(&tokens, None, 1, tokens.len()).unwrap();
+    let rows: Vec<usize> = (0..tokens.len()).collect();
+    let ours = model.logits(&rows).unwrap();
+    let scale = ours.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0 && scale.is_finite());
+
+    for packing in [Packing::X4, Packing::X16] {
+        let blob = pack(
+            &ckpt,
+            PackOptions {
+                packing,
+                embeddings: DType::F32,
+            },
+        )
+        .unwrap();
+        let engine = Engine::load(&blob).unwrap();
+        let mut cache = engine.model.new_cache();
+        let theirs = engine.model.forward(&tokens, &mut cache, true).unwrap();
+        assert_eq!(theirs.len(), ours.len());
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{config} {packing:?}: max |Δlogit| {worst:.3e}, logit scale {scale:.3}");
+        assert!(
+            worst < 1e-3 * scale,
+            "{config} {packing:?}: max |Δlogit| {worst} vs scale {scale}"
+        );
+    }
+}
+
+#[test]
+fn tiny_matches_the_canister_engine() {
+    parity("tiny");
+}
+
+#[test]
+fn hadamard_hash_matches_the_canister_engine() {
+    parity("tinystories-hadamard-hash");
+}
+
+#[test]
+fn hadamard_matches_the_canister_engine() {
+    parity("tinystories-hadamard");
+}
+
+#[test]
+fn octonion_matches_the_canister_engine() {
+    parity("tinystories-octonion");
+}

@@ -73,7 +73,10 @@ fn a_refused_connection_is_a_clear_error_without_a_hang() {
     let blob = blob.to_str().expect("utf-8");
     let args = ["--canister", CANISTER, "--network", &url, "--pem", pem];
     let e = fails(dir.path(), &[&["upload", blob][..], &args].concat());
-    assert!(e.contains(&format!("cannot reach the replica at {url}")), "{e}");
+    assert!(
+        e.contains(&format!("cannot reach the replica at {url}")),
+        "{e}"
+    );
     let out = dir.path().join("back.walsh");
     let out = out.to_str().expect("utf-8");
     let e = fails(dir.path(), &[&["download", "-o", out][..], &args].concat());
@@ -102,16 +105,25 @@ fn a_refused_connection_is_a_clear_error_without_a_hang() {
     std::fs::create_dir_all(&identity).expect("mkdir");
     std::fs::write(identity.join("identity.pem"), PEM).expect("pem");
     let e = fails(project, &["upload", blob, "--canister", "walsh"]);
-    assert!(e.contains(&format!("cannot reach the replica at {url}")), "{e}");
+    assert!(
+        e.contains(&format!("cannot reach the replica at {url}")),
+        "{e}"
+    );
     std::fs::write(
         identity.join("identity.json"),
         r#"{"encryption": {"pw_salt": "x", "file_nonce": [1]}}"#,
     )
     .expect("identity.json");
     let e = fails(project, &["upload", blob, "--canister", "walsh"]);
-    assert!(e.contains("encrypted") && e.contains("dfx identity export default"), "{e}");
+    assert!(
+        e.contains("encrypted") && e.contains("dfx identity export default"),
+        "{e}"
+    );
     // A name deployed only locally, asked for on mainnet: a network mismatch.
-    let e = fails(project, &["upload", blob, "--canister", "walsh", "--network", "ic"]);
+    let e = fails(
+        project,
+        &["upload", blob, "--canister", "walsh", "--network", "ic"],
+    );
     assert!(e.contains("never deployed to network ic"), "{e}");
 }
 
@@ -136,7 +148,10 @@ fn an_invalid_blob_is_refused_before_connecting() {
             pem.to_str().expect("utf-8"),
         ],
     );
-    assert!(e.contains("nothing was sent") && e.contains("checksum"), "{e}");
+    assert!(
+        e.contains("nothing was sent") && e.contains("checksum"),
+        "{e}"
+    );
     assert!(!e.contains("cannot reach"), "{e}");
 }
 

@@ -117,8 +117,10 @@ impl Checkpoint {
         Ok(ckpt)
     }
 
-    /// Writes the checkpoint atomically: into a temporary sibling directory, then renamed over
-    /// `dir`, so an interrupted save never leaves a half-written checkpoint behind.
+    /// Writes the checkpoint into a temporary sibling directory (files synced to disk), then
+    /// swaps it in: the old `dir` is renamed aside, the new one renamed to `dir`, the old one
+    /// removed. An interruption never leaves a half-written checkpoint under `dir`; at worst the
+    /// complete old or new one waits under its temporary name (`.NAME.old-PID`/`.NAME.tmp-PID`).
     pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
         self.save_with(dir, &[])
     }
@@ -144,14 +146,19 @@ impl Checkpoint {
             std::fs::remove_dir_all(&tmp).map_err(werr(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(werr(&tmp))?;
-        std::fs::write(tmp.join("config.json"), self.config.to_json()).map_err(werr(&tmp))?;
-        std::fs::write(tmp.join("tokenizer.json"), &self.tokenizer_json).map_err(werr(&tmp))?;
+        let write = |name: &str, bytes: &[u8]| -> Result<(), CheckpointError> {
+            let path = tmp.join(name);
+            let mut f = std::fs::File::create(&path).map_err(werr(&path))?;
+            std::io::Write::write_all(&mut f, bytes).map_err(werr(&path))?;
+            f.sync_all().map_err(werr(&path))
+        };
+        write("config.json", self.config.to_json().as_bytes())?;
+        write("tokenizer.json", self.tokenizer_json.as_bytes())?;
         for (name, bytes) in extra {
-            std::fs::write(tmp.join(name), bytes).map_err(werr(&tmp.join(name)))?;
+            write(name, bytes)?;
         }
-        let st_path = tmp.join("model.safetensors");
-        let bytes = safetensors_bytes(&self.tensors, &st_path)?;
-        std::fs::write(&st_path, bytes).map_err(werr(&st_path))?;
+        let bytes = safetensors_bytes(&self.tensors, &tmp.join("model.safetensors"))?;
+        write("model.safetensors", &bytes)?;
         if dir.exists() {
             let old = parent.join(format!(".{file_name}.old-{}", std::process::id()));
             std::fs::rename(dir, &old).map_err(werr(dir))?;

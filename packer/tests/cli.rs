@@ -69,7 +69,7 @@ fn init_pack_inspect_run() {
     ]);
 
     let report = ok(&["inspect", blob16.to_str().unwrap(), "--tensors"]);
-    assert!(report.contains("parameters   0.08M total"), "{report}");
+    assert!(report.contains("parameters   0.28M total"), "{report}");
     assert!(report.contains("ternary16x"), "{report}");
     assert!(report.contains("layers.1.mlp.down.weight"), "{report}");
 

@@ -16,24 +16,38 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use walsh_canister::sampler::SplitMix64;
 
-/// A backend whose every op is timed. The clock is the host's: right for the synchronous CPU
-/// backend; an asynchronous backend would time with its own events.
+/// A backend whose every op is timed by the host clock, waiting for the backend's queue after
+/// each op ([`Backend::sync`]): the split is exact, at the price of the overlap an asynchronous
+/// backend would otherwise get (the total tokens/s of `trainer bench` includes those waits).
 pub struct Timed<B> {
     pub inner: B,
     times: RefCell<BTreeMap<&'static str, (Duration, u64)>>,
+    /// Off: ops run untimed and unsynchronised (for the whole-step tokens/s).
+    pub enabled: std::cell::Cell<bool>,
 }
 
-impl<B> Timed<B> {
+impl<B: Backend> Timed<B> {
     pub fn new(inner: B) -> Self {
         Timed {
             inner,
             times: RefCell::new(BTreeMap::new()),
+            enabled: std::cell::Cell::new(true),
         }
     }
 
-    fn clock<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> T {
+    fn clock<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> T
+    where
+        B: Backend,
+    {
+        if !self.enabled.get() {
+            return f();
+        }
         let start = Instant::now();
         let out = f();
+        // An asynchronous backend's op is done when its queue drains: wait, so the time is its.
+        if let Err(e) = self.inner.sync() {
+            eprintln!("warning: {e}");
+        }
         let mut times = self.times.borrow_mut();
         let e = times.entry(op).or_default();
         e.0 += start.elapsed();
@@ -388,13 +402,15 @@ impl fmt::Display for BenchReport {
 }
 
 /// Times `steps` training steps (forward, backward, AdamW, quantize) of the config's model on one
-/// micro-batch of its `[train]` shape, after one untimed warmup step.
+/// micro-batch of its `[train]` shape (learning rate `lr`, clipping `grad_clip`): one warmup
+/// step, `steps` timed as a whole, then `steps` with every op timed on its own.
 pub fn bench<B: Backend<Elem = f32>>(
     backend: B,
     config: &Path,
     sets: &[String],
     steps: usize,
 ) -> Result<BenchReport> {
+    anyhow::ensure!(steps >= 1, "bench needs at least one timed step");
     let (mcfg, tcfg) = load_run_config(config, sets)?;
     let seq = tcfg.seq_len_for(mcfg.block_size);
     let batch = tcfg.batch_size;
@@ -408,29 +424,39 @@ pub fn bench<B: Backend<Elem = f32>>(
             .map(|_| (rng.next_u64() % mcfg.vocab_size as u64) as u32)
             .collect()
     };
+    // Pass 0 warms up; pass 1 times whole steps (ops unsynchronised); pass 2 times each op.
     let mut step_time = Duration::ZERO;
-    for i in 0..=steps {
-        let (inputs, targets) = (tokens(batch * seq), tokens(batch * seq));
-        if i == 1 {
-            model.backend.reset();
-        }
+    for pass in 0..3 {
+        model.backend.enabled.set(pass == 2);
+        model.backend.reset();
+        let n = if pass == 0 { 1 } else { steps };
+        model.backend.sync()?;
         let start = Instant::now();
-        model.zero_grads()?;
-        model.forward(&inputs, Some(&targets), batch, seq)?;
-        model.backward(1.0)?;
-        let norm = model.backend.sum_squares(&model.grads)?.sqrt();
-        let hp = AdamW {
-            lr: tcfg.lr,
-            beta1: tcfg.beta1,
-            beta2: tcfg.beta2,
-            eps: tcfg.eps,
-            weight_decay: tcfg.weight_decay,
-            step: i as u64 + 1,
-        };
-        opt.step(&mut model, &decay, (1.0 / norm).min(1.0), hp)?;
-        model.quantize()?;
-        if i > 0 {
-            step_time += start.elapsed();
+        for i in 0..n {
+            let (inputs, targets) = (tokens(batch * seq), tokens(batch * seq));
+            model.zero_grads()?;
+            model.forward(&inputs, Some(&targets), batch, seq)?;
+            model.backward(1.0)?;
+            let norm = model.backend.sum_squares(&model.grads)?.sqrt();
+            let hp = AdamW {
+                lr: tcfg.lr,
+                beta1: tcfg.beta1,
+                beta2: tcfg.beta2,
+                eps: tcfg.eps,
+                weight_decay: tcfg.weight_decay,
+                step: (pass * steps + i) as u64 + 1,
+            };
+            let clip = if tcfg.grad_clip > 0.0 && norm > tcfg.grad_clip {
+                tcfg.grad_clip / norm
+            } else {
+                1.0
+            };
+            opt.step(&mut model, &decay, clip, hp)?;
+            model.quantize()?;
+        }
+        model.backend.sync()?;
+        if pass == 1 {
+            step_time = start.elapsed();
         }
     }
     Ok(BenchReport {

@@ -26,8 +26,9 @@ pub fn bits_per_byte(loss: f64, data: &TokenFile) -> Option<f64> {
 }
 
 /// Evaluates non-overlapping windows of `seq` positions from the start of `data`, `batch` at a
-/// time, at most `max_batches` micro-batches (all of the file when `None`). Shorter files get
-/// shorter or fewer windows; a file of fewer than 2 tokens is an error.
+/// time (the last batch may hold fewer), at most `max_batches` batches (all of the file when
+/// `None`). A file shorter than one window gets one shorter window; fewer than 2 tokens is an
+/// error.
 pub fn evaluate<B: Backend>(
     model: &mut Model<B>,
     data: &TokenFile,
@@ -39,11 +40,12 @@ pub fn evaluate<B: Backend>(
         return Err(EvalError::TooShort(data.len()));
     }
     let seq = seq.min(data.len() - 1);
-    let batch = batch.min((data.len() - 1) / seq).max(1);
+    let batch = batch.max(1);
     let (mut total, mut tokens) = (0.0, 0);
     for b in eval_batches(data, batch, seq, max_batches) {
+        let rows = b.targets.len() / seq;
         let loss = model
-            .forward(&b.inputs, Some(&b.targets), batch, seq)?
+            .forward(&b.inputs, Some(&b.targets), rows, seq)?
             .unwrap_or(f64::NAN);
         total += loss * b.targets.len() as f64;
         tokens += b.targets.len();
@@ -62,13 +64,18 @@ pub enum EvalError {
     TooShort(usize),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error(
+        "the prompt is {tokens} tokens; the model's context holds {max} after the end-of-text token"
+    )]
+    PromptTooLong { tokens: usize, max: usize },
     #[error(transparent)]
     Model(#[from] ModelError),
 }
 
-/// Continues `prompt` by `max_tokens` tokens (fewer if the model emits its end-of-text token),
-/// recomputing the whole context each token — the simple way, for checking a run's progress.
-/// Temperature 0 is greedy. Returns the prompt and its continuation.
+/// Continues `prompt` by up to `max_tokens` tokens as SPEC §5.1 says (the context starts with
+/// the end-of-text token, as every story in training does; generation stops at that token or when
+/// the context is full), recomputing the whole context each token — the simple way, for checking
+/// a run's progress. Temperature 0 is greedy. Returns the prompt and its continuation.
 pub fn sample<B: Backend>(
     model: &mut Model<B>,
     tokenizer: &tokenizers::Tokenizer,
@@ -79,23 +86,28 @@ pub fn sample<B: Backend>(
     let enc = tokenizer
         .encode(prompt, false)
         .map_err(|e| EvalError::Tokenizer(e.to_string()))?;
-    let mut ids: Vec<u32> = enc.get_ids().to_vec();
-    if ids.is_empty() {
-        ids.push(model.config.eos_token_id);
+    let eos = model.config.eos_token_id;
+    let mut ids: Vec<u32> = std::iter::once(eos)
+        .chain(enc.get_ids().iter().copied())
+        .collect();
+    let block = model.config.block_size;
+    if ids.len() > block.saturating_sub(1).max(1) {
+        return Err(EvalError::PromptTooLong {
+            tokens: ids.len() - 1,
+            max: block.saturating_sub(1),
+        });
     }
     let start = ids.len();
     let mut sampler = Sampler::new(params);
-    for _ in 0..max_tokens {
-        let from = ids.len().saturating_sub(model.config.block_size);
-        let ctx = &ids[from..];
-        model.forward(ctx, None, 1, ctx.len())?;
+    while ids.len() - start < max_tokens && ids.len() < block {
+        model.forward(&ids, None, 1, ids.len())?;
         let logits: Vec<f32> = model
-            .logits(&[ctx.len() - 1])?
+            .logits(&[ids.len() - 1])?
             .iter()
             .map(|v| v.to_f32().unwrap_or(f32::NAN))
             .collect();
         let next = sampler.sample(&logits);
-        if next == model.config.eos_token_id {
+        if next == eos {
             break;
         }
         ids.push(next);

@@ -16,7 +16,7 @@ use walsh_trainer::model::Model;
 use walsh_trainer::prepare::{
     self, DEFAULT_BATCH_DOCUMENTS, DEFAULT_VAL_FRACTION, PrepareOptions, TokenizerChoice, ValSplit,
 };
-use walsh_trainer::train::{TrainOptions, train_cpu};
+use walsh_trainer::train::{TrainOptions, train};
 use walsh_trainer::{TokenFile, bench, plot};
 
 #[derive(Parser)]
@@ -135,28 +135,70 @@ enum Command {
 
 #[derive(clap::Args)]
 struct DeviceArg {
-    /// cpu, or cuda[:N] (the CUDA backend is trainer part 2, not in this build).
+    /// cpu, or cuda[:N] (builds with the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
 
+enum Device {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda(usize),
+}
+
 impl DeviceArg {
-    /// Checks that the device is one this build can run.
-    fn cpu(&self) -> Result<()> {
-        match self.device.as_str() {
-            "cpu" => Ok(()),
-            d if d == "cuda" || d.starts_with("cuda:") => anyhow::bail!(
-                "--device {d}: this build has no CUDA backend yet (trainer part 2); use --device cpu"
-            ),
-            d => anyhow::bail!("--device {d}: expected cpu or cuda[:N]"),
-        }
+    /// The device, if this build can run it.
+    fn parse(&self) -> Result<Device> {
+        let d = self.device.as_str();
+        let ordinal = match d {
+            "cpu" => return Ok(Device::Cpu),
+            "cuda" => 0,
+            _ => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => n,
+                _ => anyhow::bail!("--device {d}: expected cpu, cuda or cuda:N"),
+            },
+        };
+        #[cfg(feature = "cuda")]
+        return Ok(Device::Cuda(ordinal));
+        #[cfg(not(feature = "cuda"))]
+        anyhow::bail!(
+            "--device {d}: this trainer was built without CUDA (GPU {ordinal}); rebuild with \
+             `cargo build --release -p walsh-trainer --features cuda`, or use --device cpu"
+        )
     }
+}
+
+/// Runs `$body` with `$b` bound to the backend of `$dev`.
+macro_rules! on_device {
+    ($dev:expr, $b:ident => $body:expr) => {
+        match $dev {
+            Device::Cpu => {
+                let $b = CpuBackend::<f32>::new();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => {
+                let $b = walsh_trainer::backend::cuda::CudaBackend::new(n)?;
+                $body
+            }
+        }
+    };
 }
 
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        let message = format!("{e:#}").replace('\n', " ");
+        // The chain, each cause once (some errors already quote their source).
+        let mut message = String::new();
+        for cause in e.chain().map(|c| c.to_string()) {
+            if !message.contains(&cause) {
+                if !message.is_empty() {
+                    message.push_str(": ");
+                }
+                message.push_str(&cause);
+            }
+        }
+        let message = message.replace('\n', " ");
         eprintln!("error: {message}");
         std::process::exit(1);
     }
@@ -229,7 +271,7 @@ fn run(cli: Cli) -> Result<()> {
             stop_after,
             device,
         } => {
-            device.cpu()?;
+            let device = device.parse()?;
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             ctrlc::set_handler(move || {
@@ -249,7 +291,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: std::io::stderr().is_terminal(),
                 verbose: true,
             };
-            let report = train_cpu(&opts, &stop)?;
+            let report = on_device!(device, b => train(b, &opts, &stop))?;
             println!(
                 "{} steps, last train loss {:.4}, {:.0} tokens/s",
                 report.steps, report.train_loss, report.tokens_per_second
@@ -264,13 +306,15 @@ fn run(cli: Cli) -> Result<()> {
             max_batches,
             device,
         } => {
-            device.cpu()?;
+            let device = device.parse()?;
             let ckpt = Checkpoint::load(&checkpoint)?;
             let seq = seq_len.unwrap_or(ckpt.config.block_size);
-            let mut model = Model::new(CpuBackend::<f32>::new(), ckpt.config, &ckpt.tensors)?;
             let data = TokenFile::open(&data)?;
             let start = Instant::now();
-            let r = evaluate(&mut model, &data, batch_size, seq, max_batches)?;
+            let r = on_device!(device, b => {
+                let mut model = Model::new(b, ckpt.config, &ckpt.tensors)?;
+                evaluate(&mut model, &data, batch_size, seq, max_batches)?
+            });
             println!(
                 "loss {:.4} nats/token, {} over {} tokens ({:.1} s)",
                 r.loss,
@@ -293,24 +337,24 @@ fn run(cli: Cli) -> Result<()> {
             count,
             device,
         } => {
-            device.cpu()?;
+            let device = device.parse()?;
             let ckpt = Checkpoint::load(&checkpoint)?;
             let tokenizer = tokenizers::Tokenizer::from_bytes(ckpt.tokenizer_json.as_bytes())
                 .map_err(|e| anyhow::anyhow!("{}: tokenizer.json: {e}", checkpoint.display()))?;
-            let mut model = Model::new(CpuBackend::<f32>::new(), ckpt.config, &ckpt.tensors)?;
-            for i in 0..count {
-                let params = SamplingParams {
-                    temperature,
-                    top_k,
-                    top_p,
-                    seed: seed.wrapping_add(i as u64),
-                };
-                params.validate().map_err(anyhow::Error::msg)?;
-                println!(
-                    "{}",
-                    sample(&mut model, &tokenizer, &prompt, max_tokens, params)?
-                );
-            }
+            on_device!(device, b => {
+                let mut model = Model::new(b, ckpt.config, &ckpt.tensors)?;
+                for i in 0..count {
+                    let params = SamplingParams {
+                        temperature,
+                        top_k,
+                        top_p,
+                        seed: seed.wrapping_add(i as u64),
+                    };
+                    params.validate().map_err(anyhow::Error::msg)?;
+                    let text = sample(&mut model, &tokenizer, &prompt, max_tokens, params)?;
+                    println!("{text}");
+                }
+            });
             Ok(())
         }
         Command::Plot { run_dir } => {
@@ -324,8 +368,8 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             device,
         } => {
-            device.cpu()?;
-            let report = bench::bench_cpu(&config, &sets, steps)?;
+            let device = device.parse()?;
+            let report = on_device!(device, b => bench::bench(b, &config, &sets, steps))?;
             print!("{report}");
             Ok(())
         }

@@ -306,8 +306,13 @@ fn the_binary_trains_evaluates_samples_plots_and_benches() {
     );
 
     let (ok, _, err) = trainer(&["bench", "--config", tiny, "--device", "cuda"]);
-    assert!(!ok && err.contains("no CUDA backend"), "{err}");
-    let (ok, _, err) = trainer(&["eval", run_s, "--data", val.to_str().unwrap()]);
+    assert!(!ok && err.contains("built without CUDA"), "{err}");
+    let (ok, _, err) = trainer(&[
+        "eval",
+        data().to_str().unwrap(),
+        "--data",
+        val.to_str().unwrap(),
+    ]);
     assert!(
         !ok && err.starts_with("error: ") && err.contains("config.json"),
         "{err}"

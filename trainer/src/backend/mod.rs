@@ -11,6 +11,8 @@
 //! Every op follows the conventions of [`crate::ops`]: forwards overwrite, backwards accumulate.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::ops::Real;
 use crate::ops::algebra_linear::LinearDims;
@@ -96,6 +98,12 @@ pub trait Backend {
 
     /// A short description for logs ("cpu (f32, 16 threads)", "cuda:0 (NVIDIA H100 …)").
     fn describe(&self) -> String;
+
+    /// Waits for all queued work (a no-op for synchronous backends): lets a profiler charge each
+    /// op its own time.
+    fn sync(&self) -> BackendResult<()> {
+        Ok(())
+    }
 
     // ---- memory ----
     fn zeros(&self, len: usize) -> BackendResult<Self::Buf>;

@@ -44,25 +44,27 @@ pub fn train_batch(
     b
 }
 
-/// The evaluation windows: non-overlapping, from the start of `data`, `batch` per micro-batch;
-/// `max_batches` of them (all that fit when `None`). The same windows every time, so evaluations
-/// along a run compare.
+/// The evaluation windows: non-overlapping, from the start of `data`, `batch` per batch (the last
+/// batch takes what is left); `max_batches` of them (all when `None`). The same windows every
+/// time, so evaluations along a run compare.
 pub fn eval_batches(
     data: &TokenFile,
     batch: usize,
     seq: usize,
     max_batches: Option<usize>,
 ) -> impl Iterator<Item = Batch> + '_ {
-    let windows = (data.len().saturating_sub(1)) / seq;
-    let batches = windows / batch.max(1);
+    let windows = data.len().saturating_sub(1) / seq;
+    let batches = windows.div_ceil(batch.max(1));
     let n = max_batches.map_or(batches, |m| m.min(batches));
     (0..n).map(move |i| {
+        let first = i * batch;
+        let count = batch.min(windows - first);
         let mut b = Batch {
-            inputs: Vec::with_capacity(batch * seq),
-            targets: Vec::with_capacity(batch * seq),
+            inputs: Vec::with_capacity(count * seq),
+            targets: Vec::with_capacity(count * seq),
         };
-        for j in 0..batch {
-            push_window(&mut b, data, (i * batch + j) * seq, seq);
+        for j in 0..count {
+            push_window(&mut b, data, (first + j) * seq, seq);
         }
         b
     })

@@ -91,9 +91,56 @@ pub enum RunConfigError {
     BadSet(String),
     #[error("{path}: {msg}")]
     Invalid { path: PathBuf, msg: String },
+    #[error("--set {key}: no such setting; [train] has {train}; [model] has {model}")]
+    UnknownKey {
+        key: String,
+        train: String,
+        model: String,
+    },
 }
 
+/// The fields of SPEC §1 (a bare `--set` key must name one of them or a training field).
+const MODEL_KEYS: &[&str] = &[
+    "name",
+    "vocab_size",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "block_size",
+    "algebra",
+    "head_mixing",
+    "embedding",
+    "hash_buckets",
+    "rope_theta",
+    "eos_token_id",
+];
+
 impl TrainConfig {
+    /// The fields that differ from `other` among those that decide the trained weights (all but
+    /// the length of the run and the logging, evaluation, checkpoint and sample settings).
+    pub fn trajectory_changes(&self, other: &TrainConfig) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut check = |name: &'static str, same: bool| {
+            if !same {
+                v.push(name);
+            }
+        };
+        check("batch_size", self.batch_size == other.batch_size);
+        check("seq_len", self.seq_len == other.seq_len);
+        check("grad_accum", self.grad_accum == other.grad_accum);
+        check("lr", self.lr == other.lr);
+        check("min_lr", self.min_lr == other.min_lr);
+        check("warmup_steps", self.warmup_steps == other.warmup_steps);
+        check("steps (the cosine's length)", self.steps == other.steps);
+        check("weight_decay", self.weight_decay == other.weight_decay);
+        check("beta1", self.beta1 == other.beta1);
+        check("beta2", self.beta2 == other.beta2);
+        check("eps", self.eps == other.eps);
+        check("grad_clip", self.grad_clip == other.grad_clip);
+        check("seed", self.seed == other.seed);
+        v
+    }
+
     /// The sequence length of a model with `block_size` positions.
     pub fn seq_len_for(&self, block_size: usize) -> usize {
         if self.seq_len == 0 {
@@ -162,8 +209,14 @@ pub fn load_run_config(
             ("model", key)
         } else if train_keys.iter().any(|t| t == k) {
             ("train", k)
-        } else {
+        } else if MODEL_KEYS.contains(&k) {
             ("model", k)
+        } else {
+            return Err(RunConfigError::UnknownKey {
+                key: k.to_string(),
+                train: train_keys.join(", "),
+                model: MODEL_KEYS.join(", "),
+            });
         };
         if key.is_empty() {
             return Err(RunConfigError::BadSet(o.clone()));
@@ -241,7 +294,7 @@ mod tests {
     }
 
     const MODEL: &str = "[model]\nvocab_size = 50\nn_embd = 16\nn_layer = 1\nn_head = 4\n\
-                         block_size = 8\nalgebra = \"dense\"\n";
+                         block_size = 8\nalgebra = \"dense\"\neos_token_id = 0\n";
 
     #[test]
     fn overrides_route_to_the_right_table() {

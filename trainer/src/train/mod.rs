@@ -99,7 +99,14 @@ pub fn train<B: Backend<Elem = f32>>(
         )
     })?;
     check_data(&train_data, &mcfg, seq, "train.bin")?;
-    let val_data = TokenFile::open(data_dir.join("val.bin")).ok();
+    let val_path = data_dir.join("val.bin");
+    let val_data = if token_file_exists(&val_path) {
+        let v = TokenFile::open(&val_path)?;
+        check_data(&v, &mcfg, 1, "val.bin")?;
+        Some(v)
+    } else {
+        None
+    };
     let tokenizer_json = std::fs::read_to_string(data_dir.join("tokenizer.json"))
         .with_context(|| format!("cannot read {}", data_dir.join("tokenizer.json").display()))?;
     let tokenizer = tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes())
@@ -114,10 +121,13 @@ pub fn train<B: Backend<Elem = f32>>(
     });
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    // The run's model, beside metrics.csv (what `trainer plot` titles the picture with).
+    std::fs::write(run_dir.join("config.json"), mcfg.to_json())
+        .with_context(|| format!("cannot write {}", run_dir.join("config.json").display()))?;
     let ckpt_dir = run_dir.join("checkpoint");
 
     // The starting point: a checkpoint and its optimizer state, or SPEC §3.1's initialisation.
-    let (mut model, mut opt, start, mut tokens_seen) = match &opts.resume {
+    let (mut model, mut opt, start, mut tokens_seen, elapsed_before) = match &opts.resume {
         Some(dir) => {
             let ckpt = Checkpoint::load(dir)
                 .with_context(|| format!("cannot resume from {}", dir.display()))?;
@@ -130,16 +140,31 @@ pub fn train<B: Backend<Elem = f32>>(
                     mcfg.to_json()
                 );
             }
+            if ckpt.tokenizer_json != tokenizer_json {
+                bail!(
+                    "{} was trained with another tokenizer than {} holds",
+                    dir.display(),
+                    data_dir.join("tokenizer.json").display()
+                );
+            }
             let mut model = Model::new(backend, mcfg.clone(), &ckpt.tensors)?;
             let (opt, st) = state::load(dir, &mut model)?;
-            (model, opt, st.step, st.tokens)
+            let changed = st.train.trajectory_changes(&tcfg);
+            if !changed.is_empty() && opts.verbose {
+                eprintln!(
+                    "warning: resuming with a different {} than the run so far: the result will \
+                     not equal an unbroken run",
+                    changed.join(", ")
+                );
+            }
+            (model, opt, st.step, st.tokens, st.elapsed_seconds)
         }
         None => {
             let ckpt =
                 walsh_packer::init::random_checkpoint(&mcfg, tcfg.seed, tokenizer_json.clone());
             let model = Model::new(backend, mcfg.clone(), &ckpt.tensors)?;
             let opt = state::Optimizer::new(&model)?;
-            (model, opt, 0, 0)
+            (model, opt, 0, 0, 0.0)
         }
     };
     if start >= tcfg.steps {
@@ -213,11 +238,15 @@ pub fn train<B: Backend<Elem = f32>>(
         }
         let grad_norm = model.backend.sum_squares(&model.grads)?.sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
+            let last = if ckpt_dir.join("train_state.json").exists() {
+                format!("the last checkpoint is {}", ckpt_dir.display())
+            } else {
+                "no checkpoint was written".into()
+            };
             bail!(
-                "step {}: loss {loss}, gradient norm {grad_norm} — training diverged (lower \
-                 train.lr?); the last checkpoint is in {}",
-                step + 1,
-                ckpt_dir.display()
+                "step {}: loss {loss}, gradient norm {grad_norm}: training diverged (lower \
+                 train.lr?); {last}",
+                step + 1
             );
         }
         let scale = if tcfg.grad_clip > 0.0 && grad_norm > tcfg.grad_clip {
@@ -309,10 +338,12 @@ pub fn train<B: Backend<Elem = f32>>(
                 step,
                 tokens: tokens_seen,
                 train: tcfg.clone(),
-                elapsed_seconds: run_start.elapsed().as_secs_f64(),
+                elapsed_seconds: elapsed_before + run_start.elapsed().as_secs_f64(),
             };
             state::save(&ckpt_dir, &model, &opt, &st, &tokenizer_json)
                 .with_context(|| format!("cannot write the checkpoint {}", ckpt_dir.display()))?;
+            // Saving is not training: keep it out of the next interval's tokens/s.
+            interval_start = Instant::now();
         }
         if interrupted {
             break;
@@ -352,7 +383,19 @@ fn check_data(data: &TokenFile, cfg: &ModelConfig, seq: usize, name: &str) -> Re
             cfg.vocab_size
         );
     }
+    let eos = data.sidecar().eos_token_id;
+    if eos != cfg.eos_token_id {
+        bail!(
+            "{name} separates documents with token {eos}; the model's eos_token_id is {}",
+            cfg.eos_token_id
+        );
+    }
     Ok(())
+}
+
+/// Whether `prepare` wrote this token file (its .bin or its sidecar is there).
+fn token_file_exists(bin: &Path) -> bool {
+    bin.exists() || bin.with_extension("json").exists()
 }
 
 /// The run directory a resumed run appends to: the checkpoint's parent (`RUN/checkpoint`).

@@ -1,0 +1,1384 @@
+//! The CUDA backend (feature `cuda`): the [`Backend`] operations on one NVIDIA GPU, with kernels
+//! in CUDA C (`kernels.cu`) compiled by NVRTC when the backend starts, and GEMMs by cuBLAS. The
+//! CUDA libraries are loaded at run time, so building needs no CUDA toolkit.
+//!
+//! Every AlgebraLinear (and head mixing) runs as one dense GEMM against its algebra's weight
+//! expanded to a full matrix (`expand_kernel`: the octonion sign blocks, or H32·blockdiag·H32);
+//! the weight gradient is the expanded gradient folded back (`fold_kernel`). At the seed's sizes
+//! the expansion is a few microseconds and the GEMMs are cuBLAS's, so this beats per-block
+//! batched GEMMs and a separate FHT.
+//!
+//! Buffers are `CudaSlice<f32>`; ops pass raw device pointers (one stream, event tracking off),
+//! and every driver, NVRTC and cuBLAS result is checked and reported with the op's name.
+
+use super::{AdamW, Backend, BackendError, BackendResult, EmbRef, LinearRef, MixRef};
+use crate::ops::attention::AttnDims;
+use cudarc::cublas::{CudaBlas, result as blas, sys as blas_sys};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use walsh_canister::octonion::SIGNS;
+
+const KERNELS: &str = include_str!("kernels.cu");
+const KERNEL_NAMES: &[&str] = &[
+    "add_kernel",
+    "add_assign_kernel",
+    "scale_cols_kernel",
+    "scale_cols_acc_kernel",
+    "colsum_kernel",
+    "abs_sum_kernel",
+    "ternary_kernel",
+    "expand_kernel",
+    "fold_kernel",
+    "embed_kernel",
+    "embed_backward_kernel",
+    "rmsnorm_kernel",
+    "rmsnorm_backward_kernel",
+    "rmsnorm_gain_kernel",
+    "rope_kernel",
+    "swiglu_kernel",
+    "swiglu_backward_kernel",
+    "attention_kernel",
+    "attention_backward_q_kernel",
+    "attention_backward_kv_kernel",
+    "ce_forward_kernel",
+    "ce_backward_kernel",
+    "hash_ce_forward_kernel",
+    "hash_ce_backward_kernel",
+    "hash_logits_kernel",
+    "sum_squares_kernel",
+    "adamw_kernel",
+];
+/// Rows of logits materialised at once by the standard cross-entropy (bounds its N×V scratch).
+const CE_ROWS: usize = 4096;
+/// Rows per chunk of the column-sum kernels (one atomic per column and chunk).
+const COLSUM_ROWS: u64 = 256;
+
+/// Weight-decay flags per parameter, for the ranges they were built from.
+type DecayMask = (Vec<Range<usize>>, CudaSlice<u8>);
+
+pub struct CudaBackend {
+    name: String,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    funcs: HashMap<&'static str, CudaFunction>,
+    /// Scratch buffers by purpose, grown on demand.
+    scratch: RefCell<HashMap<&'static str, CudaSlice<f32>>>,
+    sums: RefCell<Option<CudaSlice<f64>>>,
+    /// The algebra coefficient tables C[i, j, g] of the expansion, by A.
+    coef: RefCell<HashMap<usize, CudaSlice<f32>>>,
+    /// The weight-decay mask of the last `adamw` call's ranges.
+    mask: RefCell<Option<DecayMask>>,
+}
+
+/// Launches kernel `$name` on the backend's stream; arguments are values (pointers as u64).
+macro_rules! launch {
+    ($s:expr, $name:literal, $cfg:expr $(, $arg:expr)* $(,)?) => {{
+        let f = $s.func($name)?;
+        let mut b = $s.stream.launch_builder(f);
+        $(
+            let a = $arg;
+            b.arg(&a);
+        )*
+        // SAFETY: the argument list matches the kernel's signature in kernels.cu (checked by the
+        // GPU tests against the CPU backend), and every pointer is into a live buffer of the
+        // length the kernel indexes.
+        unsafe { b.launch($cfg) }.map_err(|e| $s.err($name, e))?;
+    }};
+}
+
+fn elems(n: u64) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 1 << 20) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn rows_cfg(rows: usize, threads: u32, shared: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: shared,
+    }
+}
+
+fn colsum_cfg(rows: u64, cols: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (
+            cols.div_ceil(128),
+            rows.div_ceil(COLSUM_ROWS).max(1) as u32,
+            1,
+        ),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// C[i, j, g]: the coefficient of block g of W in block (i, j) of the expanded matrix.
+fn algebra_coefficients(a: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; a * a * a];
+    for i in 0..a {
+        for j in 0..a {
+            match a {
+                1 => c[0] = 1.0,
+                8 => c[(i * a + j) * a + (i ^ j)] = f32::from(SIGNS[i][j]),
+                _ => {
+                    for g in 0..a {
+                        let sign = |x: usize| {
+                            if x.count_ones().is_multiple_of(2) {
+                                1.0
+                            } else {
+                                -1.0
+                            }
+                        };
+                        c[(i * a + j) * a + g] = sign(i & g) * sign(g & j) / a as f32;
+                    }
+                }
+            }
+        }
+    }
+    c
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal` and compiles the kernels.
+    pub fn new(ordinal: usize) -> BackendResult<Self> {
+        let tag = format!("cuda:{ordinal}");
+        let err = |op: &'static str, e: String| BackendError {
+            backend: tag.clone(),
+            op,
+            msg: e,
+        };
+        let ctx = CudaContext::new(ordinal).map_err(|e| err("open device", e.to_string()))?;
+        // One stream: ordering is the stream's, and per-buffer events would only cost time.
+        // SAFETY: no buffer exists yet, and this backend never uses a second stream.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| err("open device", e.to_string()))?;
+        let gpu = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        let opts = cudarc::nvrtc::CompileOptions {
+            arch: Some(arch),
+            options: vec!["--std=c++17".into()],
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts)
+            .map_err(|e| err("NVRTC compile kernels.cu", format!("{e:?}")))?;
+        let module = ctx
+            .load_module(ptx)
+            .map_err(|e| err("load module", e.to_string()))?;
+        let mut funcs = HashMap::new();
+        for name in KERNEL_NAMES {
+            let f = module
+                .load_function(name)
+                .map_err(|e| err("load function", format!("{name}: {e}")))?;
+            funcs.insert(*name, f);
+        }
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| err("cuBLAS init", e.to_string()))?;
+        Ok(CudaBackend {
+            name: format!("{tag} ({gpu}, sm_{major}{minor}, f32)"),
+            stream,
+            blas,
+            funcs,
+            scratch: RefCell::new(HashMap::new()),
+            sums: RefCell::new(None),
+            coef: RefCell::new(HashMap::new()),
+            mask: RefCell::new(None),
+        })
+    }
+
+    fn err(&self, op: &'static str, e: impl std::fmt::Display) -> BackendError {
+        BackendError {
+            backend: self.name.clone(),
+            op,
+            msg: e.to_string(),
+        }
+    }
+
+    fn func(&self, name: &'static str) -> BackendResult<&CudaFunction> {
+        self.funcs
+            .get(name)
+            .ok_or_else(|| self.err("launch", format!("kernel {name} was not loaded")))
+    }
+
+    fn ptr<T>(&self, buf: &CudaSlice<T>) -> u64 {
+        buf.device_ptr(&self.stream).0
+    }
+
+    /// The address of element `offset` of an f32 buffer.
+    fn at(&self, buf: &CudaSlice<f32>, offset: usize) -> u64 {
+        self.ptr(buf) + 4 * offset as u64
+    }
+
+    /// A scratch buffer of at least `len` floats (contents undefined).
+    fn scratch(&self, key: &'static str, len: usize) -> BackendResult<u64> {
+        let mut map = self.scratch.borrow_mut();
+        if map.get(key).is_none_or(|b| b.len() < len) {
+            map.remove(key);
+            // SAFETY: scratch contents are always written before they are read.
+            let buf = unsafe { self.stream.alloc::<f32>(len.max(1)) }
+                .map_err(|e| self.err("alloc scratch", format!("{key}: {len} floats: {e}")))?;
+            map.insert(key, buf);
+        }
+        Ok(self.ptr(&map[key]))
+    }
+
+    fn coef(&self, a: usize) -> BackendResult<u64> {
+        let mut map = self.coef.borrow_mut();
+        if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(a) {
+            let buf = self
+                .stream
+                .clone_htod(&algebra_coefficients(a))
+                .map_err(|e| self.err("upload coefficients", e))?;
+            slot.insert(buf);
+        }
+        Ok(self.ptr(&map[&a]))
+    }
+
+    /// Zeroed f64 accumulators, `n` of them.
+    fn sums(&self, n: usize) -> BackendResult<u64> {
+        let mut s = self.sums.borrow_mut();
+        if s.as_ref().is_none_or(|b| b.len() < n) {
+            *s = Some(
+                self.stream
+                    .alloc_zeros::<f64>(n)
+                    .map_err(|e| self.err("alloc sums", e))?,
+            );
+        }
+        let buf = s.as_mut().expect("allocated above");
+        self.stream
+            .memset_zeros(buf)
+            .map_err(|e| self.err("zero sums", e))?;
+        Ok(self.ptr(buf))
+    }
+
+    fn read_sums(&self, n: usize) -> BackendResult<Vec<f64>> {
+        let s = self.sums.borrow();
+        let buf = s.as_ref().expect("sums() came first");
+        let v = self
+            .stream
+            .clone_dtoh(&buf.slice(0..n))
+            .map_err(|e| self.err("read sums", e))?;
+        self.sync("read sums")?;
+        Ok(v)
+    }
+
+    fn sync(&self, op: &'static str) -> BackendResult<()> {
+        self.stream.synchronize().map_err(|e| self.err(op, e))
+    }
+
+    /// Row-major C[m, n] = op(A)[m, k] · op(B)[k, n] + beta·C, where op transposes when `ta`/`tb`
+    /// (A stored [k, m], B stored [n, k]); ld* are the stored row strides.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        op: &'static str,
+        (ta, tb): (bool, bool),
+        (m, n, k): (usize, usize, usize),
+        (a, lda): (u64, usize),
+        (b, ldb): (u64, usize),
+        (c, ldc): (u64, usize),
+        beta: f32,
+    ) -> BackendResult<()> {
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let t = |x: bool| {
+            if x {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let alpha = 1.0f32;
+        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ.
+        // SAFETY: the pointers address live buffers holding the matrices with these shapes and
+        // strides (the callers size them from the same dims).
+        unsafe {
+            blas::sgemm(
+                *self.blas.handle(),
+                t(tb),
+                t(ta),
+                n as i32,
+                m as i32,
+                k as i32,
+                &alpha,
+                b as *const f32,
+                ldb as i32,
+                a as *const f32,
+                lda as i32,
+                &beta,
+                c as *mut f32,
+                ldc as i32,
+            )
+        }
+        .map_err(|e| self.err(op, format!("sgemm {m}×{n}×{k}: {e:?}")))
+    }
+
+    /// The expanded [A·n, A·m] weight of `w` (offset into `eff`) in scratch `key`; for A = 1 the
+    /// weight itself.
+    fn expanded(
+        &self,
+        key: &'static str,
+        eff: &CudaSlice<f32>,
+        w: usize,
+        a: usize,
+        n: usize,
+        m: usize,
+    ) -> BackendResult<u64> {
+        if a == 1 {
+            return Ok(self.at(eff, w));
+        }
+        let full = self.scratch(key, a * n * a * m)?;
+        let coef = self.coef(a)?;
+        let wp = self.at(eff, w);
+        launch!(
+            self,
+            "expand_kernel",
+            elems((a * n * a * m) as u64),
+            full,
+            wp,
+            coef,
+            a as u32,
+            n as u32,
+            m as u32
+        );
+        Ok(full)
+    }
+
+    /// grads[w] += fold(G[rows, A·n]ᵀ · U[rows, A·m]).
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad(
+        &self,
+        grads: &CudaSlice<f32>,
+        w: usize,
+        g: u64,
+        u: u64,
+        rows: usize,
+        a: usize,
+        n: usize,
+        m: usize,
+    ) -> BackendResult<()> {
+        let (out, inp) = (a * n, a * m);
+        let dw = self.at(grads, w);
+        if a == 1 {
+            return self.gemm(
+                "weight grad",
+                (true, false),
+                (out, inp, rows),
+                (g, out),
+                (u, inp),
+                (dw, inp),
+                1.0,
+            );
+        }
+        let dfull = self.scratch("dfull", out * inp)?;
+        self.gemm(
+            "weight grad",
+            (true, false),
+            (out, inp, rows),
+            (g, out),
+            (u, inp),
+            (dfull, inp),
+            0.0,
+        )?;
+        let coef = self.coef(a)?;
+        launch!(
+            self,
+            "fold_kernel",
+            elems((a * n * m) as u64),
+            dw,
+            dfull,
+            coef,
+            a as u32,
+            n as u32,
+            m as u32
+        );
+        Ok(())
+    }
+
+    fn colsum(
+        &self,
+        dst: u64,
+        dst_len: usize,
+        a: u64,
+        b: u64,
+        rows: usize,
+        cols: usize,
+    ) -> BackendResult<()> {
+        let cfg = colsum_cfg(rows as u64, cols as u32);
+        launch!(
+            self,
+            "colsum_kernel",
+            cfg,
+            dst,
+            dst_len as u32,
+            a,
+            b,
+            rows as u64,
+            cols as u32,
+            COLSUM_ROWS
+        );
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hash_scores(
+        &self,
+        h: u64,
+        rows: usize,
+        eff: &CudaSlice<f32>,
+        e1: &Range<usize>,
+        e2: &Range<usize>,
+        buckets: usize,
+        d: usize,
+    ) -> BackendResult<(u64, u64)> {
+        let s1 = self.scratch("s1", rows * buckets)?;
+        let s2 = self.scratch("s2", rows * buckets)?;
+        self.gemm(
+            "hash scores",
+            (false, true),
+            (rows, buckets, d),
+            (h, d),
+            (self.at(eff, e1.start), d),
+            (s1, buckets),
+            0.0,
+        )?;
+        self.gemm(
+            "hash scores",
+            (false, true),
+            (rows, buckets, d),
+            (h, d),
+            (self.at(eff, e2.start), d),
+            (s2, buckets),
+            0.0,
+        )?;
+        Ok((s1, s2))
+    }
+}
+
+impl Backend for CudaBackend {
+    type Elem = f32;
+    type Buf = CudaSlice<f32>;
+    type Tokens = CudaSlice<u32>;
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+    fn sync(&self) -> BackendResult<()> {
+        CudaBackend::sync(self, "synchronize")
+    }
+
+    fn zeros(&self, len: usize) -> BackendResult<CudaSlice<f32>> {
+        self.stream
+            .alloc_zeros::<f32>(len.max(1))
+            .map_err(|e| self.err("alloc", format!("{len} floats: {e}")))
+    }
+    fn upload(&self, host: &[f32]) -> BackendResult<CudaSlice<f32>> {
+        if host.is_empty() {
+            return self.zeros(0);
+        }
+        self.stream
+            .clone_htod(host)
+            .map_err(|e| self.err("upload", e))
+    }
+    fn download(&self, buf: &CudaSlice<f32>) -> BackendResult<Vec<f32>> {
+        let v = self
+            .stream
+            .clone_dtoh(buf)
+            .map_err(|e| self.err("download", e))?;
+        self.sync("download")?;
+        Ok(v)
+    }
+    fn upload_tokens(&self, tokens: &[u32]) -> BackendResult<CudaSlice<u32>> {
+        if tokens.is_empty() {
+            return self
+                .stream
+                .alloc_zeros::<u32>(1)
+                .map_err(|e| self.err("upload tokens", e));
+        }
+        self.stream
+            .clone_htod(tokens)
+            .map_err(|e| self.err("upload tokens", e))
+    }
+    fn fill_zero(&self, buf: &mut CudaSlice<f32>) -> BackendResult<()> {
+        self.stream
+            .memset_zeros(buf)
+            .map_err(|e| self.err("fill zero", e))
+    }
+    fn add_assign(&self, dst: &mut CudaSlice<f32>, src: &CudaSlice<f32>) -> BackendResult<()> {
+        let n = dst.len() as u64;
+        launch!(
+            self,
+            "add_assign_kernel",
+            elems(n),
+            self.ptr(dst),
+            self.ptr(src),
+            n
+        );
+        Ok(())
+    }
+    fn add(
+        &self,
+        out: &mut CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+    ) -> BackendResult<()> {
+        let n = out.len() as u64;
+        launch!(
+            self,
+            "add_kernel",
+            elems(n),
+            self.ptr(out),
+            self.ptr(a),
+            self.ptr(b),
+            n
+        );
+        Ok(())
+    }
+
+    fn quantize(
+        &self,
+        eff: &mut CudaSlice<f32>,
+        params: &CudaSlice<f32>,
+        ternary: &[Range<usize>],
+        quantize: bool,
+    ) -> BackendResult<()> {
+        self.stream
+            .memcpy_dtod(params, eff)
+            .map_err(|e| self.err("quantize copy", e))?;
+        if !quantize || ternary.is_empty() {
+            return Ok(());
+        }
+        let sums = self.sums(ternary.len())?;
+        for (i, r) in ternary.iter().enumerate() {
+            let n = r.len() as u64;
+            let slot = sums + 8 * i as u64;
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            launch!(
+                self,
+                "abs_sum_kernel",
+                cfg,
+                slot,
+                self.at(params, r.start),
+                n
+            );
+            launch!(
+                self,
+                "ternary_kernel",
+                elems(n),
+                self.at(eff, r.start),
+                self.at(params, r.start),
+                slot,
+                n
+            );
+        }
+        Ok(())
+    }
+
+    fn embed_forward(
+        &self,
+        out: &mut CudaSlice<f32>,
+        tokens: &CudaSlice<u32>,
+        eff: &CudaSlice<f32>,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        let (e1, e2, buckets, d) = match emb {
+            EmbRef::Standard { table, d, .. } => (self.at(eff, table.start), 0u64, 1, *d),
+            EmbRef::Hash {
+                e1, e2, buckets, d, ..
+            } => (self.at(eff, e1.start), self.at(eff, e2.start), *buckets, *d),
+        };
+        let rows = (out.len() / d) as u64;
+        launch!(
+            self,
+            "embed_kernel",
+            elems(rows * d as u64),
+            self.ptr(out),
+            self.ptr(tokens),
+            e1,
+            e2,
+            buckets as u32,
+            rows,
+            d as u32
+        );
+        Ok(())
+    }
+    fn embed_backward(
+        &self,
+        grads: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        tokens: &CudaSlice<u32>,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        let (g1, g2, buckets, d) = match emb {
+            EmbRef::Standard { table, d, .. } => (self.at(grads, table.start), 0u64, 1, *d),
+            EmbRef::Hash {
+                e1, e2, buckets, d, ..
+            } => (
+                self.at(grads, e1.start),
+                self.at(grads, e2.start),
+                *buckets,
+                *d,
+            ),
+        };
+        let rows = (dout.len() / d) as u64;
+        launch!(
+            self,
+            "embed_backward_kernel",
+            elems(rows * d as u64),
+            g1,
+            g2,
+            self.ptr(dout),
+            self.ptr(tokens),
+            buckets as u32,
+            rows,
+            d as u32
+        );
+        Ok(())
+    }
+
+    fn rmsnorm_forward(
+        &self,
+        out: &mut CudaSlice<f32>,
+        rstd: &mut CudaSlice<f32>,
+        inp: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        gain: Range<usize>,
+    ) -> BackendResult<()> {
+        let d = gain.len();
+        let rows = inp.len() / d;
+        launch!(
+            self,
+            "rmsnorm_kernel",
+            rows_cfg(rows, 256, 0),
+            self.ptr(out),
+            self.ptr(rstd),
+            self.ptr(inp),
+            self.at(eff, gain.start),
+            d as u32
+        );
+        Ok(())
+    }
+    fn rmsnorm_backward(
+        &self,
+        dinp: &mut CudaSlice<f32>,
+        grads: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        inp: &CudaSlice<f32>,
+        rstd: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        gain: Range<usize>,
+    ) -> BackendResult<()> {
+        let d = gain.len();
+        let rows = inp.len() / d;
+        launch!(
+            self,
+            "rmsnorm_backward_kernel",
+            rows_cfg(rows, 256, 0),
+            self.ptr(dinp),
+            self.ptr(dout),
+            self.ptr(inp),
+            self.ptr(rstd),
+            self.at(eff, gain.start),
+            d as u32
+        );
+        launch!(
+            self,
+            "rmsnorm_gain_kernel",
+            colsum_cfg(rows as u64, d as u32),
+            self.at(grads, gain.start),
+            self.ptr(dout),
+            self.ptr(inp),
+            self.ptr(rstd),
+            rows as u64,
+            d as u32,
+            COLSUM_ROWS
+        );
+        Ok(())
+    }
+
+    fn linear_forward(
+        &self,
+        out: &mut CudaSlice<f32>,
+        u: &mut CudaSlice<f32>,
+        z: &mut CudaSlice<f32>,
+        inp: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        lin: &LinearRef,
+    ) -> BackendResult<()> {
+        let (a, n, m) = (lin.dims.parts(), lin.dims.n(), lin.dims.m());
+        let (di, dout) = (lin.dims.in_dim, lin.dims.out_dim);
+        let rows = inp.len() / di;
+        let full = self.expanded("full", eff, lin.weight.start, a, n, m)?;
+        let (up, zp) = (self.ptr(u), self.ptr(z));
+        launch!(
+            self,
+            "scale_cols_kernel",
+            elems((rows * di) as u64),
+            up,
+            self.ptr(inp),
+            self.at(eff, lin.alpha.start),
+            rows as u64,
+            di as u32
+        );
+        self.gemm(
+            "linear forward",
+            (false, true),
+            (rows, dout, di),
+            (up, di),
+            (full, di),
+            (zp, dout),
+            0.0,
+        )?;
+        launch!(
+            self,
+            "scale_cols_kernel",
+            elems((rows * dout) as u64),
+            self.ptr(out),
+            zp,
+            self.at(eff, lin.beta.start),
+            rows as u64,
+            dout as u32
+        );
+        Ok(())
+    }
+    fn linear_backward(
+        &self,
+        dinp: &mut CudaSlice<f32>,
+        grads: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        inp: &CudaSlice<f32>,
+        u: &CudaSlice<f32>,
+        z: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        lin: &LinearRef,
+    ) -> BackendResult<()> {
+        let (a, n, m) = (lin.dims.parts(), lin.dims.n(), lin.dims.m());
+        let (di, dou) = (lin.dims.in_dim, lin.dims.out_dim);
+        let rows = inp.len() / di;
+        let dy = self.ptr(dout);
+        self.colsum(
+            self.at(grads, lin.beta.start),
+            dou,
+            dy,
+            self.ptr(z),
+            rows,
+            dou,
+        )?;
+        let g = self.scratch("g", rows * dou)?;
+        launch!(
+            self,
+            "scale_cols_kernel",
+            elems((rows * dou) as u64),
+            g,
+            dy,
+            self.at(eff, lin.beta.start),
+            rows as u64,
+            dou as u32
+        );
+        let full = self.expanded("full", eff, lin.weight.start, a, n, m)?;
+        let du = self.scratch("du", rows * di)?;
+        self.gemm(
+            "linear backward (input)",
+            (false, false),
+            (rows, di, dou),
+            (g, dou),
+            (full, di),
+            (du, di),
+            0.0,
+        )?;
+        launch!(
+            self,
+            "scale_cols_acc_kernel",
+            elems((rows * di) as u64),
+            self.ptr(dinp),
+            du,
+            self.at(eff, lin.alpha.start),
+            rows as u64,
+            di as u32
+        );
+        self.colsum(
+            self.at(grads, lin.alpha.start),
+            di,
+            du,
+            self.ptr(inp),
+            rows,
+            di,
+        )?;
+        self.weight_grad(grads, lin.weight.start, g, self.ptr(u), rows, a, n, m)
+    }
+
+    fn rope_forward(
+        &self,
+        out: &mut CudaSlice<f32>,
+        inp: &CudaSlice<f32>,
+        cos: &CudaSlice<f32>,
+        sin: &CudaSlice<f32>,
+        seq_len: usize,
+        d: usize,
+        head_dim: usize,
+    ) -> BackendResult<()> {
+        let rows = (inp.len() / d) as u64;
+        launch!(
+            self,
+            "rope_kernel",
+            elems(rows * (d / 2) as u64),
+            self.ptr(out),
+            self.ptr(inp),
+            self.ptr(cos),
+            self.ptr(sin),
+            rows,
+            seq_len as u32,
+            d as u32,
+            head_dim as u32,
+            0i32,
+            0i32
+        );
+        Ok(())
+    }
+    fn rope_backward(
+        &self,
+        dinp: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        cos: &CudaSlice<f32>,
+        sin: &CudaSlice<f32>,
+        seq_len: usize,
+        d: usize,
+        head_dim: usize,
+    ) -> BackendResult<()> {
+        let rows = (dout.len() / d) as u64;
+        launch!(
+            self,
+            "rope_kernel",
+            elems(rows * (d / 2) as u64),
+            self.ptr(dinp),
+            self.ptr(dout),
+            self.ptr(cos),
+            self.ptr(sin),
+            rows,
+            seq_len as u32,
+            d as u32,
+            head_dim as u32,
+            1i32,
+            1i32
+        );
+        Ok(())
+    }
+
+    fn attention_forward(
+        &self,
+        out: &mut CudaSlice<f32>,
+        att: &mut CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        dims: AttnDims,
+    ) -> BackendResult<()> {
+        let batch = q.len() / (dims.seq_len * dims.d());
+        let total = (batch * dims.n_head * dims.seq_len) as u64;
+        let cfg = LaunchConfig {
+            grid_dim: (total.div_ceil(64) as u32, 1, 1),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(
+            self,
+            "attention_kernel",
+            cfg,
+            self.ptr(out),
+            self.ptr(att),
+            self.ptr(q),
+            self.ptr(k),
+            self.ptr(v),
+            batch as u32,
+            dims.seq_len as u32,
+            dims.n_head as u32,
+            dims.head_dim as u32
+        );
+        Ok(())
+    }
+    fn attention_backward(
+        &self,
+        dq: &mut CudaSlice<f32>,
+        dk: &mut CudaSlice<f32>,
+        dv: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        att: &CudaSlice<f32>,
+        dims: AttnDims,
+    ) -> BackendResult<()> {
+        let batch = q.len() / (dims.seq_len * dims.d());
+        let total = (batch * dims.n_head * dims.seq_len) as u64;
+        let dsc = self.scratch("dscore", att.len())?;
+        let cfg = LaunchConfig {
+            grid_dim: (total.div_ceil(64) as u32, 1, 1),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (b, t, h, hd) = (
+            batch as u32,
+            dims.seq_len as u32,
+            dims.n_head as u32,
+            dims.head_dim as u32,
+        );
+        launch!(
+            self,
+            "attention_backward_q_kernel",
+            cfg,
+            self.ptr(dq),
+            dsc,
+            self.ptr(dout),
+            self.ptr(q),
+            self.ptr(k),
+            self.ptr(v),
+            self.ptr(att),
+            b,
+            t,
+            h,
+            hd
+        );
+        launch!(
+            self,
+            "attention_backward_kv_kernel",
+            cfg,
+            self.ptr(dk),
+            self.ptr(dv),
+            dsc,
+            self.ptr(dout),
+            self.ptr(q),
+            self.ptr(att),
+            b,
+            t,
+            h,
+            hd
+        );
+        Ok(())
+    }
+
+    fn mix_forward(
+        &self,
+        out: &mut CudaSlice<f32>,
+        u: &mut CudaSlice<f32>,
+        z: &mut CudaSlice<f32>,
+        inp: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        mix: &MixRef,
+    ) -> BackendResult<()> {
+        let (a, hd) = (mix.dims.algebra.dim(), mix.dims.head_dim);
+        let g = a * hd;
+        let rows = inp.len() / g;
+        self.stream
+            .memcpy_dtod(inp, u)
+            .map_err(|e| self.err("head mixing save", e))?;
+        let full = self.expanded("mixfull", eff, mix.weight.start, a, hd, hd)?;
+        let zp = self.ptr(z);
+        self.gemm(
+            "head mixing forward",
+            (false, true),
+            (rows, g, g),
+            (self.ptr(inp), g),
+            (full, g),
+            (zp, g),
+            0.0,
+        )?;
+        launch!(
+            self,
+            "scale_cols_kernel",
+            elems(inp.len() as u64),
+            self.ptr(out),
+            zp,
+            self.at(eff, mix.beta.start),
+            (inp.len() / hd) as u64,
+            hd as u32
+        );
+        Ok(())
+    }
+    fn mix_backward(
+        &self,
+        dinp: &mut CudaSlice<f32>,
+        grads: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        u: &CudaSlice<f32>,
+        z: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        mix: &MixRef,
+    ) -> BackendResult<()> {
+        let (a, hd) = (mix.dims.algebra.dim(), mix.dims.head_dim);
+        let g = a * hd;
+        let rows = u.len() / g;
+        let dy = self.ptr(dout);
+        self.colsum(
+            self.at(grads, mix.beta.start),
+            hd,
+            dy,
+            self.ptr(z),
+            u.len() / hd,
+            hd,
+        )?;
+        let gs = self.scratch("g", u.len())?;
+        launch!(
+            self,
+            "scale_cols_kernel",
+            elems(u.len() as u64),
+            gs,
+            dy,
+            self.at(eff, mix.beta.start),
+            (u.len() / hd) as u64,
+            hd as u32
+        );
+        let full = self.expanded("mixfull", eff, mix.weight.start, a, hd, hd)?;
+        self.gemm(
+            "head mixing backward",
+            (false, false),
+            (rows, g, g),
+            (gs, g),
+            (full, g),
+            (self.ptr(dinp), g),
+            1.0,
+        )?;
+        self.weight_grad(grads, mix.weight.start, gs, self.ptr(u), rows, a, hd, hd)
+    }
+
+    fn swiglu_forward(
+        &self,
+        out: &mut CudaSlice<f32>,
+        gate: &CudaSlice<f32>,
+        up: &CudaSlice<f32>,
+    ) -> BackendResult<()> {
+        let n = out.len() as u64;
+        launch!(
+            self,
+            "swiglu_kernel",
+            elems(n),
+            self.ptr(out),
+            self.ptr(gate),
+            self.ptr(up),
+            n
+        );
+        Ok(())
+    }
+    fn swiglu_backward(
+        &self,
+        dgate: &mut CudaSlice<f32>,
+        dup: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        gate: &CudaSlice<f32>,
+        up: &CudaSlice<f32>,
+    ) -> BackendResult<()> {
+        let n = dout.len() as u64;
+        launch!(
+            self,
+            "swiglu_backward_kernel",
+            elems(n),
+            self.ptr(dgate),
+            self.ptr(dup),
+            self.ptr(dout),
+            self.ptr(gate),
+            self.ptr(up),
+            n
+        );
+        Ok(())
+    }
+
+    fn cross_entropy_forward(
+        &self,
+        lse: &mut CudaSlice<f32>,
+        h: &CudaSlice<f32>,
+        targets: &CudaSlice<u32>,
+        eff: &CudaSlice<f32>,
+        emb: &EmbRef,
+    ) -> BackendResult<f64> {
+        let n = lse.len();
+        let loss = self.scratch("loss", n)?;
+        match emb {
+            EmbRef::Standard { table, vocab, d } => {
+                let logits = self.scratch("logits", CE_ROWS.min(n) * vocab)?;
+                for r0 in (0..n).step_by(CE_ROWS) {
+                    let rows = CE_ROWS.min(n - r0);
+                    self.gemm(
+                        "cross-entropy logits",
+                        (false, true),
+                        (rows, *vocab, *d),
+                        (self.at(h, r0 * d), *d),
+                        (self.at(eff, table.start), *d),
+                        (logits, *vocab),
+                        0.0,
+                    )?;
+                    launch!(
+                        self,
+                        "ce_forward_kernel",
+                        rows_cfg(rows, 256, 0),
+                        self.at(lse, r0),
+                        loss + 4 * r0 as u64,
+                        logits,
+                        self.ptr(targets) + 4 * r0 as u64,
+                        *vocab as u32
+                    );
+                }
+            }
+            EmbRef::Hash {
+                e1,
+                e2,
+                buckets,
+                vocab,
+                d,
+            } => {
+                let (s1, s2) = self.hash_scores(self.ptr(h), n, eff, e1, e2, *buckets, *d)?;
+                launch!(
+                    self,
+                    "hash_ce_forward_kernel",
+                    rows_cfg(n, 256, 0),
+                    self.ptr(lse),
+                    loss,
+                    s1,
+                    s2,
+                    self.ptr(targets),
+                    *buckets as u32,
+                    *vocab as u32
+                );
+            }
+        }
+        let map = self.scratch.borrow();
+        let host = self
+            .stream
+            .clone_dtoh(&map["loss"].slice(0..n))
+            .map_err(|e| self.err("read loss", e))?;
+        drop(map);
+        self.sync("read loss")?;
+        Ok(host.iter().map(|&v| v as f64).sum::<f64>() / n.max(1) as f64)
+    }
+    fn cross_entropy_backward(
+        &self,
+        dh: &mut CudaSlice<f32>,
+        grads: &mut CudaSlice<f32>,
+        dloss: f64,
+        h: &CudaSlice<f32>,
+        targets: &CudaSlice<u32>,
+        lse: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        let n = lse.len();
+        let scale = (dloss / n.max(1) as f64) as f32;
+        match emb {
+            EmbRef::Standard { table, vocab, d } => {
+                let logits = self.scratch("logits", CE_ROWS.min(n) * vocab)?;
+                let (e, ge) = (self.at(eff, table.start), self.at(grads, table.start));
+                for r0 in (0..n).step_by(CE_ROWS) {
+                    let rows = CE_ROWS.min(n - r0);
+                    let hp = self.at(h, r0 * d);
+                    self.gemm(
+                        "cross-entropy logits",
+                        (false, true),
+                        (rows, *vocab, *d),
+                        (hp, *d),
+                        (e, *d),
+                        (logits, *vocab),
+                        0.0,
+                    )?;
+                    launch!(
+                        self,
+                        "ce_backward_kernel",
+                        rows_cfg(rows, 256, 0),
+                        logits,
+                        self.at(lse, r0),
+                        self.ptr(targets) + 4 * r0 as u64,
+                        *vocab as u32,
+                        scale
+                    );
+                    self.gemm(
+                        "cross-entropy dh",
+                        (false, false),
+                        (rows, *d, *vocab),
+                        (logits, *vocab),
+                        (e, *d),
+                        (self.at(dh, r0 * d), *d),
+                        1.0,
+                    )?;
+                    self.gemm(
+                        "cross-entropy dE",
+                        (true, false),
+                        (*vocab, *d, rows),
+                        (logits, *vocab),
+                        (hp, *d),
+                        (ge, *d),
+                        1.0,
+                    )?;
+                }
+            }
+            EmbRef::Hash {
+                e1,
+                e2,
+                buckets,
+                vocab,
+                d,
+            } => {
+                let b = *buckets;
+                if 8 * b > 48 * 1024 {
+                    return Err(self.err("hash cross-entropy", format!("{b} buckets need {} bytes of shared memory; at most 6144 buckets are supported", 8 * b)));
+                }
+                let (s1, s2) = self.hash_scores(self.ptr(h), n, eff, e1, e2, b, *d)?;
+                let ds1 = self.scratch("ds1", n * b)?;
+                let ds2 = self.scratch("ds2", n * b)?;
+                launch!(
+                    self,
+                    "hash_ce_backward_kernel",
+                    rows_cfg(n, 256, (8 * b) as u32),
+                    ds1,
+                    ds2,
+                    s1,
+                    s2,
+                    self.ptr(lse),
+                    self.ptr(targets),
+                    b as u32,
+                    *vocab as u32,
+                    scale
+                );
+                let hp = self.ptr(h);
+                for (ds, e) in [(ds1, e1), (ds2, e2)] {
+                    self.gemm(
+                        "hash cross-entropy dh",
+                        (false, false),
+                        (n, *d, b),
+                        (ds, b),
+                        (self.at(eff, e.start), *d),
+                        (self.ptr(dh), *d),
+                        1.0,
+                    )?;
+                    self.gemm(
+                        "hash cross-entropy dE",
+                        (true, false),
+                        (b, *d, n),
+                        (ds, b),
+                        (hp, *d),
+                        (self.at(grads, e.start), *d),
+                        1.0,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn logits(
+        &self,
+        out: &mut CudaSlice<f32>,
+        h: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        match emb {
+            EmbRef::Standard { table, vocab, d } => {
+                let rows = h.len() / d;
+                self.gemm(
+                    "logits",
+                    (false, true),
+                    (rows, *vocab, *d),
+                    (self.ptr(h), *d),
+                    (self.at(eff, table.start), *d),
+                    (self.ptr(out), *vocab),
+                    0.0,
+                )
+            }
+            EmbRef::Hash {
+                e1,
+                e2,
+                buckets,
+                vocab,
+                d,
+            } => {
+                let rows = h.len() / d;
+                let (s1, s2) = self.hash_scores(self.ptr(h), rows, eff, e1, e2, *buckets, *d)?;
+                launch!(
+                    self,
+                    "hash_logits_kernel",
+                    elems((rows * vocab) as u64),
+                    self.ptr(out),
+                    s1,
+                    s2,
+                    rows as u64,
+                    *buckets as u32,
+                    *vocab as u32
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn sum_squares(&self, buf: &CudaSlice<f32>) -> BackendResult<f64> {
+        let sums = self.sums(1)?;
+        let n = buf.len() as u64;
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(self, "sum_squares_kernel", cfg, sums, self.ptr(buf), n);
+        Ok(self.read_sums(1)?[0])
+    }
+
+    fn adamw(
+        &self,
+        params: &mut CudaSlice<f32>,
+        grads: &CudaSlice<f32>,
+        m: &mut CudaSlice<f32>,
+        v: &mut CudaSlice<f32>,
+        decay: &[Range<usize>],
+        grad_scale: f64,
+        hp: AdamW,
+    ) -> BackendResult<()> {
+        let n = params.len();
+        let mut mask = self.mask.borrow_mut();
+        if mask
+            .as_ref()
+            .is_none_or(|(r, b)| r.as_slice() != decay || b.len() != n)
+        {
+            let mut host = vec![0u8; n];
+            for r in decay {
+                host[r.clone()].fill(1);
+            }
+            let buf = self
+                .stream
+                .clone_htod(&host)
+                .map_err(|e| self.err("adamw mask", e))?;
+            *mask = Some((decay.to_vec(), buf));
+        }
+        let mp = self.ptr(&mask.as_ref().expect("built above").1);
+        let t = hp.step as i32;
+        let (c1, c2) = (1.0 - hp.beta1.powi(t), 1.0 - hp.beta2.powi(t));
+        launch!(
+            self,
+            "adamw_kernel",
+            elems(n as u64),
+            self.ptr(params),
+            self.ptr(grads),
+            self.ptr(m),
+            self.ptr(v),
+            mp,
+            n as u64,
+            grad_scale as f32,
+            hp.lr as f32,
+            hp.beta1 as f32,
+            hp.beta2 as f32,
+            c1 as f32,
+            c2 as f32,
+            hp.eps as f32,
+            hp.weight_decay as f32
+        );
+        Ok(())
+    }
+}

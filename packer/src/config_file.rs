@@ -53,12 +53,7 @@ pub fn load_model_config(
             .split_once('=')
             .ok_or_else(|| ConfigFileError::BadSet(o.clone()))?;
         let key = k.trim().trim_start_matches("model.").to_string();
-        let value = format!("v = {}", v.trim())
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|t| t.get("v").cloned())
-            .unwrap_or_else(|| toml::Value::String(v.trim().to_string()));
-        model.insert(key, value);
+        model.insert(key, set_value(v));
     }
     let cfg: ModelConfig = toml::Value::Table(model)
         .try_into()
@@ -71,4 +66,14 @@ pub fn load_model_config(
         source,
     })?;
     Ok(cfg)
+}
+
+/// The value of a `--set key=value`: parsed as TOML (`4`, `1e-3`, `true`, `"x"`), or else taken as
+/// a bare string (`algebra=hadamard`).
+pub fn set_value(v: &str) -> toml::Value {
+    format!("v = {}", v.trim())
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("v").cloned())
+        .unwrap_or_else(|| toml::Value::String(v.trim().to_string()))
 }

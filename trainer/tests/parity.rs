@@ -3,8 +3,9 @@
 //! `packer` (f32 embeddings, both ternary packings) and run by the canister's engine, gives the
 //! trainer's own eval-mode logits at every position: max |Δ| < 1e-3 × the logit scale.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+mod common;
+
+use common::{config as config_path, data};
 use std::sync::atomic::AtomicBool;
 use walsh_canister::Engine;
 use walsh_canister::blob::DType;
@@ -12,29 +13,7 @@ use walsh_packer::{Checkpoint, PackOptions, Packing, pack};
 use walsh_trainer::TokenFile;
 use walsh_trainer::backend::cpu::CpuBackend;
 use walsh_trainer::model::Model;
-use walsh_trainer::prepare::{PrepareOptions, ValSplit, prepare};
 use walsh_trainer::train::{TrainOptions, train_cpu};
-
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The fixture, tokenized once per test binary.
-fn data() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let fixtures = manifest().join("tests/fixtures");
-        let mut opts = PrepareOptions::new(
-            vec![fixtures.join("tinystories-train.txt")],
-            dir.path().to_path_buf(),
-        );
-        opts.val = ValSplit::Files(vec![fixtures.join("tinystories-val.txt")]);
-        prepare(&opts).unwrap();
-        dir
-    })
-    .path()
-}
 
 fn parity(config: &str) {
     let run = tempfile::tempdir().unwrap();
@@ -52,7 +31,7 @@ fn parity(config: &str) {
         "checkpoint_every=0".into(),
     ];
     let opts = TrainOptions {
-        config: manifest().join("../configs").join(format!("{config}.toml")),
+        config: config_path(config),
         sets: sets.to_vec(),
         out: Some(run.path().to_path_buf()),
         resume: None,

@@ -2,37 +2,17 @@
 //! exact resume, the checkpoint contents, metrics.csv, the error messages, and the binary's
 //! eval / sample / plot / bench commands.
 
+mod common;
+
+use common::data;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 use walsh_packer::Checkpoint;
-use walsh_trainer::prepare::{PrepareOptions, ValSplit, prepare};
 use walsh_trainer::train::{TrainOptions, train_cpu};
 
-fn manifest() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn tiny() -> PathBuf {
-    manifest().join("../configs/tiny.toml")
-}
-
-/// The fixture, tokenized once per test binary.
-fn data() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let fixtures = manifest().join("tests/fixtures");
-        let mut opts = PrepareOptions::new(
-            vec![fixtures.join("tinystories-train.txt")],
-            dir.path().to_path_buf(),
-        );
-        opts.val = ValSplit::Files(vec![fixtures.join("tinystories-val.txt")]);
-        prepare(&opts).unwrap();
-        dir
-    })
-    .path()
+    common::config("tiny")
 }
 
 /// A short run of the tiny model: 6 steps of 2 micro-batches of 2×16 tokens.

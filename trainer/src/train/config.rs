@@ -221,11 +221,7 @@ pub fn load_run_config(
         if key.is_empty() {
             return Err(RunConfigError::BadSet(o.clone()));
         }
-        let value = format!("v = {}", v.trim())
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|t| t.get("v").cloned())
-            .unwrap_or_else(|| toml::Value::String(v.trim().to_string()));
+        let value = walsh_packer::config_file::set_value(v);
         match doc
             .entry(table)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))

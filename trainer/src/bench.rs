@@ -220,6 +220,9 @@ impl<B: Backend> Backend for Timed<B> {
                 .rope_backward(dinp, dout, cos, sin, seq_len, d, head_dim)
         })
     }
+    fn attention_saved_len(&self, batch: usize, dims: AttnDims) -> usize {
+        self.inner.attention_saved_len(batch, dims)
+    }
     fn attention_forward(
         &self,
         out: &mut B::Buf,
@@ -239,6 +242,7 @@ impl<B: Backend> Backend for Timed<B> {
         dk: &mut B::Buf,
         dv: &mut B::Buf,
         dout: &B::Buf,
+        out: &B::Buf,
         q: &B::Buf,
         k: &B::Buf,
         v: &B::Buf,
@@ -247,7 +251,7 @@ impl<B: Backend> Backend for Timed<B> {
     ) -> BackendResult<()> {
         self.clock("attention bwd", || {
             self.inner
-                .attention_backward(dq, dk, dv, dout, q, k, v, att, dims)
+                .attention_backward(dq, dk, dv, dout, out, q, k, v, att, dims)
         })
     }
     fn mix_forward(

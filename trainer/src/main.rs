@@ -138,12 +138,15 @@ struct DeviceArg {
     /// cpu, or cuda[:N] (builds with the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// CUDA GEMM precision: tf32 (tensor cores, f32 accumulation) or f32 (IEEE, slower).
+    #[arg(long, default_value = "tf32")]
+    matmul: String,
 }
 
 enum Device {
     Cpu,
     #[cfg(feature = "cuda")]
-    Cuda(usize),
+    Cuda(usize, walsh_trainer::backend::cuda::Matmul),
 }
 
 impl DeviceArg {
@@ -159,7 +162,12 @@ impl DeviceArg {
             },
         };
         #[cfg(feature = "cuda")]
-        return Ok(Device::Cuda(ordinal));
+        return Ok(Device::Cuda(
+            ordinal,
+            self.matmul
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--matmul: {e}"))?,
+        ));
         #[cfg(not(feature = "cuda"))]
         anyhow::bail!(
             "--device {d}: this trainer was built without CUDA (GPU {ordinal}); rebuild with \
@@ -177,8 +185,8 @@ macro_rules! on_device {
                 $body
             }
             #[cfg(feature = "cuda")]
-            Device::Cuda(n) => {
-                let $b = walsh_trainer::backend::cuda::CudaBackend::new(n)?;
+            Device::Cuda(n, matmul) => {
+                let $b = walsh_trainer::backend::cuda::CudaBackend::new(n, matmul)?;
                 $body
             }
         }

@@ -278,6 +278,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         dk: &mut Vec<T>,
         dv: &mut Vec<T>,
         dout: &Vec<T>,
+        _out: &Vec<T>,
         q: &Vec<T>,
         k: &Vec<T>,
         v: &Vec<T>,

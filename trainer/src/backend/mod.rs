@@ -213,7 +213,13 @@ pub trait Backend {
         head_dim: usize,
     ) -> BackendResult<()>;
 
-    /// Causal attention; saves the softmax `att` [B, H, T, T].
+    /// Length of what [`Backend::attention_forward`] saves for the backward (`att`) for `batch`
+    /// sequences: the CPU reference keeps the softmax [B, H, T, T]; a fused kernel keeps less.
+    fn attention_saved_len(&self, batch: usize, dims: AttnDims) -> usize {
+        dims.att_len(batch)
+    }
+    /// Causal attention; saves into `att` what its backward needs (see
+    /// [`Backend::attention_saved_len`]).
     fn attention_forward(
         &self,
         out: &mut Self::Buf,
@@ -230,6 +236,7 @@ pub trait Backend {
         dk: &mut Self::Buf,
         dv: &mut Self::Buf,
         dout: &Self::Buf,
+        out: &Self::Buf,
         q: &Self::Buf,
         k: &Self::Buf,
         v: &Self::Buf,

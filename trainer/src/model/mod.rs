@@ -382,7 +382,8 @@ impl<B: Backend> Model<B> {
             b.fill_zero(&mut s.dkr)?;
             b.fill_zero(&mut s.dv)?;
             b.attention_backward(
-                &mut s.dqr, &mut s.dkr, &mut s.dv, dheads, &la.qr, &la.kr, &la.v[0], &la.att, dims,
+                &mut s.dqr, &mut s.dkr, &mut s.dv, dheads, &la.heads, &la.qr, &la.kr, &la.v[0],
+                &la.att, dims,
             )?;
             b.fill_zero(&mut s.dq)?;
             b.fill_zero(&mut s.dk)?;
@@ -454,7 +455,14 @@ impl<B: Backend> LayerActs<B> {
             v: [nd()?, nd()?, nd()?],
             qr: nd()?,
             kr: nd()?,
-            att: b.zeros(batch * cfg.n_head * seq * seq)?,
+            att: b.zeros(b.attention_saved_len(
+                batch,
+                AttnDims {
+                    seq_len: seq,
+                    n_head: cfg.n_head,
+                    head_dim: cfg.head_dim(),
+                },
+            ))?,
             heads: nd()?,
             mix: if cfg.head_mixing {
                 Some([nd()?, nd()?, nd()?])

@@ -42,13 +42,27 @@ const KERNEL_NAMES: &[&str] = &[
     "rope_kernel",
     "swiglu_kernel",
     "swiglu_backward_kernel",
-    "attention_kernel",
-    "attention_backward_q_kernel",
-    "attention_backward_kv_kernel",
+    "flash_forward_8",
+    "flash_forward_16",
+    "flash_forward_32",
+    "flash_forward_64",
+    "flash_forward_128",
+    "flash_backward_q_8",
+    "flash_backward_q_16",
+    "flash_backward_q_32",
+    "flash_backward_q_64",
+    "flash_backward_q_128",
+    "flash_backward_kv_8",
+    "flash_backward_kv_16",
+    "flash_backward_kv_32",
+    "flash_backward_kv_64",
+    "flash_backward_kv_128",
     "ce_forward_kernel",
     "ce_backward_kernel",
     "hash_ce_forward_kernel",
     "hash_ce_backward_kernel",
+    "hash_ce_forward_factored_kernel",
+    "hash_ce_backward_factored_kernel",
     "hash_logits_kernel",
     "sum_squares_kernel",
     "adamw_kernel",
@@ -60,6 +74,28 @@ const COLSUM_ROWS: u64 = 256;
 
 /// Weight-decay flags per parameter, for the ranges they were built from.
 type DecayMask = (Vec<Range<usize>>, CudaSlice<u8>);
+
+/// How cuBLAS multiplies f32 matrices (operands and results stay f32 in memory either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matmul {
+    /// IEEE f32 FMAs: agrees with the CPU backend to f32 rounding (the exactness tests).
+    F32,
+    /// Tensor cores on TF32 operands (10-bit mantissa, like an f16's) with f32 accumulation:
+    /// the training default. bf16 operands would need a cast pass over every activation (the
+    /// kernels write f32), costing more bytes than they save at these GEMM sizes.
+    Tf32,
+}
+
+impl std::str::FromStr for Matmul {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Matmul::F32),
+            "tf32" => Ok(Matmul::Tf32),
+            _ => Err(format!("expected f32 or tf32, not {s:?}")),
+        }
+    }
+}
 
 pub struct CudaBackend {
     name: String,
@@ -77,7 +113,7 @@ pub struct CudaBackend {
 
 /// Launches kernel `$name` on the backend's stream; arguments are values (pointers as u64).
 macro_rules! launch {
-    ($s:expr, $name:literal, $cfg:expr $(, $arg:expr)* $(,)?) => {{
+    ($s:expr, $name:expr, $cfg:expr $(, $arg:expr)* $(,)?) => {{
         let f = $s.func($name)?;
         let mut b = $s.stream.launch_builder(f);
         $(
@@ -146,9 +182,21 @@ fn algebra_coefficients(a: usize) -> Vec<f32> {
     c
 }
 
+/// kernels.cu compiled by NVRTC for compute capability `major.minor` (needs no GPU, only the
+/// NVRTC library).
+pub fn compile_kernels(major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx, String> {
+    let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+    let opts = cudarc::nvrtc::CompileOptions {
+        arch: Some(arch),
+        options: vec!["--std=c++17".into()],
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| format!("{e:?}"))
+}
+
 impl CudaBackend {
     /// Opens GPU `ordinal` and compiles the kernels.
-    pub fn new(ordinal: usize) -> BackendResult<Self> {
+    pub fn new(ordinal: usize, matmul: Matmul) -> BackendResult<Self> {
         let tag = format!("cuda:{ordinal}");
         let err = |op: &'static str, e: String| BackendError {
             backend: tag.clone(),
@@ -164,14 +212,7 @@ impl CudaBackend {
             .compute_capability()
             .map_err(|e| err("open device", e.to_string()))?;
         let gpu = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
-        let opts = cudarc::nvrtc::CompileOptions {
-            arch: Some(arch),
-            options: vec!["--std=c++17".into()],
-            ..Default::default()
-        };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts)
-            .map_err(|e| err("NVRTC compile kernels.cu", format!("{e:?}")))?;
+        let ptx = compile_kernels(major, minor).map_err(|e| err("NVRTC compile kernels.cu", e))?;
         let module = ctx
             .load_module(ptx)
             .map_err(|e| err("load module", e.to_string()))?;
@@ -183,8 +224,16 @@ impl CudaBackend {
             funcs.insert(*name, f);
         }
         let blas = CudaBlas::new(stream.clone()).map_err(|e| err("cuBLAS init", e.to_string()))?;
+        let mode = match matmul {
+            Matmul::F32 => blas_sys::cublasMath_t::CUBLAS_PEDANTIC_MATH,
+            Matmul::Tf32 => blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+        };
+        // SAFETY: the handle is live and owned by `blas`.
+        unsafe { blas_sys::cublasSetMathMode(*blas.handle(), mode) }
+            .result()
+            .map_err(|e| err("cuBLAS math mode", format!("{e:?}")))?;
         Ok(CudaBackend {
-            name: format!("{tag} ({gpu}, sm_{major}{minor}, f32)"),
+            name: format!("{tag} ({gpu}, sm_{major}{minor}, {matmul:?} matmul)"),
             stream,
             blas,
             funcs,
@@ -273,6 +322,62 @@ impl CudaBackend {
 
     fn sync(&self, op: &'static str) -> BackendResult<()> {
         self.stream.synchronize().map_err(|e| self.err(op, e))
+    }
+
+    /// The flash-attention kernels (forward, dq, dk+dv) compiled for the smallest head size
+    /// ≥ hd, their launch shape (one block per (b, h) and ATT_Q = 64 rows), and (T, H, hd).
+    #[allow(clippy::type_complexity)]
+    fn flash(
+        &self,
+        len: usize,
+        dims: AttnDims,
+    ) -> BackendResult<([&'static str; 3], LaunchConfig, [u32; 3])> {
+        const ATT_Q: usize = 64;
+        let kernels = match dims.head_dim {
+            0..=8 => [
+                "flash_forward_8",
+                "flash_backward_q_8",
+                "flash_backward_kv_8",
+            ],
+            9..=16 => [
+                "flash_forward_16",
+                "flash_backward_q_16",
+                "flash_backward_kv_16",
+            ],
+            17..=32 => [
+                "flash_forward_32",
+                "flash_backward_q_32",
+                "flash_backward_kv_32",
+            ],
+            33..=64 => [
+                "flash_forward_64",
+                "flash_backward_q_64",
+                "flash_backward_kv_64",
+            ],
+            65..=128 => [
+                "flash_forward_128",
+                "flash_backward_q_128",
+                "flash_backward_kv_128",
+            ],
+            hd => {
+                return Err(self.err(
+                    "attention",
+                    format!("head dimension {hd} is over the kernels' largest, 128"),
+                ));
+            }
+        };
+        let batch = len / (dims.seq_len * dims.d());
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (batch * dims.n_head) as u32,
+                dims.seq_len.div_ceil(ATT_Q) as u32,
+                1,
+            ),
+            block_dim: (ATT_Q as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let dims = [dims.seq_len, dims.n_head, dims.head_dim].map(|x| x as u32);
+        Ok((kernels, cfg, dims))
     }
 
     /// Row-major C[m, n] = op(A)[m, k] · op(B)[k, n] + beta·C, where op transposes when `ta`/`tb`
@@ -878,35 +983,33 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    fn attention_saved_len(&self, batch: usize, dims: AttnDims) -> usize {
+        // The flash kernels keep only each row's log-sum-exp.
+        batch * dims.n_head * dims.seq_len
+    }
+
     fn attention_forward(
         &self,
         out: &mut CudaSlice<f32>,
-        att: &mut CudaSlice<f32>,
+        lse: &mut CudaSlice<f32>,
         q: &CudaSlice<f32>,
         k: &CudaSlice<f32>,
         v: &CudaSlice<f32>,
         dims: AttnDims,
     ) -> BackendResult<()> {
-        let batch = q.len() / (dims.seq_len * dims.d());
-        let total = (batch * dims.n_head * dims.seq_len) as u64;
-        let cfg = LaunchConfig {
-            grid_dim: (total.div_ceil(64) as u32, 1, 1),
-            block_dim: (64, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let (kernels, cfg, [t, h, hd]) = self.flash(q.len(), dims)?;
         launch!(
             self,
-            "attention_kernel",
+            kernels[0],
             cfg,
             self.ptr(out),
-            self.ptr(att),
+            self.ptr(lse),
             self.ptr(q),
             self.ptr(k),
             self.ptr(v),
-            batch as u32,
-            dims.seq_len as u32,
-            dims.n_head as u32,
-            dims.head_dim as u32
+            t,
+            h,
+            hd
         );
         Ok(())
     }
@@ -916,53 +1019,43 @@ impl Backend for CudaBackend {
         dk: &mut CudaSlice<f32>,
         dv: &mut CudaSlice<f32>,
         dout: &CudaSlice<f32>,
+        out: &CudaSlice<f32>,
         q: &CudaSlice<f32>,
         k: &CudaSlice<f32>,
         v: &CudaSlice<f32>,
-        att: &CudaSlice<f32>,
+        lse: &CudaSlice<f32>,
         dims: AttnDims,
     ) -> BackendResult<()> {
-        let batch = q.len() / (dims.seq_len * dims.d());
-        let total = (batch * dims.n_head * dims.seq_len) as u64;
-        let dsc = self.scratch("dscore", att.len())?;
-        let cfg = LaunchConfig {
-            grid_dim: (total.div_ceil(64) as u32, 1, 1),
-            block_dim: (64, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (b, t, h, hd) = (
-            batch as u32,
-            dims.seq_len as u32,
-            dims.n_head as u32,
-            dims.head_dim as u32,
-        );
+        let (kernels, cfg, [t, h, hd]) = self.flash(q.len(), dims)?;
+        let dsum = self.scratch("attention dO·O", lse.len())?;
         launch!(
             self,
-            "attention_backward_q_kernel",
+            kernels[1],
             cfg,
             self.ptr(dq),
-            dsc,
+            dsum,
             self.ptr(dout),
+            self.ptr(out),
             self.ptr(q),
             self.ptr(k),
             self.ptr(v),
-            self.ptr(att),
-            b,
+            self.ptr(lse),
             t,
             h,
             hd
         );
         launch!(
             self,
-            "attention_backward_kv_kernel",
+            kernels[2],
             cfg,
             self.ptr(dk),
             self.ptr(dv),
-            dsc,
             self.ptr(dout),
             self.ptr(q),
-            self.ptr(att),
-            b,
+            self.ptr(k),
+            self.ptr(v),
+            self.ptr(lse),
+            dsum,
             t,
             h,
             hd
@@ -1139,9 +1232,14 @@ impl Backend for CudaBackend {
                 d,
             } => {
                 let (s1, s2) = self.hash_scores(self.ptr(h), n, eff, e1, e2, *buckets, *d)?;
+                let kernel = if vocab <= &(buckets * buckets) {
+                    "hash_ce_forward_factored_kernel"
+                } else {
+                    "hash_ce_forward_kernel"
+                };
                 launch!(
                     self,
-                    "hash_ce_forward_kernel",
+                    kernel,
                     rows_cfg(n, 256, 0),
                     self.ptr(lse),
                     loss,
@@ -1229,16 +1327,22 @@ impl Backend for CudaBackend {
                 d,
             } => {
                 let b = *buckets;
-                if 8 * b > 48 * 1024 {
+                let factored = *vocab <= b * b;
+                if !factored && 8 * b > 48 * 1024 {
                     return Err(self.err("hash cross-entropy", format!("{b} buckets need {} bytes of shared memory; at most 6144 buckets are supported", 8 * b)));
                 }
                 let (s1, s2) = self.hash_scores(self.ptr(h), n, eff, e1, e2, b, *d)?;
                 let ds1 = self.scratch("ds1", n * b)?;
                 let ds2 = self.scratch("ds2", n * b)?;
+                let (kernel, shared) = if factored {
+                    ("hash_ce_backward_factored_kernel", 0)
+                } else {
+                    ("hash_ce_backward_kernel", (8 * b) as u32)
+                };
                 launch!(
                     self,
-                    "hash_ce_backward_kernel",
-                    rows_cfg(n, 256, (8 * b) as u32),
+                    kernel,
+                    rows_cfg(n, 256, shared),
                     ds1,
                     ds2,
                     s1,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repository root, with .gpu/ carried (trainer/gpu/build.sh):
 # the CUDA backend against the CPU backend (trainer/tests/cuda.rs), then `trainer bench` of the
-# three seed configs with TF32 and IEEE f32 GEMMs. Logs go to $OUT (the device tool's) or
+# three seed configs (GEMM modes in $MODES, default "tf32"; "tf32 f32" for both). Logs go to $OUT (the device tool's) or
 # /tmp/gpu-check; the last lines printed are the summary. Exit status: the tests'.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-check}
@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 .gpu/cuda-tests --test-threads=1 --nocapture 2>&1 | tee "$out/tests.log"
 tests=${PIPESTATUS[0]}
 for c in tinystories-hadamard-hash tinystories-hadamard tinystories-octonion; do
-    for m in tf32 f32; do
+    for m in ${MODES:-tf32}; do
         echo "== $c --matmul $m"
         .gpu/trainer bench --config "configs/$c.toml" --device cuda --matmul "$m" --steps 10
     done

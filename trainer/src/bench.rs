@@ -220,6 +220,9 @@ impl<B: Backend> Backend for Timed<B> {
                 .rope_backward(dinp, dout, cos, sin, seq_len, d, head_dim)
         })
     }
+    fn linear_saved_len(&self, len: usize) -> usize {
+        self.inner.linear_saved_len(len)
+    }
     fn attention_saved_len(&self, batch: usize, dims: AttnDims) -> usize {
         self.inner.attention_saved_len(batch, dims)
     }

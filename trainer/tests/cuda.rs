@@ -189,7 +189,10 @@ fn describe(c: &ModelConfig) -> String {
 fn every_op_matches_the_cpu_backend_for_every_combination() {
     for matmul in [Matmul::F32, Matmul::Tf32] {
         for cfg in combos() {
-            let e = compare(&cfg, 3, 37, true, matmul);
+            // Scrambled weights exercise every path exactly in f32; their logits (loss ~10) are
+            // too peaked for TF32's 10-bit operands to be compared at 1e-2, so TF32 is compared
+            // where training is, from the SPEC initialisation.
+            let e = compare(&cfg, 3, 37, matmul == Matmul::F32, matmul);
             eprintln!("{} {matmul:?}: worst {e:.2e}", describe(&cfg));
         }
     }

@@ -142,6 +142,22 @@ fn a_resumed_run_equals_an_unbroken_one_bit_for_bit() {
             assert!(loss > 0.0 && bpb > 0.0 && bpb < loss * 2.0);
         }
     }
+    // best/: the checkpoint of the lowest of those evaluations, recording its loss, in both runs.
+    let evals: Vec<(u64, f64)> = rows
+        .iter()
+        .filter(|r| !r[6].is_empty())
+        .map(|r| (r[0].parse().unwrap(), r[6].parse().unwrap()))
+        .collect();
+    let lowest = evals.iter().fold((0, f64::INFINITY), |b, &e| if e.1 < b.1 { e } else { b });
+    for run in [whole.path(), broken.path()] {
+        let best: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("best/train_state.json")).unwrap())
+                .unwrap();
+        assert_eq!(best["step"], lowest.0);
+        let recorded = best["val_loss"].as_f64().unwrap();
+        assert!((recorded - lowest.1).abs() <= 1e-4 * lowest.1, "{recorded} vs {lowest:?}");
+        assert!(Checkpoint::load(&run.join("best")).is_ok());
+    }
     let resumed = std::fs::read_to_string(broken.path().join("metrics.csv")).unwrap();
     assert_eq!(resumed.lines().count(), 1 + 6, "{resumed}");
     // The unbroken and resumed runs logged the same losses (tokens/s, column 5, is a clock).

@@ -166,7 +166,14 @@ pub trait Backend {
         gain: Range<usize>,
     ) -> BackendResult<()>;
 
-    /// Saves `u` [rows, in] and `z` [rows, out] for the backward.
+    /// The length a saved `u` or `z` buffer of [`Backend::linear_forward`] (and `z` of
+    /// [`Backend::mix_forward`]) needs for an activation of `len` elements: the CPU reference
+    /// keeps them all; a backend that folds α and β into the weight needs none (length 0).
+    fn linear_saved_len(&self, len: usize) -> usize {
+        len
+    }
+    /// Saves `u` [rows, in] and `z` [rows, out] for the backward (buffers of
+    /// [`Backend::linear_saved_len`]).
     fn linear_forward(
         &self,
         out: &mut Self::Buf,

@@ -447,12 +447,15 @@ impl<B: Backend> LayerActs<B> {
         let (d, f) = (cfg.n_embd, cfg.mlp_hidden());
         let nd = || b.zeros(n * d);
         let nf = || b.zeros(n * f);
+        // What linear_forward saves (u, z), which some backends do not need.
+        let sd = || b.zeros(b.linear_saved_len(n * d));
+        let sf = || b.zeros(b.linear_saved_len(n * f));
         Ok(LayerActs {
             an: nd()?,
             an_rstd: b.zeros(n)?,
-            q: [nd()?, nd()?, nd()?],
-            k: [nd()?, nd()?, nd()?],
-            v: [nd()?, nd()?, nd()?],
+            q: [nd()?, sd()?, sd()?],
+            k: [nd()?, sd()?, sd()?],
+            v: [nd()?, sd()?, sd()?],
             qr: nd()?,
             kr: nd()?,
             att: b.zeros(b.attention_saved_len(
@@ -465,18 +468,18 @@ impl<B: Backend> LayerActs<B> {
             ))?,
             heads: nd()?,
             mix: if cfg.head_mixing {
-                Some([nd()?, nd()?, nd()?])
+                Some([nd()?, nd()?, sd()?])
             } else {
                 None
             },
-            o_uz: [nd()?, nd()?],
+            o_uz: [sd()?, sd()?],
             h: nd()?,
             mn: nd()?,
             mn_rstd: b.zeros(n)?,
-            gate: [nf()?, nd()?, nf()?],
-            up: [nf()?, nd()?, nf()?],
+            gate: [nf()?, sd()?, sf()?],
+            up: [nf()?, sd()?, sf()?],
             sw: nf()?,
-            down_uz: [nf()?, nd()?],
+            down_uz: [sf()?, sd()?],
         })
     }
 }

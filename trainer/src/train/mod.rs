@@ -125,6 +125,10 @@ pub fn train<B: Backend<Elem = f32>>(
     std::fs::write(run_dir.join("config.json"), mcfg.to_json())
         .with_context(|| format!("cannot write {}", run_dir.join("config.json").display()))?;
     let ckpt_dir = run_dir.join("checkpoint");
+    // The checkpoint of the lowest validation loss so far: long runs on small data overfit, and
+    // the last checkpoint is then not the one to ship. A resumed run keeps the earlier best.
+    let best_dir = run_dir.join("best");
+    let mut best_val = state::recorded_val_loss(&best_dir).unwrap_or(f64::INFINITY);
 
     // The starting point: a checkpoint and its optimizer state, or SPEC §3.1's initialisation.
     let (mut model, mut opt, start, mut tokens_seen, elapsed_before) = match &opts.resume {
@@ -329,18 +333,26 @@ pub fn train<B: Backend<Elem = f32>>(
             interval_start = Instant::now();
         }
         bar.set_position(step);
+        let state_now = |val_loss| state::TrainState {
+            format: state::FORMAT.into(),
+            step,
+            tokens: tokens_seen,
+            train: tcfg.clone(),
+            elapsed_seconds: elapsed_before + run_start.elapsed().as_secs_f64(),
+            val_loss,
+        };
+        if let Some(r) = last_eval.filter(|r| eval_now && r.loss < best_val) {
+            best_val = r.loss;
+            state::save(&best_dir, &model, &opt, &state_now(Some(r.loss)), &tokenizer_json)
+                .with_context(|| format!("cannot write the checkpoint {}", best_dir.display()))?;
+            interval_start = Instant::now();
+        }
         let ckpt_now = last
             || interrupted
             || (tcfg.checkpoint_every > 0 && step.is_multiple_of(tcfg.checkpoint_every));
         if ckpt_now {
-            let st = state::TrainState {
-                format: state::FORMAT.into(),
-                step,
-                tokens: tokens_seen,
-                train: tcfg.clone(),
-                elapsed_seconds: elapsed_before + run_start.elapsed().as_secs_f64(),
-            };
-            state::save(&ckpt_dir, &model, &opt, &st, &tokenizer_json)
+            let val_loss = last_eval.filter(|_| eval_now).map(|r| r.loss);
+            state::save(&ckpt_dir, &model, &opt, &state_now(val_loss), &tokenizer_json)
                 .with_context(|| format!("cannot write the checkpoint {}", ckpt_dir.display()))?;
             // Saving is not training: keep it out of the next interval's tokens/s.
             interval_start = Instant::now();

@@ -27,6 +27,15 @@ pub struct TrainState {
     /// The `[train]` table of the run, for the record.
     pub train: TrainConfig,
     pub elapsed_seconds: f64,
+    /// Validation loss of the evaluation at `step`, where one ran (what `best/` is chosen by).
+    #[serde(default)]
+    pub val_loss: Option<f64>,
+}
+
+/// The validation loss recorded in checkpoint `dir`, if it has one (a run's `best/`).
+pub fn recorded_val_loss(dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
+    serde_json::from_str::<TrainState>(&text).ok()?.val_loss
 }
 
 /// The AdamW moments, in the model's parameter layout.

@@ -19,31 +19,6 @@ extern "C" __global__ void add_assign_kernel(float* dst, const float* src, u64 n
     GRID_STRIDE(i, n) dst[i] += src[i];
 }
 
-// out[r, c] = a[r, c] * v[c] (v of length cols)
-extern "C" __global__ void scale_cols_kernel(float* out, const float* a, const float* v, u64 rows, u32 cols) {
-    GRID_STRIDE(i, rows * cols) out[i] = a[i] * v[i % cols];
-}
-
-// out[r, c] += a[r, c] * v[c]
-extern "C" __global__ void scale_cols_acc_kernel(float* out, const float* a, const float* v, u64 rows, u32 cols) {
-    GRID_STRIDE(i, rows * cols) out[i] += a[i] * v[i % cols];
-}
-
-// dst[c % dst_len] += Σ_r a[r, c] * (b ? b[r, c] : 1). Rows are split over blockIdx.y chunks; one
-// atomic per (column, chunk).
-extern "C" __global__ void colsum_kernel(float* dst, u32 dst_len, const float* a, const float* b, u64 rows, u32 cols, u64 rows_per_chunk) {
-    u32 c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
-    u64 r0 = (u64)blockIdx.y * rows_per_chunk;
-    u64 r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
-    float acc = 0.0f;
-    for (u64 r = r0; r < r1; r++) {
-        float x = a[r * cols + c];
-        acc += b ? x * b[r * cols + c] : x;
-    }
-    atomicAdd(&dst[c % dst_len], acc);
-}
-
 // ---------------------------------------------------------------- ternary quantization
 
 // sum[0] += Σ |w| (f64), for γ = mean|W|.
@@ -72,11 +47,14 @@ extern "C" __global__ void ternary_kernel(float* eff, const float* w, const doub
 }
 
 // ---------------------------------------------------------------- algebra expansion
-// W_full [A·n, A·m] with W_full[i·n + r, j·m + c] = Σ_g C[i, j, g] · W[g, r, c]: the algebra's
+// Wfull [A·n, A·m] with Wfull[I·n + r, J·m + c] = Σ_g C[I, J, g] · W[g, r, c]: the algebra's
 // block structure as one dense matrix (C: the octonion signs, the H32·diag·H32 coefficients, or
-// 1 for dense), so every AlgebraLinear is one GEMM. fold is its transpose: the gradient of W.
+// 1 for dense). The kernels work on W' = diag(β)·Wfull·diag(α), so one GEMM is the whole
+// AlgebraLinear y = β ⊙ Wfull(α ⊙ x); β is indexed by row modulo beta_len (head mixing's β is
+// per head channel) and a null α means none. fold is expand's transpose: the gradient of W.
 
-extern "C" __global__ void expand_kernel(float* full, const float* w, const float* coef, u32 a, u32 n, u32 m) {
+// full = W'; raw (unless null) = Wfull.
+extern "C" __global__ void expand_kernel(float* full, float* raw, const float* w, const float* coef, const float* alpha, const float* beta, u32 beta_len, u32 a, u32 n, u32 m) {
     u64 total = (u64)a * n * a * m;
     GRID_STRIDE(idx, total) {
         u64 row = idx / ((u64)a * m), col = idx % ((u64)a * m);
@@ -87,23 +65,72 @@ extern "C" __global__ void expand_kernel(float* full, const float* w, const floa
             float k = cij[g];
             if (k != 0.0f) acc += k * w[((u64)g * n + r) * m + c];
         }
-        full[idx] = acc;
+        if (raw) raw[idx] = acc;
+        full[idx] = beta[row % beta_len] * acc * (alpha ? alpha[col] : 1.0f);
     }
 }
 
-extern "C" __global__ void fold_kernel(float* dw, const float* dfull, const float* coef, u32 a, u32 n, u32 m) {
+// dw[g, r, c] += Σ_{I,J} C[I, J, g] · β[o]·D[o, i]·α[i] (o = I·n + r, i = J·m + c), for
+// D = dyᵀ·x the gradient of W'. One block per 32 consecutive weight elements, its 8 rows of
+// threads splitting the A² terms by I: a thread per element alone (A² = 1024 strided terms for
+// Hadamard, a few hundred blocks) left most of the GPU idle and took half of a training step.
+#define FOLD_X 32
+#define FOLD_Y 8
+extern "C" __global__ void __launch_bounds__(FOLD_X * FOLD_Y) fold_kernel(float* dw, const float* d, const float* coef, const float* alpha, const float* beta, u32 beta_len, u32 a, u32 n, u32 m) {
+    __shared__ float part[FOLD_Y][FOLD_X + 1];
     u64 total = (u64)a * n * m;
-    GRID_STRIDE(idx, total) {
+    u64 idx = (u64)blockIdx.x * FOLD_X + threadIdx.x;
+    float acc = 0.0f;
+    if (idx < total) {
         u32 g = idx / ((u64)n * m);
         u32 r = (idx / m) % n, c = idx % m;
-        float acc = 0.0f;
-        for (u32 i = 0; i < a; i++) {
+        for (u32 i = threadIdx.y; i < a; i += FOLD_Y) {
+            u64 o = (u64)i * n + r;
+            const float* row = d + o * ((u64)a * m) + c;
+            const float* ci = coef + (u64)i * a * a + g;
+            float part_i = 0.0f;
             for (u32 j = 0; j < a; j++) {
-                float k = coef[((u64)i * a + j) * a + g];
-                if (k != 0.0f) acc += k * dfull[((u64)i * n + r) * ((u64)a * m) + (u64)j * m + c];
+                float k = ci[(u64)j * a];
+                if (k != 0.0f) part_i += k * row[(u64)j * m] * (alpha ? alpha[(u64)j * m + c] : 1.0f);
             }
+            acc += beta[o % beta_len] * part_i;
         }
-        dw[idx] += acc;
+    }
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && idx < total) {
+        float s = 0.0f;
+        for (u32 y = 0; y < FOLD_Y; y++) s += part[y][threadIdx.x];
+        dw[idx] += s;
+    }
+}
+
+// dbeta[o % beta_len] += Σ_i raw[o, i]·α[i]·d[o, i]: one warp per row o.
+extern "C" __global__ void row_dot_kernel(float* dbeta, u32 beta_len, const float* raw, const float* d, const float* alpha, u32 rows, u32 cols) {
+    u32 o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (o >= rows) return;
+    float acc = 0.0f;
+    for (u32 i = lane; i < cols; i += 32) acc += raw[(u64)o * cols + i] * d[(u64)o * cols + i] * (alpha ? alpha[i] : 1.0f);
+    for (int s = 16; s > 0; s >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, s);
+    if (lane == 0) atomicAdd(&dbeta[o % beta_len], acc);
+}
+
+// dalpha[i] += Σ_o β[o % beta_len]·raw[o, i]·d[o, i]: blocks of 32 columns × rows_per_block rows,
+// the block's 8 thread rows summed in shared memory, one atomic per column and block.
+extern "C" __global__ void col_dot_kernel(float* dalpha, const float* raw, const float* d, const float* beta, u32 beta_len, u32 rows, u32 cols, u32 rows_per_block) {
+    __shared__ float part[8][33];
+    u32 i = blockIdx.x * 32 + threadIdx.x;
+    u32 o0 = blockIdx.y * rows_per_block;
+    u32 o1 = min(o0 + rows_per_block, rows);
+    float acc = 0.0f;
+    if (i < cols)
+        for (u32 o = o0 + threadIdx.y; o < o1; o += 8) acc += beta[o % beta_len] * raw[(u64)o * cols + i] * d[(u64)o * cols + i];
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && i < cols) {
+        float s = 0.0f;
+        for (u32 y = 0; y < 8; y++) s += part[y][threadIdx.x];
+        atomicAdd(&dalpha[i], s);
     }
 }
 

@@ -27,13 +27,12 @@ const KERNELS: &str = include_str!("kernels.cu");
 const KERNEL_NAMES: &[&str] = &[
     "add_kernel",
     "add_assign_kernel",
-    "scale_cols_kernel",
-    "scale_cols_acc_kernel",
-    "colsum_kernel",
     "abs_sum_kernel",
     "ternary_kernel",
     "expand_kernel",
     "fold_kernel",
+    "row_dot_kernel",
+    "col_dot_kernel",
     "embed_kernel",
     "embed_backward_kernel",
     "rmsnorm_kernel",
@@ -69,11 +68,55 @@ const KERNEL_NAMES: &[&str] = &[
 ];
 /// Rows of logits materialised at once by the standard cross-entropy (bounds its N×V scratch).
 const CE_ROWS: usize = 4096;
-/// Rows per chunk of the column-sum kernels (one atomic per column and chunk).
+/// Rows per chunk of the RMSNorm gain's column sums (one atomic per column and chunk).
 const COLSUM_ROWS: u64 = 256;
+/// Rows of an [out, in] matrix per block of `col_dot_kernel` (one atomic per column and block).
+const COL_DOT_ROWS: usize = 64;
 
 /// Weight-decay flags per parameter, for the ranges they were built from.
 type DecayMask = (Vec<Range<usize>>, CudaSlice<u8>);
+
+/// An AlgebraLinear or a head mixing, as what its GEMMs need: A parts of [n, m] blocks at offset
+/// `weight` of the parameter buffers, the input scale α (head mixing has none) and the output
+/// scale β, indexed by output column modulo `beta_len` (head mixing's β is per head channel).
+struct Folded {
+    op: &'static str,
+    a: usize,
+    n: usize,
+    m: usize,
+    weight: usize,
+    alpha: Option<usize>,
+    beta: usize,
+    beta_len: usize,
+}
+
+impl Folded {
+    fn linear(lin: &LinearRef) -> Self {
+        Folded {
+            op: "algebra linear",
+            a: lin.dims.parts(),
+            n: lin.dims.n(),
+            m: lin.dims.m(),
+            weight: lin.weight.start,
+            alpha: Some(lin.alpha.start),
+            beta: lin.beta.start,
+            beta_len: lin.dims.out_dim,
+        }
+    }
+    fn mix(mix: &MixRef) -> Self {
+        let hd = mix.dims.head_dim;
+        Folded {
+            op: "head mixing",
+            a: mix.dims.algebra.dim(),
+            n: hd,
+            m: hd,
+            weight: mix.weight.start,
+            alpha: None,
+            beta: mix.beta.start,
+            beta_len: hd,
+        }
+    }
+}
 
 /// How cuBLAS multiplies f32 matrices (operands and results stay f32 in memory either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,110 +471,147 @@ impl CudaBackend {
         .map_err(|e| self.err(op, format!("sgemm {m}×{n}×{k}: {e:?}")))
     }
 
-    /// The expanded [A·n, A·m] weight of `w` (offset into `eff`) in scratch `key`; for A = 1 the
-    /// weight itself.
-    fn expanded(
-        &self,
-        key: &'static str,
-        eff: &CudaSlice<f32>,
-        w: usize,
-        a: usize,
-        n: usize,
-        m: usize,
-    ) -> BackendResult<u64> {
-        if a == 1 {
-            return Ok(self.at(eff, w));
-        }
-        let full = self.scratch(key, a * n * a * m)?;
+    /// The expanded weight of `lin` with its scales folded in, W'[o, i] = β[o]·Wfull[o, i]·α[i]
+    /// (scratch "full"), and, with `raw`, Wfull itself (scratch "raw"): one GEMM then does the
+    /// whole AlgebraLinear, and the backward needs no saved activations but the input.
+    fn expand(&self, eff: &CudaSlice<f32>, lin: &Folded, raw: bool) -> BackendResult<(u64, u64)> {
+        let (a, n, m) = (lin.a, lin.n, lin.m);
+        let len = a * n * a * m;
+        let full = self.scratch("full", len)?;
+        let raw = if raw { self.scratch("raw", len)? } else { 0 };
         let coef = self.coef(a)?;
-        let wp = self.at(eff, w);
         launch!(
             self,
             "expand_kernel",
-            elems((a * n * a * m) as u64),
+            elems(len as u64),
             full,
-            wp,
+            raw,
+            self.at(eff, lin.weight),
             coef,
+            lin.alpha.map_or(0, |o| self.at(eff, o)),
+            self.at(eff, lin.beta),
+            lin.beta_len as u32,
             a as u32,
             n as u32,
             m as u32
         );
-        Ok(full)
+        Ok((full, raw))
     }
 
-    /// grads[w] += fold(G[rows, A·n]ᵀ · U[rows, A·m]).
-    #[allow(clippy::too_many_arguments)]
-    fn weight_grad(
+    /// out = inp · W'ᵀ over `rows` rows.
+    fn folded_forward(
         &self,
-        grads: &CudaSlice<f32>,
-        w: usize,
-        g: u64,
-        u: u64,
+        out: u64,
+        inp: u64,
         rows: usize,
-        a: usize,
-        n: usize,
-        m: usize,
+        eff: &CudaSlice<f32>,
+        lin: &Folded,
     ) -> BackendResult<()> {
-        let (out, inp) = (a * n, a * m);
-        let dw = self.at(grads, w);
-        if a == 1 {
-            return self.gemm(
-                "weight grad",
-                (true, false),
-                (out, inp, rows),
-                (g, out),
-                (u, inp),
-                (dw, inp),
-                1.0,
-            );
-        }
-        let dfull = self.scratch("dfull", out * inp)?;
+        let (full, _) = self.expand(eff, lin, false)?;
+        let (di, dou) = (lin.a * lin.m, lin.a * lin.n);
         self.gemm(
-            "weight grad",
+            lin.op,
+            (false, true),
+            (rows, dou, di),
+            (inp, di),
+            (full, di),
+            (out, dou),
+            0.0,
+        )
+    }
+
+    /// dinp += dy · W'; then from D = dyᵀ · inp (an [out, in] matrix, so nothing here is as large
+    /// as the activations): dW[g] += fold(β ⊙ D ⊙ α), dβ[o] += Σ_i Wfull·α·D, dα[i] += Σ_o β·Wfull·D.
+    #[allow(clippy::too_many_arguments)]
+    fn folded_backward(
+        &self,
+        dinp: u64,
+        grads: &CudaSlice<f32>,
+        dy: u64,
+        inp: u64,
+        rows: usize,
+        eff: &CudaSlice<f32>,
+        lin: &Folded,
+    ) -> BackendResult<()> {
+        let (a, n, m) = (lin.a, lin.n, lin.m);
+        let (di, dou) = (a * m, a * n);
+        let (full, raw) = self.expand(eff, lin, true)?;
+        self.gemm(
+            lin.op,
+            (false, false),
+            (rows, di, dou),
+            (dy, dou),
+            (full, di),
+            (dinp, di),
+            1.0,
+        )?;
+        let d = self.scratch("dfull", dou * di)?;
+        self.gemm(
+            lin.op,
             (true, false),
-            (out, inp, rows),
-            (g, out),
-            (u, inp),
-            (dfull, inp),
+            (dou, di, rows),
+            (dy, dou),
+            (inp, di),
+            (d, di),
             0.0,
         )?;
+        let alpha = lin.alpha.map_or(0, |o| self.at(eff, o));
+        let beta = self.at(eff, lin.beta);
         let coef = self.coef(a)?;
+        let fold = LaunchConfig {
+            grid_dim: ((a * n * m).div_ceil(32) as u32, 1, 1),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        };
         launch!(
             self,
             "fold_kernel",
-            elems((a * n * m) as u64),
-            dw,
-            dfull,
+            fold,
+            self.at(grads, lin.weight),
+            d,
             coef,
+            alpha,
+            beta,
+            lin.beta_len as u32,
             a as u32,
             n as u32,
             m as u32
         );
-        Ok(())
-    }
-
-    fn colsum(
-        &self,
-        dst: u64,
-        dst_len: usize,
-        a: u64,
-        b: u64,
-        rows: usize,
-        cols: usize,
-    ) -> BackendResult<()> {
-        let cfg = colsum_cfg(rows as u64, cols as u32);
         launch!(
             self,
-            "colsum_kernel",
-            cfg,
-            dst,
-            dst_len as u32,
-            a,
-            b,
-            rows as u64,
-            cols as u32,
-            COLSUM_ROWS
+            "row_dot_kernel",
+            LaunchConfig {
+                grid_dim: (dou.div_ceil(8) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            },
+            self.at(grads, lin.beta),
+            lin.beta_len as u32,
+            raw,
+            d,
+            alpha,
+            dou as u32,
+            di as u32
         );
+        if let Some(o) = lin.alpha {
+            launch!(
+                self,
+                "col_dot_kernel",
+                LaunchConfig {
+                    grid_dim: (di.div_ceil(32) as u32, dou.div_ceil(COL_DOT_ROWS) as u32, 1),
+                    block_dim: (32, 8, 1),
+                    shared_mem_bytes: 0,
+                },
+                self.at(grads, o),
+                raw,
+                d,
+                beta,
+                lin.beta_len as u32,
+                dou as u32,
+                di as u32,
+                COL_DOT_ROWS as u32
+            );
+        }
         Ok(())
     }
 
@@ -815,50 +895,21 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    fn linear_saved_len(&self, _len: usize) -> usize {
+        0
+    }
     fn linear_forward(
         &self,
         out: &mut CudaSlice<f32>,
-        u: &mut CudaSlice<f32>,
-        z: &mut CudaSlice<f32>,
+        _u: &mut CudaSlice<f32>,
+        _z: &mut CudaSlice<f32>,
         inp: &CudaSlice<f32>,
         eff: &CudaSlice<f32>,
         lin: &LinearRef,
     ) -> BackendResult<()> {
-        let (a, n, m) = (lin.dims.parts(), lin.dims.n(), lin.dims.m());
-        let (di, dout) = (lin.dims.in_dim, lin.dims.out_dim);
-        let rows = inp.len() / di;
-        let full = self.expanded("full", eff, lin.weight.start, a, n, m)?;
-        let (up, zp) = (self.ptr(u), self.ptr(z));
-        launch!(
-            self,
-            "scale_cols_kernel",
-            elems((rows * di) as u64),
-            up,
-            self.ptr(inp),
-            self.at(eff, lin.alpha.start),
-            rows as u64,
-            di as u32
-        );
-        self.gemm(
-            "linear forward",
-            (false, true),
-            (rows, dout, di),
-            (up, di),
-            (full, di),
-            (zp, dout),
-            0.0,
-        )?;
-        launch!(
-            self,
-            "scale_cols_kernel",
-            elems((rows * dout) as u64),
-            self.ptr(out),
-            zp,
-            self.at(eff, lin.beta.start),
-            rows as u64,
-            dout as u32
-        );
-        Ok(())
+        let f = Folded::linear(lin);
+        let rows = inp.len() / lin.dims.in_dim;
+        self.folded_forward(self.ptr(out), self.ptr(inp), rows, eff, &f)
     }
     fn linear_backward(
         &self,
@@ -866,64 +917,15 @@ impl Backend for CudaBackend {
         grads: &mut CudaSlice<f32>,
         dout: &CudaSlice<f32>,
         inp: &CudaSlice<f32>,
-        u: &CudaSlice<f32>,
-        z: &CudaSlice<f32>,
+        _u: &CudaSlice<f32>,
+        _z: &CudaSlice<f32>,
         eff: &CudaSlice<f32>,
         lin: &LinearRef,
     ) -> BackendResult<()> {
-        let (a, n, m) = (lin.dims.parts(), lin.dims.n(), lin.dims.m());
-        let (di, dou) = (lin.dims.in_dim, lin.dims.out_dim);
-        let rows = inp.len() / di;
-        let dy = self.ptr(dout);
-        self.colsum(
-            self.at(grads, lin.beta.start),
-            dou,
-            dy,
-            self.ptr(z),
-            rows,
-            dou,
-        )?;
-        let g = self.scratch("g", rows * dou)?;
-        launch!(
-            self,
-            "scale_cols_kernel",
-            elems((rows * dou) as u64),
-            g,
-            dy,
-            self.at(eff, lin.beta.start),
-            rows as u64,
-            dou as u32
-        );
-        let full = self.expanded("full", eff, lin.weight.start, a, n, m)?;
-        let du = self.scratch("du", rows * di)?;
-        self.gemm(
-            "linear backward (input)",
-            (false, false),
-            (rows, di, dou),
-            (g, dou),
-            (full, di),
-            (du, di),
-            0.0,
-        )?;
-        launch!(
-            self,
-            "scale_cols_acc_kernel",
-            elems((rows * di) as u64),
-            self.ptr(dinp),
-            du,
-            self.at(eff, lin.alpha.start),
-            rows as u64,
-            di as u32
-        );
-        self.colsum(
-            self.at(grads, lin.alpha.start),
-            di,
-            du,
-            self.ptr(inp),
-            rows,
-            di,
-        )?;
-        self.weight_grad(grads, lin.weight.start, g, self.ptr(u), rows, a, n, m)
+        let f = Folded::linear(lin);
+        let rows = inp.len() / lin.dims.in_dim;
+        let (dp, dy, x) = (self.ptr(dinp), self.ptr(dout), self.ptr(inp));
+        self.folded_backward(dp, grads, dy, x, rows, eff, &f)
     }
 
     fn rope_forward(
@@ -1067,39 +1069,18 @@ impl Backend for CudaBackend {
         &self,
         out: &mut CudaSlice<f32>,
         u: &mut CudaSlice<f32>,
-        z: &mut CudaSlice<f32>,
+        _z: &mut CudaSlice<f32>,
         inp: &CudaSlice<f32>,
         eff: &CudaSlice<f32>,
         mix: &MixRef,
     ) -> BackendResult<()> {
-        let (a, hd) = (mix.dims.algebra.dim(), mix.dims.head_dim);
-        let g = a * hd;
-        let rows = inp.len() / g;
+        let f = Folded::mix(mix);
+        let rows = inp.len() / (f.a * f.m);
+        // The backward's input (the trait hands it `u`, not the forward's input).
         self.stream
             .memcpy_dtod(inp, u)
             .map_err(|e| self.err("head mixing save", e))?;
-        let full = self.expanded("mixfull", eff, mix.weight.start, a, hd, hd)?;
-        let zp = self.ptr(z);
-        self.gemm(
-            "head mixing forward",
-            (false, true),
-            (rows, g, g),
-            (self.ptr(inp), g),
-            (full, g),
-            (zp, g),
-            0.0,
-        )?;
-        launch!(
-            self,
-            "scale_cols_kernel",
-            elems(inp.len() as u64),
-            self.ptr(out),
-            zp,
-            self.at(eff, mix.beta.start),
-            (inp.len() / hd) as u64,
-            hd as u32
-        );
-        Ok(())
+        self.folded_forward(self.ptr(out), self.ptr(inp), rows, eff, &f)
     }
     fn mix_backward(
         &self,
@@ -1107,44 +1088,14 @@ impl Backend for CudaBackend {
         grads: &mut CudaSlice<f32>,
         dout: &CudaSlice<f32>,
         u: &CudaSlice<f32>,
-        z: &CudaSlice<f32>,
+        _z: &CudaSlice<f32>,
         eff: &CudaSlice<f32>,
         mix: &MixRef,
     ) -> BackendResult<()> {
-        let (a, hd) = (mix.dims.algebra.dim(), mix.dims.head_dim);
-        let g = a * hd;
-        let rows = u.len() / g;
-        let dy = self.ptr(dout);
-        self.colsum(
-            self.at(grads, mix.beta.start),
-            hd,
-            dy,
-            self.ptr(z),
-            u.len() / hd,
-            hd,
-        )?;
-        let gs = self.scratch("g", u.len())?;
-        launch!(
-            self,
-            "scale_cols_kernel",
-            elems(u.len() as u64),
-            gs,
-            dy,
-            self.at(eff, mix.beta.start),
-            (u.len() / hd) as u64,
-            hd as u32
-        );
-        let full = self.expanded("mixfull", eff, mix.weight.start, a, hd, hd)?;
-        self.gemm(
-            "head mixing backward",
-            (false, false),
-            (rows, g, g),
-            (gs, g),
-            (full, g),
-            (self.ptr(dinp), g),
-            1.0,
-        )?;
-        self.weight_grad(grads, mix.weight.start, gs, self.ptr(u), rows, a, hd, hd)
+        let f = Folded::mix(mix);
+        let rows = u.len() / (f.a * f.m);
+        let (dp, dy, x) = (self.ptr(dinp), self.ptr(dout), self.ptr(u));
+        self.folded_backward(dp, grads, dy, x, rows, eff, &f)
     }
 
     fn swiglu_forward(

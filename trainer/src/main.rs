@@ -55,6 +55,10 @@ enum Command {
         /// Documents tokenized together in parallel.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_DOCUMENTS)]
         batch_size: usize,
+        /// Renumber the tokenizer's vocabulary by frequency in the training documents, most
+        /// frequent first (special tokens keep their ids): what hash embeddings want.
+        #[arg(long)]
+        frequency_order: bool,
     },
     /// Train a model: AdamW on random windows of a prepared token file (see docs/TRAINING.md).
     Train {
@@ -222,8 +226,10 @@ fn run(cli: Cli) -> Result<()> {
             val,
             val_fraction,
             batch_size,
+            frequency_order,
         } => {
             let mut opts = PrepareOptions::new(inputs, output);
+            opts.frequency_order = frequency_order;
             opts.tokenizer = match (tokenizer, train_tokenizer) {
                 (Some(path), _) => TokenizerChoice::File(path),
                 (None, Some(vocab)) => TokenizerChoice::Train(vocab),

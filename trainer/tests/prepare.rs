@@ -177,6 +177,64 @@ fn deterministic_whatever_the_batch_size() {
 }
 
 #[test]
+fn frequency_order_renumbers_tokens_and_tokenizer_alike() {
+    let (input, val) = (
+        fixture("tinystories-train.txt"),
+        fixture("tinystories-val.txt"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    prepare(args!(input, "-o", out, "--val", val, "--frequency-order"));
+
+    let renumbered = Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
+    let sha = format!(
+        "{:x}",
+        Sha256::digest(std::fs::read(out.join("tokenizer.json")).unwrap())
+    );
+    let train = TokenFile::open(out.join("train.bin")).unwrap();
+    let ids = all_tokens(&train);
+    // The same segmentation as GPT-2's, only numbered otherwise: the renumbered tokenizer encodes
+    // each story to these ids and decodes them back to the story; GPT-2's ids map one to one.
+    let docs = stories(&input);
+    assert_eq!(ids.len(), stream(&docs, GPT2_EOS).len());
+    let mut expected = Vec::new();
+    let mut map = std::collections::HashMap::new();
+    for d in &docs {
+        let new = encode(&renumbered, d);
+        assert_eq!(renumbered.decode(&new, false).unwrap(), *d);
+        for (o, n) in encode(gpt2(), d).into_iter().zip(&new) {
+            assert_eq!(
+                *map.entry(o).or_insert(*n),
+                *n,
+                "GPT-2 id {o} got two new ids"
+            );
+        }
+        assert_eq!(encode(gpt2(), d).len(), new.len());
+        expected.extend(new);
+        expected.push(GPT2_EOS);
+    }
+    assert_eq!(ids, expected);
+    // Most frequent first: counts never rise with the id (eos, special, keeps 50256).
+    let mut counts = vec![0u64; 50257];
+    ids.iter().for_each(|&t| counts[t as usize] += 1);
+    assert_eq!(renumbered.token_to_id("<|endoftext|>"), Some(GPT2_EOS));
+    assert!(counts[..50256].windows(2).all(|w| w[0] >= w[1]));
+    assert!(counts[0] > 1000, "the commonest token leads: {}", counts[0]);
+    for name in ["train.json", "val.json"] {
+        let meta = sidecar(&out, name);
+        assert_eq!((meta.eos_token_id, meta.vocab_size), (GPT2_EOS, 50257));
+        assert_eq!(meta.tokenizer_sha256, sha);
+    }
+    // Validation is numbered by the training frequencies too.
+    let valf = TokenFile::open(out.join("val.bin")).unwrap();
+    let val_expected: Vec<u32> = stories(&val)
+        .iter()
+        .flat_map(|d| encode(&renumbered, d).into_iter().chain([GPT2_EOS]))
+        .collect();
+    assert_eq!(all_tokens(&valf), val_expected);
+}
+
+#[test]
 fn separate_validation_files() {
     let (input, val) = (
         fixture("tinystories-train.txt"),

@@ -148,14 +148,19 @@ fn a_resumed_run_equals_an_unbroken_one_bit_for_bit() {
         .filter(|r| !r[6].is_empty())
         .map(|r| (r[0].parse().unwrap(), r[6].parse().unwrap()))
         .collect();
-    let lowest = evals.iter().fold((0, f64::INFINITY), |b, &e| if e.1 < b.1 { e } else { b });
+    let lowest = evals
+        .iter()
+        .fold((0, f64::INFINITY), |b, &e| if e.1 < b.1 { e } else { b });
     for run in [whole.path(), broken.path()] {
         let best: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run.join("best/train_state.json")).unwrap())
                 .unwrap();
         assert_eq!(best["step"], lowest.0);
         let recorded = best["val_loss"].as_f64().unwrap();
-        assert!((recorded - lowest.1).abs() <= 1e-4 * lowest.1, "{recorded} vs {lowest:?}");
+        assert!(
+            (recorded - lowest.1).abs() <= 1e-4 * lowest.1,
+            "{recorded} vs {lowest:?}"
+        );
         assert!(Checkpoint::load(&run.join("best")).is_ok());
     }
     let resumed = std::fs::read_to_string(broken.path().join("metrics.csv")).unwrap();

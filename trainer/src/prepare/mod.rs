@@ -10,6 +10,7 @@
 //! The validation split is either separate inputs ([`ValSplit::Files`]) or every k-th document
 //! of the inputs, starting with the first, k = round(1 / fraction) ([`ValSplit::Fraction`]).
 
+pub mod renumber;
 pub mod source;
 pub mod tokenizer;
 pub mod tokens;
@@ -61,6 +62,8 @@ pub struct PrepareOptions {
     pub tokenizer: TokenizerChoice,
     pub val: ValSplit,
     pub batch_documents: usize,
+    /// Renumber the vocabulary by frequency in the training documents ([`renumber`]).
+    pub frequency_order: bool,
     /// Show a progress bar on stderr (drawn only when stderr is a terminal).
     pub progress: bool,
 }
@@ -74,6 +77,7 @@ impl PrepareOptions {
             tokenizer: TokenizerChoice::Gpt2,
             val: ValSplit::Fraction(DEFAULT_VAL_FRACTION),
             batch_documents: DEFAULT_BATCH_DOCUMENTS,
+            frequency_order: false,
             progress: false,
         }
     }
@@ -201,6 +205,19 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
             return Err(e);
         }
     };
+    let tok = if opts.frequency_order {
+        match renumber_written(tok, &mut writers) {
+            Ok(tok) => tok,
+            Err(e) => {
+                for w in writers {
+                    w.abandon();
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        tok
+    };
     let [train_writer, val_writer] = writers;
 
     let sidecar = |sources: &[Source]| Sidecar {
@@ -228,6 +245,28 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
         tokenizer_path,
         input_bytes,
     })
+}
+
+/// Renumbers the written tokens and the tokenizer by the training tokens' frequencies.
+fn renumber_written(
+    tok: LoadedTokenizer,
+    writers: &mut [TokenWriter; 2],
+) -> Result<LoadedTokenizer> {
+    let mut counts = vec![0u64; tok.vocab_size as usize];
+    writers[0].map_tokens(false, |id| {
+        counts[id as usize] += 1;
+        id
+    })?;
+    let map = renumber::frequency_order(&counts, &renumber::special_ids(&tok.json)?);
+    let json = renumber::renumber_tokenizer(&tok.json, &map)?;
+    let renumbered = tokenizer::load_tokenizer(json, "the renumbered tokenizer")?;
+    if renumbered.eos_token_id != tok.eos_token_id || renumbered.vocab_size != tok.vocab_size {
+        bail!("renumbering moved {EOS} or changed the vocabulary size (a bug)");
+    }
+    for w in writers.iter_mut() {
+        w.map_tokens(true, |id| map[id as usize])?;
+    }
+    Ok(renumbered)
 }
 
 fn read_tokenizer(path: &Path) -> Result<LoadedTokenizer> {

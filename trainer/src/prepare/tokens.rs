@@ -5,7 +5,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The `format` field of every sidecar.
@@ -121,7 +121,12 @@ impl TokenWriter {
         let mut partial = bin.clone().into_os_string();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        let file = File::create(&partial)
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
             .with_context(|| format!("cannot write {}", partial.display()))?;
         Ok(TokenWriter {
             bin,
@@ -190,6 +195,44 @@ impl TokenWriter {
         std::fs::write(&json_path, json)
             .with_context(|| format!("cannot write {}", json_path.display()))?;
         Ok(sidecar)
+    }
+
+    /// Passes every token written so far through `f` and, with `rewrite`, stores what it returns
+    /// in its place (the ids then must fit the vocabulary still). Chunked: memory stays flat.
+    pub fn map_tokens(&mut self, rewrite: bool, mut f: impl FnMut(u32) -> u32) -> Result<()> {
+        let ctx = || format!("cannot rewrite {}", self.partial.display());
+        self.out.flush().with_context(ctx)?;
+        let file = self.out.get_mut();
+        let w = self.width.bytes();
+        let mut chunk = vec![0u8; (1 << 20) * w];
+        let mut pos = 0u64;
+        let end = self.tokens * w as u64;
+        while pos < end {
+            let n = ((end - pos) as usize).min(chunk.len());
+            let buf = &mut chunk[..n];
+            file.seek(SeekFrom::Start(pos)).with_context(ctx)?;
+            file.read_exact(buf).with_context(ctx)?;
+            for c in buf.chunks_exact_mut(w) {
+                let id = match self.width {
+                    TokenWidth::U16 => u32::from(u16::from_le_bytes([c[0], c[1]])),
+                    TokenWidth::U32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                };
+                let new = f(id);
+                if rewrite {
+                    match self.width {
+                        TokenWidth::U16 => c.copy_from_slice(&(new as u16).to_le_bytes()),
+                        TokenWidth::U32 => c.copy_from_slice(&new.to_le_bytes()),
+                    }
+                }
+            }
+            if rewrite {
+                file.seek(SeekFrom::Start(pos)).with_context(ctx)?;
+                file.write_all(buf).with_context(ctx)?;
+            }
+            pos += n as u64;
+        }
+        file.seek(SeekFrom::End(0)).with_context(ctx)?;
+        Ok(())
     }
 
     /// Removes the `.partial` file (after an error).

@@ -343,8 +343,14 @@ pub fn train<B: Backend<Elem = f32>>(
         };
         if let Some(r) = last_eval.filter(|r| eval_now && r.loss < best_val) {
             best_val = r.loss;
-            state::save(&best_dir, &model, &opt, &state_now(Some(r.loss)), &tokenizer_json)
-                .with_context(|| format!("cannot write the checkpoint {}", best_dir.display()))?;
+            state::save(
+                &best_dir,
+                &model,
+                &opt,
+                &state_now(Some(r.loss)),
+                &tokenizer_json,
+            )
+            .with_context(|| format!("cannot write the checkpoint {}", best_dir.display()))?;
             interval_start = Instant::now();
         }
         let ckpt_now = last
@@ -352,8 +358,14 @@ pub fn train<B: Backend<Elem = f32>>(
             || (tcfg.checkpoint_every > 0 && step.is_multiple_of(tcfg.checkpoint_every));
         if ckpt_now {
             let val_loss = last_eval.filter(|_| eval_now).map(|r| r.loss);
-            state::save(&ckpt_dir, &model, &opt, &state_now(val_loss), &tokenizer_json)
-                .with_context(|| format!("cannot write the checkpoint {}", ckpt_dir.display()))?;
+            state::save(
+                &ckpt_dir,
+                &model,
+                &opt,
+                &state_now(val_loss),
+                &tokenizer_json,
+            )
+            .with_context(|| format!("cannot write the checkpoint {}", ckpt_dir.display()))?;
             // Saving is not training: keep it out of the next interval's tokens/s.
             interval_start = Instant::now();
         }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds, on this (CPU) machine, what the GPU machine runs, into .gpu/ (git-ignored; name it in the
 # device tool's `carry`): the CUDA trainer, the CUDA test binary (trainer/tests/cuda.rs), and
-# TinyStories prepared with the GPT-2 tokenizer. The binaries load the CUDA libraries at run time,
-# so no CUDA toolkit is needed here. Usage: trainer/gpu/build.sh [TINYSTORIES_DIR]
+# the packer, and the training data (below). The binaries load the CUDA libraries at run time,
+# so no CUDA toolkit is needed here. Usage: trainer/gpu/build.sh [TINYSTORIES_DIR [BOOKS_DIR]]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${1:-../shared/data/tinystories}
+books=${2:-../shared/data/children-books}
 mkdir -p .gpu
 CARGO_TARGET_DIR=target/cuda cargo build --release --locked -p walsh-trainer --features cuda
 strip -o .gpu/trainer target/cuda/release/trainer
@@ -14,7 +15,17 @@ tests=$(cargo test --locked -p walsh-trainer --features cuda --test cuda --no-ru
     sed -n 's/.*Executable tests\/cuda.rs (\(.*\))/\1/p')
 [ -n "$tests" ] || { echo "build.sh: cargo did not report the cuda test binary" >&2; exit 1; }
 strip -o .gpu/cuda-tests "$tests"
+# The packer, to pack what a run trained there.
+cargo build --release --locked -p walsh-packer
+strip -o .gpu/packer target/release/packer
+# TinyStories numbered by its own token frequencies (hash embeddings want that: docs/TRAINING.md),
+# and the children's books (tier 1) in the same numbering, validated on TinyStories, compressed.
 if [ ! -f .gpu/ts/train.bin ]; then
-    .gpu/trainer prepare "$data/train-00.txt" --val "$data/valid.txt" -o .gpu/ts
+    .gpu/trainer prepare "$data/train-00.txt" --val "$data/valid.txt" -o .gpu/ts --frequency-order
+fi
+if [ -d "$books" ] && [ ! -f .gpu/books/train.bin.xz ]; then
+    .gpu/trainer prepare "$books"/books-0{1,2,3}.txt --val "$data/valid.txt" \
+        --tokenizer .gpu/ts/tokenizer.json -o .gpu/books
+    xz -T0 -6 .gpu/books/train.bin
 fi
 du -sh .gpu

@@ -15,6 +15,32 @@ for c in tinystories-hadamard-hash tinystories-hadamard tinystories-octonion; do
         .gpu/trainer bench --config "configs/$c.toml" --device cuda --matmul "$m" --steps 10
     done
 done 2>&1 | tee "$out/bench.log"
+# PROFILE=1: every kernel's GPU time in one hash-model step (Nsight Compute, one metric), summed
+# by kernel name, largest first.
+if [ "${PROFILE:-0}" = 1 ] && command -v ncu >/dev/null; then
+    timeout 240 ncu --csv --page raw --metrics gpu__time_duration.sum \
+        .gpu/trainer bench --config configs/tinystories-hadamard-hash.toml --device cuda \
+        --steps 1 >"$out/ncu.csv" 2>"$out/ncu.err" || echo "ncu failed: $(tail -n 3 "$out/ncu.err")"
+    python3 - "$out/ncu.csv" <<'PY' | tee "$out/kernels.txt"
+import csv, collections, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if r]
+head = next(i for i, r in enumerate(rows) if "Kernel Name" in r)
+cols = rows[head]
+k, t = cols.index("Kernel Name"), cols.index("gpu__time_duration.sum")
+unit = rows[head + 1][t]
+total, calls = collections.Counter(), collections.Counter()
+for r in rows[head + 2:]:
+    try:
+        total[r[k].split("(")[0]] += float(r[t].replace(",", ""))
+        calls[r[k].split("(")[0]] += 1
+    except (ValueError, IndexError):
+        pass
+s = sum(total.values())
+print(f"kernel GPU time over the whole bench run (warmup, timed and split steps), {unit}: total {s:.0f}")
+for name, v in total.most_common(25):
+    print(f"{name[:48]:48} {v:12.0f} {100 * v / s:5.1f}% {calls[name]:6d}")
+PY
+fi
 echo "== summary"
 grep -E "^test |test result" "$out/tests.log"
 grep -E "^== |tokens/s" "$out/bench.log"

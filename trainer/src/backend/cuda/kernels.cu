@@ -105,6 +105,80 @@ extern "C" __global__ void __launch_bounds__(FOLD_X * FOLD_Y) fold_kernel(float*
     }
 }
 
+// The Hadamard algebra (A = 32) through the transform itself: C[I, J, g] = h(I, g)·h(g, J)/32
+// with h(x, y) = (−1)^popcount(x AND y), so a block column of Wfull is a length-32 FHT over g of
+// h(g, J)·W[g], and the gradient of W[g] a sum over J of FHTs over I. 5·16 butterflies instead
+// of 32 (expand) or 1024 (fold) coefficient terms per element, the 32 values in registers.
+
+__device__ __forceinline__ float hsign(u32 x, u32 y) { return (__popc(x & y) & 1) ? -1.0f : 1.0f; }
+
+// v[g] ← Σ_i h(g, i)·v[i] (unnormalised, Sylvester order).
+__device__ __forceinline__ void fht32(float* v) {
+#pragma unroll
+    for (int h = 1; h < 32; h <<= 1)
+#pragma unroll
+        for (int i = 0; i < 32; i++)
+            if ((i & h) == 0) { float a = v[i], b = v[i + h]; v[i] = a + b; v[i + h] = a - b; }
+}
+
+// expand_kernel for A = 32: one thread per (r, J, c), c fastest (loads of W and stores of each
+// block row coalesced); it writes column J·m + c of all 32 block rows I.
+extern "C" __global__ void expand_hadamard_kernel(float* full, float* raw, const float* w, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
+    u64 total = (u64)n * 32 * m;
+    GRID_STRIDE(idx, total) {
+        u32 c = idx % m, J = (idx / m) % 32;
+        u64 r = idx / (32 * (u64)m);
+        float v[32];
+#pragma unroll
+        for (int g = 0; g < 32; g++) v[g] = hsign(g, J) * w[((u64)g * n + r) * m + c];
+        fht32(v);
+        u64 col = (u64)J * m + c;
+        float a = alpha ? alpha[col] : 1.0f;
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            u64 row = (u64)i * n + r;
+            float x = v[i] * (1.0f / 32.0f);
+            u64 at = row * (32 * (u64)m) + col;
+            if (raw) raw[at] = x;
+            full[at] = beta[row % beta_len] * x * a;
+        }
+    }
+}
+
+// fold_kernel for A = 32: a warp per (r, c), lane J: FHT over I of β·D·α's column J·m + c, times
+// h(g, J), then summed over the lanes by recursive halving, after which lane g holds dW[g, r, c].
+extern "C" __global__ void __launch_bounds__(256) fold_hadamard_kernel(float* dw, const float* d, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
+    u32 J = threadIdx.x % 32;
+    u64 pair = (u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (pair >= (u64)n * m) return;
+    u64 r = pair / m;
+    u32 c = pair % m;
+    u64 col = (u64)J * m + c;
+    float a = alpha ? alpha[col] : 1.0f;
+    float v[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        u64 row = (u64)i * n + r;
+        v[i] = beta[row % beta_len] * d[row * (32 * (u64)m) + col] * a;
+    }
+    fht32(v);
+#pragma unroll
+    for (int g = 0; g < 32; g++) v[g] *= hsign(g, J);
+    // Recursive halving: at each step a lane keeps the half of its values whose index bit s
+    // equals its own lane bit s, adding its partner's copy of them.
+#pragma unroll
+    for (int s = 16; s >= 1; s >>= 1) {
+        bool upper = J & s;
+#pragma unroll
+        for (int k = 0; k < s; k++) {
+            float send = upper ? v[k] : v[k + s];
+            float keep = upper ? v[k + s] : v[k];
+            v[k] = keep + __shfl_xor_sync(0xffffffff, send, s);
+        }
+    }
+    dw[((u64)J * n + r) * m + c] += v[0] * (1.0f / 32.0f);
+}
+
 // dbeta[o % beta_len] += Σ_i raw[o, i]·α[i]·d[o, i]: one warp per row o.
 extern "C" __global__ void row_dot_kernel(float* dbeta, u32 beta_len, const float* raw, const float* d, const float* alpha, u32 rows, u32 cols) {
     u32 o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;

@@ -3,10 +3,12 @@
 //! CUDA libraries are loaded at run time, so building needs no CUDA toolkit.
 //!
 //! Every AlgebraLinear (and head mixing) runs as one dense GEMM against its algebra's weight
-//! expanded to a full matrix (`expand_kernel`: the octonion sign blocks, or H32·blockdiag·H32);
-//! the weight gradient is the expanded gradient folded back (`fold_kernel`). At the seed's sizes
-//! the expansion is a few microseconds and the GEMMs are cuBLAS's, so this beats per-block
-//! batched GEMMs and a separate FHT.
+//! expanded to a full matrix with α and β folded in (`expand_kernel`: the octonion sign blocks
+//! from a coefficient table; `expand_hadamard_kernel`: H32·blockdiag·H32 by an in-register FHT).
+//! The backward is two more GEMMs, dx = dy·W' and D = dyᵀ·x, and small kernels over the [out, in]
+//! matrix D: the weight gradient folded back (`fold_kernel`, `fold_hadamard_kernel`) and the
+//! gradients of α and β. Nothing the size of the activations is saved but the input. At the
+//! seed's sizes this beats per-block batched GEMMs with a separate FHT over the activations.
 //!
 //! Buffers are `CudaSlice<f32>`; ops pass raw device pointers (one stream, event tracking off),
 //! and every driver, NVRTC and cuBLAS result is checked and reported with the op's name.
@@ -31,6 +33,8 @@ const KERNEL_NAMES: &[&str] = &[
     "ternary_kernel",
     "expand_kernel",
     "fold_kernel",
+    "expand_hadamard_kernel",
+    "fold_hadamard_kernel",
     "row_dot_kernel",
     "col_dot_kernel",
     "embed_kernel",
@@ -68,6 +72,8 @@ const KERNEL_NAMES: &[&str] = &[
 ];
 /// Rows of logits materialised at once by the standard cross-entropy (bounds its N×V scratch).
 const CE_ROWS: usize = 4096;
+/// The Hadamard algebra's dimension, which has kernels of its own (the FHT, not the table).
+const HADAMARD_A: usize = 32;
 /// Rows per chunk of the RMSNorm gain's column sums (one atomic per column and chunk).
 const COLSUM_ROWS: u64 = 256;
 /// Rows of an [out, in] matrix per block of `col_dot_kernel` (one atomic per column and block).
@@ -479,6 +485,22 @@ impl CudaBackend {
         let len = a * n * a * m;
         let full = self.scratch("full", len)?;
         let raw = if raw { self.scratch("raw", len)? } else { 0 };
+        if a == HADAMARD_A {
+            launch!(
+                self,
+                "expand_hadamard_kernel",
+                elems((n * a * m) as u64),
+                full,
+                raw,
+                self.at(eff, lin.weight),
+                lin.alpha.map_or(0, |o| self.at(eff, o)),
+                self.at(eff, lin.beta),
+                lin.beta_len as u32,
+                n as u32,
+                m as u32
+            );
+            return Ok((full, raw));
+        }
         let coef = self.coef(a)?;
         launch!(
             self,
@@ -496,6 +518,39 @@ impl CudaBackend {
             m as u32
         );
         Ok((full, raw))
+    }
+
+    /// dW[g] += Σ_{I,J} C[I, J, g]·β·D·α with the coefficient table (octonion, dense).
+    fn fold_generic(
+        &self,
+        grads: &CudaSlice<f32>,
+        lin: &Folded,
+        d: u64,
+        alpha: u64,
+        beta: u64,
+    ) -> BackendResult<()> {
+        let (a, n, m) = (lin.a, lin.n, lin.m);
+        let coef = self.coef(a)?;
+        let fold = LaunchConfig {
+            grid_dim: ((a * n * m).div_ceil(32) as u32, 1, 1),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(
+            self,
+            "fold_kernel",
+            fold,
+            self.at(grads, lin.weight),
+            d,
+            coef,
+            alpha,
+            beta,
+            lin.beta_len as u32,
+            a as u32,
+            n as u32,
+            m as u32
+        );
+        Ok(())
     }
 
     /// out = inp · W'ᵀ over `rows` rows.
@@ -557,26 +612,26 @@ impl CudaBackend {
         )?;
         let alpha = lin.alpha.map_or(0, |o| self.at(eff, o));
         let beta = self.at(eff, lin.beta);
-        let coef = self.coef(a)?;
-        let fold = LaunchConfig {
-            grid_dim: ((a * n * m).div_ceil(32) as u32, 1, 1),
-            block_dim: (32, 8, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(
-            self,
-            "fold_kernel",
-            fold,
-            self.at(grads, lin.weight),
-            d,
-            coef,
-            alpha,
-            beta,
-            lin.beta_len as u32,
-            a as u32,
-            n as u32,
-            m as u32
-        );
+        if a == HADAMARD_A {
+            launch!(
+                self,
+                "fold_hadamard_kernel",
+                LaunchConfig {
+                    grid_dim: ((n * m).div_ceil(8) as u32, 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                },
+                self.at(grads, lin.weight),
+                d,
+                alpha,
+                beta,
+                lin.beta_len as u32,
+                n as u32,
+                m as u32
+            );
+        } else {
+            self.fold_generic(grads, lin, d, alpha, beta)?;
+        }
         launch!(
             self,
             "row_dot_kernel",

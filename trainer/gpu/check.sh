@@ -15,9 +15,9 @@ for c in tinystories-hadamard-hash tinystories-hadamard tinystories-octonion; do
         .gpu/trainer bench --config "configs/$c.toml" --device cuda --matmul "$m" --steps 10
     done
 done 2>&1 | tee "$out/bench.log"
-# PROFILE=1: every kernel's GPU time in one hash-model step (Nsight Compute, one metric), summed
+# PROFILE=1 (or 2): every kernel's GPU time in one hash-model step (Nsight Compute, one metric), summed
 # by kernel name, largest first.
-if [ "${PROFILE:-0}" = 1 ] && command -v ncu >/dev/null; then
+if [ "${PROFILE:-0}" != 0 ] && command -v ncu >/dev/null; then
     timeout 240 ncu --csv --page raw --metrics gpu__time_duration.sum \
         .gpu/trainer bench --config configs/tinystories-hadamard-hash.toml --device cuda \
         --steps 1 >"$out/ncu.csv" 2>"$out/ncu.err" || echo "ncu failed: $(tail -n 3 "$out/ncu.err")"
@@ -40,6 +40,20 @@ print(f"kernel GPU time over the whole bench run (warmup, timed and split steps)
 for name, v in total.most_common(25):
     print(f"{name[:48]:48} {v:12.0f} {100 * v / s:5.1f}% {calls[name]:6d}")
 PY
+fi
+# PROFILE=2 as well: Nsight Compute's speed-of-light, compute, memory, occupancy and launch
+# sections for one launch of each of the heaviest kernels (what bounds each).
+if [ "${PROFILE:-0}" = 2 ] && command -v ncu >/dev/null; then
+    for k in flash_backward_kv flash_backward_q flash_forward expand_hadamard fold_hadamard; do
+        timeout 120 ncu -k "regex:^$k" --launch-skip 8 --launch-count 1 \
+            --section SpeedOfLight --section ComputeWorkloadAnalysis \
+            --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
+            .gpu/trainer bench --config configs/tinystories-hadamard-hash.toml --device cuda \
+            --steps 1 >/tmp/ncu-k.txt 2>&1 || echo "ncu $k failed"
+        { echo "==== $k"; cat /tmp/ncu-k.txt; } >>"$out/ncu-sections.txt"
+        grep -E "Duration|Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Mem Busy|L1/TEX Hit" \
+            /tmp/ncu-k.txt | sed "s/^/$k: /" | head -n 14
+    done
 fi
 echo "== summary"
 grep -E "^test |test result" "$out/tests.log"

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config_file;
+pub mod eval;
 #[cfg(feature = "ic")]
 pub mod ic;
 pub mod init;

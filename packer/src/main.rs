@@ -97,6 +97,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Loss and bits per byte of a blob on text (.txt, documents separated by <|endoftext|>),
+    /// through the canister's engine: what the packed model scores.
+    Eval {
+        blob: PathBuf,
+        #[arg(required = true, value_name = "TEXT")]
+        text: Vec<PathBuf>,
+        /// Positions per window (default and most: the model's context).
+        #[arg(long)]
+        window: Option<usize>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Upload a blob to a running walsh canister (controllers only); resumes an interrupted
     /// upload, and the model serves when it returns.
     #[cfg(feature = "ic")]
@@ -210,6 +223,36 @@ fn real_main() -> Result<()> {
             let parsed = blob::parse(&bytes)
                 .with_context(|| format!("{} is not a valid blob", path.display()))?;
             print!("{}", inspect::report(&parsed, tensors));
+        }
+        Command::Eval {
+            blob: path,
+            text,
+            window,
+            json,
+        } => {
+            let bytes = read_blob(&path)?;
+            let engine =
+                Engine::load(&bytes).with_context(|| format!("cannot load {}", path.display()))?;
+            let t0 = std::time::Instant::now();
+            let tokens = walsh_packer::eval::read_text(&engine, &text)?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let window = window.unwrap_or(engine.config().block_size);
+            let r = walsh_packer::eval::evaluate(&engine, &tokens, window, threads)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "loss {:.4} nats/token, {:.4} bits/byte over {} tokens ({} windows; {} documents, {} tokens, {} bytes) in {:.1} s",
+                    r.loss,
+                    r.bits_per_byte,
+                    r.predicted,
+                    r.windows,
+                    tokens.documents,
+                    tokens.tokens.len(),
+                    tokens.bytes,
+                    t0.elapsed().as_secs_f64()
+                );
+            }
         }
         Command::Run {
             blob: path,

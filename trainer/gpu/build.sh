@@ -23,6 +23,8 @@ strip -o .gpu/packer target/release/packer
 if [ ! -f .gpu/ts/train.bin ]; then
     .gpu/trainer prepare "$data/train-00.txt" --val "$data/valid.txt" -o .gpu/ts --frequency-order
 fi
+# The validation text itself, for `packer eval` of the packed model there.
+cp "$data/valid.txt" .gpu/ts/valid.txt
 if [ -d "$books" ] && [ ! -f .gpu/books/train.bin.xz ]; then
     .gpu/trainer prepare "$books"/books-0{1,2,3}.txt --val "$data/valid.txt" \
         --tokenizer .gpu/ts/tokenizer.json -o .gpu/books

@@ -36,6 +36,7 @@ echo "training wall time: $(($(date +%s) - start)) s" | tee -a "$out/train.log"
 .gpu/trainer plot "$run"
 .gpu/trainer eval "$run/best" --data .gpu/ts/val.bin --device cuda | tee "$out/eval.txt"
 .gpu/packer pack "$run/best" -o "$out/walsh-default.walsh" --embeddings int8
+.gpu/packer eval "$out/walsh-default.walsh" .gpu/ts/valid.txt | tee -a "$out/eval.txt"
 cp "$run/metrics.csv" "$run/loss.png" "$out/"
 tar -C "$run" -cf "$out/best.tar" best/config.json best/model.safetensors best/tokenizer.json best/train_state.json
 tail -n 3 "$out/train.log"

@@ -477,6 +477,31 @@ fn figures() {
         let per_token = (total - prefill) / u64::from(g.generated_tokens.max(1));
         let (r, _) = generate(&mut h, "Once upon a time", 255);
         let most = ok(r);
+        // Sampled (temperature 0.8, top-k 40): what the sampler adds per token.
+        let sampled = GenerateRequest {
+            prompt: "Once upon a time".into(),
+            max_tokens: 100,
+            temperature: Some(0.8),
+            top_k: Some(40),
+            top_p: None,
+            seed: Some(7),
+            stop: None,
+        };
+        let s = h
+            .query(
+                Principal::anonymous(),
+                "generate_with",
+                &Encode!(&sampled).unwrap(),
+            )
+            .unwrap();
+        let sampled_total = s.instructions;
+        let sg = ok(s.decode::<GenerateResult>().unwrap());
+        eprintln!(
+            "{config}: sampled (t 0.8, top-k 40): {} tokens, {} instructions, {} per token",
+            sg.generated_tokens,
+            sampled_total,
+            (sampled_total - prefill) / u64::from(sg.generated_tokens.max(1))
+        );
         eprintln!(
             "{config}: blob {} B in {} chunks ({} instructions for chunks, {} for commit); heap {} B after commit (install {} instructions, heap {} B); \
 prefill of 5 positions {} instructions; generate 100: {} tokens, {} instructions, {} per token, finish {:?}; \

@@ -114,36 +114,41 @@ impl Sampler {
             cand.truncate(self.params.top_k);
         }
         cand.sort_unstable_by(desc);
-        let max = cand[0].1;
-        let mut total = 0.0;
-        for c in cand.iter_mut() {
-            c.1 = libm::exp(c.1 - max);
-            total += c.1;
-        }
-        if self.params.top_p < 1.0 {
-            let want = f64::from(self.params.top_p) * total;
-            let mut cum = 0.0;
-            let mut keep = cand.len();
-            for (i, c) in cand.iter().enumerate() {
-                cum += c.1;
-                if cum >= want {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            cand.truncate(keep);
-            total = cand.iter().map(|c| c.1).sum();
-        }
-        let u = self.rng.next_f64() * total;
-        let mut cum = 0.0;
-        for c in &cand {
-            cum += c.1;
-            if cum > u {
-                return c.0;
-            }
-        }
-        cand[cand.len() - 1].0
+        draw(&mut self.rng, &self.params, cand)
     }
+}
+
+/// Softmax over the kept candidates (sorted, best first), the nucleus cut, and one draw.
+fn draw(rng: &mut SplitMix64, params: &SamplingParams, mut cand: Vec<(u32, f64)>) -> u32 {
+    let max = cand[0].1;
+    let mut total = 0.0;
+    for c in cand.iter_mut() {
+        c.1 = libm::exp(c.1 - max);
+        total += c.1;
+    }
+    if params.top_p < 1.0 {
+        let want = f64::from(params.top_p) * total;
+        let mut cum = 0.0;
+        let mut keep = cand.len();
+        for (i, c) in cand.iter().enumerate() {
+            cum += c.1;
+            if cum >= want {
+                keep = i + 1;
+                break;
+            }
+        }
+        cand.truncate(keep);
+        total = cand.iter().map(|c| c.1).sum();
+    }
+    let u = rng.next_f64() * total;
+    let mut cum = 0.0;
+    for c in &cand {
+        cum += c.1;
+        if cum > u {
+            return c.0;
+        }
+    }
+    cand[cand.len() - 1].0
 }
 
 #[cfg(test)]
@@ -197,8 +202,8 @@ mod tests {
         assert!((0..200).all(|_| p.sample(&logits) == 1));
     }
 
-    /// The sampler as first written (a stable sort of every candidate): the faster one must
-    /// draw exactly the same tokens.
+    /// The sampler as first written (a stable sort of every candidate, then the top-k cut): the
+    /// faster ordering must draw exactly the same tokens.
     fn reference_sample(params: &SamplingParams, rng: &mut SplitMix64, logits: &[f32]) -> u32 {
         if params.temperature == 0.0 {
             return argmax(logits) as u32;
@@ -213,35 +218,7 @@ mod tests {
         if params.top_k > 0 && params.top_k < cand.len() {
             cand.truncate(params.top_k);
         }
-        let max = cand[0].1;
-        let mut total = 0.0;
-        for c in cand.iter_mut() {
-            c.1 = libm::exp(c.1 - max);
-            total += c.1;
-        }
-        if params.top_p < 1.0 {
-            let want = f64::from(params.top_p) * total;
-            let mut cum = 0.0;
-            let mut keep = cand.len();
-            for (i, c) in cand.iter().enumerate() {
-                cum += c.1;
-                if cum >= want {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            cand.truncate(keep);
-            total = cand.iter().map(|c| c.1).sum();
-        }
-        let u = rng.next_f64() * total;
-        let mut cum = 0.0;
-        for c in &cand {
-            cum += c.1;
-            if cum > u {
-                return c.0;
-            }
-        }
-        cand[cand.len() - 1].0
+        draw(rng, params, cand)
     }
 
     #[test]

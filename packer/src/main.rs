@@ -149,6 +149,11 @@ fn read_blob(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// The canister's engine on the blob at `path`, checked as an upload would be.
+fn load_engine(path: &Path) -> Result<Engine> {
+    Engine::load(&read_blob(path)?).with_context(|| format!("cannot load {}", path.display()))
+}
+
 fn main() {
     if let Err(e) = real_main() {
         eprintln!("error: {e:#}");
@@ -230,9 +235,7 @@ fn real_main() -> Result<()> {
             window,
             json,
         } => {
-            let bytes = read_blob(&path)?;
-            let engine =
-                Engine::load(&bytes).with_context(|| format!("cannot load {}", path.display()))?;
+            let engine = load_engine(&path)?;
             let t0 = std::time::Instant::now();
             let tokens = walsh_packer::eval::read_text(&engine, &text)?;
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -265,9 +268,7 @@ fn real_main() -> Result<()> {
             logprobs,
             json,
         } => {
-            let bytes = read_blob(&path)?;
-            let engine =
-                Engine::load(&bytes).with_context(|| format!("cannot load {}", path.display()))?;
+            let engine = load_engine(&path)?;
             let params = SamplingParams {
                 temperature,
                 top_k,

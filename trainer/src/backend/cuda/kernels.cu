@@ -71,9 +71,9 @@ extern "C" __global__ void expand_kernel(float* full, float* raw, const float* w
 }
 
 // dw[g, r, c] += Σ_{I,J} C[I, J, g] · β[o]·D[o, i]·α[i] (o = I·n + r, i = J·m + c), for
-// D = dyᵀ·x the gradient of W'. One block per 32 consecutive weight elements, its 8 rows of
-// threads splitting the A² terms by I: a thread per element alone (A² = 1024 strided terms for
-// Hadamard, a few hundred blocks) left most of the GPU idle and took half of a training step.
+// D = dyᵀ·x the gradient of W' (dense and octonion; Hadamard has fold_hadamard_kernel). One block
+// per 32 consecutive weight elements, its 8 rows of threads splitting the A² terms by I: a thread
+// per element alone left most of the GPU idle (for Hadamard it took half of a training step).
 #define FOLD_X 32
 #define FOLD_Y 8
 extern "C" __global__ void __launch_bounds__(FOLD_X * FOLD_Y) fold_kernel(float* dw, const float* d, const float* coef, const float* alpha, const float* beta, u32 beta_len, u32 a, u32 n, u32 m) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repository root, with .gpu/ carried (trainer/gpu/build.sh):
 # the CUDA backend against the CPU backend (trainer/tests/cuda.rs), then `trainer bench` of the
-# three seed configs (GEMM modes in $MODES, default "tf32"; "tf32 f32" for both). Logs go to $OUT (the device tool's) or
+# three seed configs (GEMM modes in $MODES, default "tf32 bf16"). Logs go to $OUT (the device tool's) or
 # /tmp/gpu-check; the last lines printed are the summary. Exit status: the tests'.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-check}
@@ -10,16 +10,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 .gpu/cuda-tests --test-threads=1 --nocapture 2>&1 | tee "$out/tests.log"
 tests=${PIPESTATUS[0]}
 for c in tinystories-hadamard-hash tinystories-hadamard tinystories-octonion; do
-    for m in ${MODES:-tf32}; do
+    for m in ${MODES:-tf32 bf16}; do
         echo "== $c --matmul $m"
         .gpu/trainer bench --config "configs/$c.toml" --device cuda --matmul "$m" --steps 10
     done
 done 2>&1 | tee "$out/bench.log"
-# PROFILE=1 (or 2): every kernel's GPU time in one hash-model step (Nsight Compute, one metric), summed
-# by kernel name, largest first.
+# PROFILE=1 (or 2): every kernel's GPU time in one step of $PROFILE_CONFIG (default the hash model;
+# Nsight Compute, one metric), summed by kernel name, largest first.
 if [ "${PROFILE:-0}" != 0 ] && command -v ncu >/dev/null; then
     timeout 240 ncu --csv --page raw --metrics gpu__time_duration.sum \
-        .gpu/trainer bench --config configs/tinystories-hadamard-hash.toml --device cuda \
+        .gpu/trainer bench --config "configs/${PROFILE_CONFIG:-tinystories-hadamard-hash}.toml" --device cuda \
         --steps 1 >"$out/ncu.csv" 2>"$out/ncu.err" || echo "ncu failed: $(tail -n 3 "$out/ncu.err")"
     python3 - "$out/ncu.csv" <<'PY' | tee "$out/kernels.txt"
 import csv, collections, sys
@@ -38,7 +38,7 @@ for r in rows[head + 2:]:
 s = sum(total.values())
 print(f"kernel GPU time over the whole bench run (warmup, timed and split steps), {unit}: total {s:.0f}")
 for name, v in total.most_common(25):
-    print(f"{name[:48]:48} {v:12.0f} {100 * v / s:5.1f}% {calls[name]:6d}")
+    print(f"{name[:90]:90} {v:12.0f} {100 * v / s:5.1f}% {calls[name]:6d}")
 PY
 fi
 # PROFILE=2 as well: Nsight Compute's speed-of-light, compute, memory, occupancy and launch

@@ -142,7 +142,8 @@ struct DeviceArg {
     /// cpu, or cuda[:N] (builds with the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// CUDA GEMM precision: tf32 (tensor cores, f32 accumulation) or f32 (IEEE, slower).
+    /// CUDA GEMM operands: tf32 or bf16 (tensor cores, f32 accumulation; f32 in memory either
+    /// way), or f32 (IEEE, slower).
     #[arg(long, default_value = "tf32")]
     matmul: String,
 }

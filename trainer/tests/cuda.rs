@@ -40,6 +40,7 @@ fn tolerances(matmul: Matmul) -> (f64, f32, f32) {
     match matmul {
         Matmul::F32 => (1e-4, 1e-3, 1e-4),
         Matmul::Tf32 => (1e-3, 1e-2, 1e-2),
+        Matmul::Bf16 => (1e-2, 2e-2, 2e-2),
     }
 }
 
@@ -193,7 +194,7 @@ fn describe(c: &ModelConfig) -> String {
 
 #[test]
 fn every_op_matches_the_cpu_backend_for_every_combination() {
-    for matmul in [Matmul::F32, Matmul::Tf32] {
+    for matmul in [Matmul::F32, Matmul::Tf32, Matmul::Bf16] {
         for cfg in combos() {
             // Scrambled weights exercise every path exactly in f32; their logits (loss ~10) are
             // too peaked for TF32's 10-bit operands to be compared at 1e-2, so TF32 is compared
@@ -212,7 +213,7 @@ fn every_op_matches_the_cpu_backend_on_the_seed_configs() {
         "tinystories-octonion",
     ] {
         let cfg = seed_config(name);
-        for matmul in [Matmul::F32, Matmul::Tf32] {
+        for matmul in [Matmul::F32, Matmul::Tf32, Matmul::Bf16] {
             let e = compare(&cfg, 2, 128, false, matmul);
             eprintln!("{} {matmul:?}: worst {e:.2e}", describe(&cfg));
         }
@@ -261,7 +262,7 @@ fn train_losses<B: Backend<Elem = f32>>(b: B, cfg: &ModelConfig, steps: usize) -
 fn fifty_training_steps_agree_for_every_combination() {
     for (cfg, matmul) in combos()
         .into_iter()
-        .flat_map(|c| [(c.clone(), Matmul::F32), (c, Matmul::Tf32)])
+        .flat_map(|c| [Matmul::F32, Matmul::Tf32, Matmul::Bf16].map(|m| (c.clone(), m)))
     {
         let cpu = train_losses(CpuBackend::<f32>::new(), &cfg, 50);
         let gpu = train_losses(gpu(matmul), &cfg, 50);
@@ -320,6 +321,7 @@ fn attention_matches_the_cpu_reference() {
         (4, 256, 8, 64),
         (1, 1024, 8, 64),
         (3, 200, 6, 24),
+        (2, 300, 4, 16),
         (2, 77, 32, 4),
         (2, 65, 2, 128),
     ] {

@@ -528,16 +528,21 @@ FLASH_KERNELS(128)
 // ---------------------------------------------------------------- cross-entropy
 // Standard: `logits` [N, V] (from a GEMM). One block per row: lse, and the row's loss.
 
-extern "C" __global__ void ce_forward_kernel(float* lse, float* loss, const float* logits, const u32* targets, u32 v) {
+// Logits rows are `ld` apart (v rounded up, so that every row starts 16-byte aligned and cuBLAS
+// can write them with tensor-core kernels); columns v..ld are never touched. One pass: each
+// thread keeps a running max and a sum rescaled to it, and the block combines them.
+extern "C" __global__ void ce_forward_kernel(float* lse, float* loss, const float* logits, const u32* targets, u32 v, u32 ld) {
     __shared__ float shared[32];
     u64 row = blockIdx.x;
-    const float* l = logits + row * v;
-    float mx = -INFINITY;
-    for (u32 i = threadIdx.x; i < v; i += blockDim.x) mx = fmaxf(mx, l[i]);
-    mx = block_max(mx, shared);
-    float s = 0.0f;
-    for (u32 i = threadIdx.x; i < v; i += blockDim.x) s += expf(l[i] - mx);
-    s = block_sum(s, shared);
+    const float* l = logits + row * ld;
+    float m = -INFINITY, s = 0.0f;
+    for (u32 i = threadIdx.x; i < v; i += blockDim.x) {
+        float x = l[i];
+        if (x > m) { s *= expf(m - x); m = x; }
+        s += expf(x - m);
+    }
+    float mx = block_max(m, shared);
+    s = block_sum(m == -INFINITY ? 0.0f : s * expf(m - mx), shared);
     if (threadIdx.x == 0) {
         float z = mx + logf(s);
         lse[row] = z;
@@ -546,9 +551,9 @@ extern "C" __global__ void ce_forward_kernel(float* lse, float* loss, const floa
 }
 
 // In place: logits → scale·(softmax − onehot(target)).
-extern "C" __global__ void ce_backward_kernel(float* logits, const float* lse, const u32* targets, u32 v, float scale) {
+extern "C" __global__ void ce_backward_kernel(float* logits, const float* lse, const u32* targets, u32 v, u32 ld, float scale) {
     u64 row = blockIdx.x;
-    float* l = logits + row * v;
+    float* l = logits + row * ld;
     float z = lse[row];
     u32 t = targets[row];
     for (u32 i = threadIdx.x; i < v; i += blockDim.x) {

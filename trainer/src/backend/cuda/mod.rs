@@ -72,6 +72,13 @@ const KERNEL_NAMES: &[&str] = &[
 ];
 /// Rows of logits materialised at once by the standard cross-entropy (bounds its N×V scratch).
 const CE_ROWS: usize = 4096;
+
+/// The padded vocabulary extent of the standard cross-entropy's GEMMs and the row stride of its
+/// logits: V rounded up to 32 floats (128 bytes). At V = 50,257 (odd) cuBLAS could only pick its
+/// Ampere-era `align1` TF32 kernels, ~50 TFLOP/s on an H200 (docs/BENCHMARKS.md).
+fn logits_stride(vocab: usize) -> usize {
+    vocab.next_multiple_of(32)
+}
 /// The Hadamard algebra's dimension, which has kernels of its own (the FHT, not the table).
 const HADAMARD_A: usize = 32;
 /// Rows per chunk of the RMSNorm gain's column sums (one atomic per column and chunk).
@@ -129,10 +136,12 @@ impl Folded {
 pub enum Matmul {
     /// IEEE f32 FMAs: agrees with the CPU backend to f32 rounding (the exactness tests).
     F32,
-    /// Tensor cores on TF32 operands (10-bit mantissa, like an f16's) with f32 accumulation:
-    /// the training default. bf16 operands would need a cast pass over every activation (the
-    /// kernels write f32), costing more bytes than they save at these GEMM sizes.
+    /// Tensor cores on TF32 operands (10-bit mantissa, like an f16's) with f32 accumulation.
     Tf32,
+    /// Tensor cores on bf16 operands (8-bit mantissa) with f32 accumulation: cuBLAS rounds the
+    /// f32 operands as it loads them (`CUBLAS_COMPUTE_32F_FAST_16BF`), so no cast pass over the
+    /// activations is needed and master weights, activations and results stay f32 in memory.
+    Bf16,
 }
 
 impl std::str::FromStr for Matmul {
@@ -141,7 +150,8 @@ impl std::str::FromStr for Matmul {
         match s {
             "f32" => Ok(Matmul::F32),
             "tf32" => Ok(Matmul::Tf32),
-            _ => Err(format!("expected f32 or tf32, not {s:?}")),
+            "bf16" => Ok(Matmul::Bf16),
+            _ => Err(format!("expected f32, tf32 or bf16, not {s:?}")),
         }
     }
 }
@@ -150,6 +160,7 @@ pub struct CudaBackend {
     name: String,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    matmul: Matmul,
     funcs: HashMap<&'static str, CudaFunction>,
     /// Scratch buffers by purpose, grown on demand.
     scratch: RefCell<HashMap<&'static str, CudaSlice<f32>>>,
@@ -273,9 +284,11 @@ impl CudaBackend {
             funcs.insert(*name, f);
         }
         let blas = CudaBlas::new(stream.clone()).map_err(|e| err("cuBLAS init", e.to_string()))?;
+        // The GEMMs name their compute type (`gemm`); pedantic math keeps cuBLAS from
+        // substituting a faster one of its own in the f32 mode.
         let mode = match matmul {
             Matmul::F32 => blas_sys::cublasMath_t::CUBLAS_PEDANTIC_MATH,
-            Matmul::Tf32 => blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+            Matmul::Tf32 | Matmul::Bf16 => blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH,
         };
         // SAFETY: the handle is live and owned by `blas`.
         unsafe { blas_sys::cublasSetMathMode(*blas.handle(), mode) }
@@ -285,6 +298,7 @@ impl CudaBackend {
             name: format!("{tag} ({gpu}, sm_{major}{minor}, {matmul:?} matmul)"),
             stream,
             blas,
+            matmul,
             funcs,
             scratch: RefCell::new(HashMap::new()),
             sums: RefCell::new(None),
@@ -453,28 +467,40 @@ impl CudaBackend {
             }
         };
         let alpha = 1.0f32;
+        let compute = match self.matmul {
+            Matmul::F32 => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC,
+            Matmul::Tf32 => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+            Matmul::Bf16 => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
+        };
+        let f32t = blas_sys::cudaDataType::CUDA_R_32F;
         // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ.
-        // SAFETY: the pointers address live buffers holding the matrices with these shapes and
-        // strides (the callers size them from the same dims).
+        // SAFETY: the pointers address live buffers holding f32 matrices with these shapes and
+        // strides (the callers size them from the same dims); alpha and beta are f32 like the
+        // compute type's scale type.
         unsafe {
-            blas::sgemm(
+            blas::gemm_ex(
                 *self.blas.handle(),
                 t(tb),
                 t(ta),
                 n as i32,
                 m as i32,
                 k as i32,
-                &alpha,
-                b as *const f32,
+                (&alpha as *const f32).cast(),
+                b as *const std::ffi::c_void,
+                f32t,
                 ldb as i32,
-                a as *const f32,
+                a as *const std::ffi::c_void,
+                f32t,
                 lda as i32,
-                &beta,
-                c as *mut f32,
+                (&beta as *const f32).cast(),
+                c as *mut std::ffi::c_void,
+                f32t,
                 ldc as i32,
+                compute,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|e| self.err(op, format!("sgemm {m}×{n}×{k}: {e:?}")))
+        .map_err(|e| self.err(op, format!("GEMM {m}×{n}×{k} ({:?}): {e:?}", self.matmul)))
     }
 
     /// The expanded weight of `lin` with its scales folded in, W'[o, i] = β[o]·Wfull[o, i]·α[i]
@@ -702,6 +728,40 @@ impl CudaBackend {
             0.0,
         )?;
         Ok((s1, s2))
+    }
+
+    /// The tied table [V, d] copied into scratch "table" [ld, d] (ld = [`logits_stride`]) with
+    /// rows V.. zero: the logits GEMMs then run over an aligned vocabulary extent (their padded
+    /// columns come out zero, and the cross-entropy kernels never read them).
+    fn padded_table(
+        &self,
+        eff: &CudaSlice<f32>,
+        table: &Range<usize>,
+        vocab: usize,
+        d: usize,
+    ) -> BackendResult<(u64, usize)> {
+        let ld = logits_stride(vocab);
+        let t = self.scratch("table", ld * d)?;
+        let bytes = vocab * d * 4;
+        // SAFETY: scratch "table" holds ld·d floats; the source is the table's V·d floats.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(
+                t,
+                self.at(eff, table.start),
+                bytes,
+                self.stream.cu_stream(),
+            )
+            .and_then(|()| {
+                cudarc::driver::result::memset_d8_async(
+                    t + bytes as u64,
+                    0,
+                    (ld - vocab) * d * 4,
+                    self.stream.cu_stream(),
+                )
+            })
+        }
+        .map_err(|e| self.err("pad the embedding table", e))?;
+        Ok((t, ld))
     }
 }
 
@@ -1206,16 +1266,17 @@ impl Backend for CudaBackend {
         let loss = self.scratch("loss", n)?;
         match emb {
             EmbRef::Standard { table, vocab, d } => {
-                let logits = self.scratch("logits", CE_ROWS.min(n) * vocab)?;
+                let (tab, ld) = self.padded_table(eff, table, *vocab, *d)?;
+                let logits = self.scratch("logits", CE_ROWS.min(n) * ld)?;
                 for r0 in (0..n).step_by(CE_ROWS) {
                     let rows = CE_ROWS.min(n - r0);
                     self.gemm(
                         "cross-entropy logits",
                         (false, true),
-                        (rows, *vocab, *d),
+                        (rows, ld, *d),
                         (self.at(h, r0 * d), *d),
-                        (self.at(eff, table.start), *d),
-                        (logits, *vocab),
+                        (tab, *d),
+                        (logits, ld),
                         0.0,
                     )?;
                     launch!(
@@ -1226,7 +1287,8 @@ impl Backend for CudaBackend {
                         loss + 4 * r0 as u64,
                         logits,
                         self.ptr(targets) + 4 * r0 as u64,
-                        *vocab as u32
+                        *vocab as u32,
+                        ld as u32
                     );
                 }
             }
@@ -1281,18 +1343,19 @@ impl Backend for CudaBackend {
         let scale = (dloss / n.max(1) as f64) as f32;
         match emb {
             EmbRef::Standard { table, vocab, d } => {
-                let logits = self.scratch("logits", CE_ROWS.min(n) * vocab)?;
-                let (e, ge) = (self.at(eff, table.start), self.at(grads, table.start));
+                let (e, ld) = self.padded_table(eff, table, *vocab, *d)?;
+                let logits = self.scratch("logits", CE_ROWS.min(n) * ld)?;
+                let de = self.scratch("table grad", ld * d)?;
                 for r0 in (0..n).step_by(CE_ROWS) {
                     let rows = CE_ROWS.min(n - r0);
                     let hp = self.at(h, r0 * d);
                     self.gemm(
                         "cross-entropy logits",
                         (false, true),
-                        (rows, *vocab, *d),
+                        (rows, ld, *d),
                         (hp, *d),
                         (e, *d),
-                        (logits, *vocab),
+                        (logits, ld),
                         0.0,
                     )?;
                     launch!(
@@ -1303,13 +1366,16 @@ impl Backend for CudaBackend {
                         self.at(lse, r0),
                         self.ptr(targets) + 4 * r0 as u64,
                         *vocab as u32,
+                        ld as u32,
                         scale
                     );
+                    // The padded columns hold the zero logits of the zero rows, and contribute
+                    // nothing here.
                     self.gemm(
                         "cross-entropy dh",
                         (false, false),
-                        (rows, *d, *vocab),
-                        (logits, *vocab),
+                        (rows, *d, ld),
+                        (logits, ld),
                         (e, *d),
                         (self.at(dh, r0 * d), *d),
                         1.0,
@@ -1317,13 +1383,22 @@ impl Backend for CudaBackend {
                     self.gemm(
                         "cross-entropy dE",
                         (true, false),
-                        (*vocab, *d, rows),
-                        (logits, *vocab),
+                        (ld, *d, rows),
+                        (logits, ld),
                         (hp, *d),
-                        (ge, *d),
-                        1.0,
+                        (de, *d),
+                        if r0 == 0 { 0.0 } else { 1.0 },
                     )?;
                 }
+                let len = (vocab * d) as u64;
+                launch!(
+                    self,
+                    "add_assign_kernel",
+                    elems(len),
+                    self.at(grads, table.start),
+                    de,
+                    len
+                );
             }
             EmbRef::Hash {
                 e1,

@@ -2,7 +2,7 @@
 //! [`Timed`], a backend wrapper that clocks every call of the backend it wraps.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{AdamW, Backend, BackendResult, EmbRef, LinearRef, MixRef};
+use crate::backend::{AdamW, Backend, BackendResult, EmbRef, LinearRef, Mark, MixRef};
 use crate::model::Model;
 use crate::ops::attention::AttnDims;
 use crate::train::load_run_config;
@@ -16,12 +16,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use walsh_canister::sampler::SplitMix64;
 
-/// A backend whose every op is timed by the host clock, waiting for the backend's queue after
-/// each op ([`Backend::sync`]): the split is exact, at the price of the overlap an asynchronous
-/// backend would otherwise get (the total tokens/s of `trainer bench` includes those waits).
+/// A backend whose every op is timed: on an asynchronous backend by two [`Mark`]s (CUDA events)
+/// around it, read once the pass is over ([`Timed::settle`]), so the queue never drains between
+/// ops and each op is charged its device time only; on a synchronous one by the host clock.
+/// The gaps between ops (launch overhead the device waits for) are in no op: the whole-step
+/// time of `trainer bench` minus the ops' sum is their total.
 pub struct Timed<B> {
     pub inner: B,
     times: RefCell<BTreeMap<&'static str, (Duration, u64)>>,
+    /// Marks around each op not yet read.
+    pending: RefCell<Vec<(&'static str, Mark, Mark)>>,
+    /// How the ops were timed ("CUDA events", "host clock").
+    clock_name: std::cell::Cell<&'static str>,
     /// Off: ops run untimed and unsynchronised (for the whole-step tokens/s).
     pub enabled: std::cell::Cell<bool>,
 }
@@ -31,6 +37,8 @@ impl<B: Backend> Timed<B> {
         Timed {
             inner,
             times: RefCell::new(BTreeMap::new()),
+            pending: RefCell::new(Vec::new()),
+            clock_name: std::cell::Cell::new("host clock"),
             enabled: std::cell::Cell::new(true),
         }
     }
@@ -42,21 +50,54 @@ impl<B: Backend> Timed<B> {
         if !self.enabled.get() {
             return f();
         }
+        match self.inner.mark() {
+            Ok(Some(from)) => {
+                let out = f();
+                match self.inner.mark() {
+                    Ok(Some(to)) => self.pending.borrow_mut().push((op, from, to)),
+                    Ok(None) => eprintln!("warning: {op}: the backend stopped recording marks"),
+                    Err(e) => eprintln!("warning: {e}"),
+                }
+                self.clock_name.set("device events");
+                return out;
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("warning: {e} (timing by the host clock instead)"),
+        }
         let start = Instant::now();
         let out = f();
         // An asynchronous backend's op is done when its queue drains: wait, so the time is its.
         if let Err(e) = self.inner.sync() {
             eprintln!("warning: {e}");
         }
+        self.add(op, start.elapsed());
+        out
+    }
+
+    fn add(&self, op: &'static str, d: Duration) {
         let mut times = self.times.borrow_mut();
         let e = times.entry(op).or_default();
-        e.0 += start.elapsed();
+        e.0 += d;
         e.1 += 1;
-        out
+    }
+
+    /// Reads the marks recorded since the last call into the split (waits for the last of them).
+    pub fn settle(&self) -> BackendResult<()> {
+        for (op, from, to) in self.pending.take() {
+            let s = self.inner.elapsed(&from, &to)?;
+            self.add(op, Duration::from_secs_f64(s.max(0.0)));
+        }
+        Ok(())
+    }
+
+    /// How the split was timed.
+    pub fn clock_name(&self) -> &'static str {
+        self.clock_name.get()
     }
 
     pub fn reset(&self) {
         self.times.borrow_mut().clear();
+        self.pending.borrow_mut().clear();
     }
 
     /// (op, total time, calls), slowest first.
@@ -365,6 +406,8 @@ pub struct BenchReport {
     pub steps: usize,
     pub step_time: Duration,
     pub split: Vec<(&'static str, Duration, u64)>,
+    /// How the split was timed ("device events" or "host clock").
+    pub clock: &'static str,
 }
 
 impl BenchReport {
@@ -392,8 +435,13 @@ impl fmt::Display for BenchReport {
         let total: Duration = self.split.iter().map(|s| s.1).sum();
         writeln!(
             f,
-            "{:<22} {:>10} {:>7} {:>8}",
-            "op", "ms/step", "share", "calls"
+            "{:<22} {:>10} {:>7} {:>8}   (each op timed by {}; {:.1} ms/step in all)",
+            "op",
+            "ms/step",
+            "share",
+            "calls",
+            self.clock,
+            total.as_secs_f64() * 1e3 / self.steps as f64
         )?;
         for (op, d, n) in &self.split {
             writeln!(
@@ -465,6 +513,7 @@ pub fn bench<B: Backend<Elem = f32>>(
         if pass == 1 {
             step_time = start.elapsed();
         }
+        model.backend.settle()?;
     }
     Ok(BenchReport {
         config: mcfg.name.clone(),
@@ -475,6 +524,7 @@ pub fn bench<B: Backend<Elem = f32>>(
         steps: steps.max(1),
         step_time,
         split: model.backend.split(),
+        clock: model.backend.clock_name(),
     })
 }
 

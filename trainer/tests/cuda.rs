@@ -15,8 +15,9 @@
 //!   logits, quantize, the sum of squares and AdamW; IEEE f32 GEMMs, within 1e-4 (1e-5 for the
 //!   elementwise ops). Backwards start from non-zero gradients, since they accumulate.
 //! - Training: 50 AdamW steps of each tiny combination from the same initialisation on both
-//!   backends (both GEMM modes); the losses agree within 1% at every step, and no NaN ever
+//!   backends (all three GEMM modes); the losses agree within 1% at every step, and no NaN ever
 //!   appears.
+//! - `trainer bench`'s split on the GPU is timed by CUDA events, op by op.
 
 #![cfg(feature = "cuda")]
 
@@ -66,7 +67,7 @@ fn tiny(algebra: Algebra, embedding: Embedding, head_mixing: bool) -> ModelConfi
     }
 }
 
-fn seed_config(name: &str) -> ModelConfig {
+fn seed_config_path(name: &str) -> std::path::PathBuf {
     // The build's tree, or the current directory's (the GPU machine runs a copied binary).
     let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
     let dir = if built.exists() {
@@ -74,8 +75,13 @@ fn seed_config(name: &str) -> ModelConfig {
     } else {
         "configs".into()
     };
-    let path = dir.join(format!("{name}.toml"));
-    walsh_trainer::train::load_run_config(&path, &[]).unwrap().0
+    dir.join(format!("{name}.toml"))
+}
+
+fn seed_config(name: &str) -> ModelConfig {
+    walsh_trainer::train::load_run_config(&seed_config_path(name), &[])
+        .unwrap()
+        .0
 }
 
 fn combos() -> Vec<ModelConfig> {
@@ -732,5 +738,35 @@ fn quantize_and_adamw_alone_match_the_cpu() {
         &cpu,
         &gpu,
         1e-5,
+    );
+}
+
+#[test]
+fn bench_times_each_op_by_cuda_events() {
+    let report = walsh_trainer::bench::bench(
+        gpu(Matmul::Tf32),
+        &seed_config_path("tinystories-hadamard-hash"),
+        &["batch_size=4".into(), "seq_len=128".into()],
+        3,
+    )
+    .unwrap();
+    eprintln!("{report}");
+    assert_eq!(report.clock, "device events");
+    let ops: Vec<&str> = report.split.iter().map(|s| s.0).collect();
+    for op in [
+        "algebra linear fwd",
+        "attention bwd",
+        "cross-entropy fwd",
+        "adamw",
+    ] {
+        assert!(ops.contains(&op), "{op} missing from the split {ops:?}");
+    }
+    // Device time inside the ops is positive and, unlike host-clock times with a sync after each
+    // op, cannot exceed a whole step's (3 steps; generous for run-to-run variation).
+    let total: f64 = report.split.iter().map(|s| s.1.as_secs_f64()).sum();
+    let step = report.step_time.as_secs_f64();
+    assert!(
+        total > 0.0 && total < 2.0 * step,
+        "ops {total} s, steps {step} s"
     );
 }

@@ -75,6 +75,10 @@ impl EmbRef {
     }
 }
 
+/// A point in an asynchronous backend's queue (a CUDA event): `trainer bench` times each op
+/// between two marks without draining the queue in between.
+pub struct Mark(pub Box<dyn std::any::Any>);
+
 /// AdamW hyperparameters of one step (SPEC-free: the trainer's own, documented in
 /// `docs/TRAINING.md`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,6 +107,21 @@ pub trait Backend {
     /// op its own time.
     fn sync(&self) -> BackendResult<()> {
         Ok(())
+    }
+
+    /// Records a [`Mark`] after the work queued so far; `None` for a synchronous backend, whose
+    /// ops are timed by the host clock.
+    fn mark(&self) -> BackendResult<Option<Mark>> {
+        Ok(None)
+    }
+    /// Seconds of device time from `from` to `to`, two of this backend's marks (waits for `to`).
+    fn elapsed(&self, from: &Mark, to: &Mark) -> BackendResult<f64> {
+        let _ = (from, to);
+        Err(BackendError {
+            backend: self.describe(),
+            op: "elapsed",
+            msg: "this backend records no marks".into(),
+        })
     }
 
     // ---- memory ----

@@ -13,7 +13,7 @@
 //! Buffers are `CudaSlice<f32>`; ops pass raw device pointers (one stream, event tracking off),
 //! and every driver, NVRTC and cuBLAS result is checked and reported with the op's name.
 
-use super::{AdamW, Backend, BackendError, BackendResult, EmbRef, LinearRef, MixRef};
+use super::{AdamW, Backend, BackendError, BackendResult, EmbRef, LinearRef, Mark, MixRef};
 use crate::ops::attention::AttnDims;
 use cudarc::cublas::{CudaBlas, result as blas, sys as blas_sys};
 use cudarc::driver::{
@@ -772,6 +772,26 @@ impl Backend for CudaBackend {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+    fn mark(&self) -> BackendResult<Option<Mark>> {
+        let event = self
+            .stream
+            .record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| self.err("record event", e))?;
+        Ok(Some(Mark(Box::new(event))))
+    }
+    fn elapsed(&self, from: &Mark, to: &Mark) -> BackendResult<f64> {
+        use cudarc::driver::CudaEvent;
+        match (
+            from.0.downcast_ref::<CudaEvent>(),
+            to.0.downcast_ref::<CudaEvent>(),
+        ) {
+            (Some(a), Some(b)) => a
+                .elapsed_ms(b)
+                .map(|ms| f64::from(ms) / 1e3)
+                .map_err(|e| self.err("elapsed", e)),
+            _ => Err(self.err("elapsed", "a mark of another backend")),
+        }
     }
     fn sync(&self) -> BackendResult<()> {
         CudaBackend::sync(self, "synchronize")

@@ -4,7 +4,9 @@
 # prepared in TinyStories' frequency numbering, the books' train.bin xz-compressed to fit the
 # device tool's 64 MiB). TinyStories train-00 is 979K tokens, so the run first reads the books
 # (BOOK_STEPS steps), then resumes on TinyStories to STEPS; both phases evaluate on TinyStories
-# valid.txt, and the run keeps best/, the checkpoint of the lowest validation loss, which it
+# valid.txt (every 500 steps on the books, every TS_EVAL_EVERY = 100 on TinyStories, which the
+# larger models overfit within a few hundred steps), and the run keeps best/, the checkpoint of
+# the lowest validation loss, which it
 # evaluates (trainer eval), packs (--embeddings $EMBEDDINGS, default int8) and evaluates again as
 # a blob (packer eval). Writes to $OUT: the blob (in 15 MB parts NAME.walsh.partNN when larger:
 # the device tool returns files of at most 16 MiB; `cat NAME.walsh.part* > NAME.walsh`), best/
@@ -41,7 +43,7 @@ left() { local l=$((deadline - $(date +%s))); echo $((l > 1 ? l : 1)); }
     timeout -s INT "$(left)" .gpu/trainer train "${common[@]}" --set data=/tmp/books \
         --stop-after "$book_steps" || [ $? = 124 ]
     timeout -s INT "$(left)" .gpu/trainer train "${common[@]}" --set data=.gpu/ts \
-        --resume "$run/checkpoint" || [ $? = 124 ]
+        --set "eval_every=${TS_EVAL_EVERY:-100}" --resume "$run/checkpoint" || [ $? = 124 ]
 } 2>&1 | tee "$out/train.log"
 echo "training wall time: $(($(date +%s) - start)) s" | tee -a "$out/train.log"
 .gpu/trainer plot "$run"

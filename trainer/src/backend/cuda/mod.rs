@@ -25,7 +25,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use walsh_canister::octonion::SIGNS;
 
-const KERNELS: &str = include_str!("kernels.cu");
+const KERNELS: &str = concat!(include_str!("kernels.cu"), include_str!("attention_tc.cu"));
 const KERNEL_NAMES: &[&str] = &[
     "add_kernel",
     "add_assign_kernel",
@@ -69,6 +69,42 @@ const KERNEL_NAMES: &[&str] = &[
     "hash_logits_kernel",
     "sum_squares_kernel",
     "adamw_kernel",
+];
+/// The tensor-core attention kernels (attention_tc.cu: mma.sync TF32, compute capability 8.0 and
+/// up), by head size: forward, dq, dk+dv.
+const TC_ATTENTION: &[(usize, [&str; 3])] = &[
+    (
+        8,
+        [
+            "flash_forward_tc_8",
+            "flash_backward_q_tc_8",
+            "flash_backward_kv_tc_8",
+        ],
+    ),
+    (
+        16,
+        [
+            "flash_forward_tc_16",
+            "flash_backward_q_tc_16",
+            "flash_backward_kv_tc_16",
+        ],
+    ),
+    (
+        32,
+        [
+            "flash_forward_tc_32",
+            "flash_backward_q_tc_32",
+            "flash_backward_kv_tc_32",
+        ],
+    ),
+    (
+        64,
+        [
+            "flash_forward_tc_64",
+            "flash_backward_q_tc_64",
+            "flash_backward_kv_tc_64",
+        ],
+    ),
 ];
 /// Rows of logits materialised at once by the standard cross-entropy (bounds its N×V scratch).
 const CE_ROWS: usize = 4096;
@@ -161,6 +197,9 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     matmul: Matmul,
+    /// Attention on tensor cores (attention_tc.cu): in the TF32 and bf16 modes on compute
+    /// capability 8.0 and up, unless `WALSH_ATTENTION=cores` asks for the CUDA-core kernels.
+    tc_attention: bool,
     funcs: HashMap<&'static str, CudaFunction>,
     /// Scratch buffers by purpose, grown on demand.
     scratch: RefCell<HashMap<&'static str, CudaSlice<f32>>>,
@@ -277,7 +316,9 @@ impl CudaBackend {
             .load_module(ptx)
             .map_err(|e| err("load module", e.to_string()))?;
         let mut funcs = HashMap::new();
-        for name in KERNEL_NAMES {
+        let tc = major >= 8;
+        let tc_names = TC_ATTENTION.iter().flat_map(|(_, n)| n.iter());
+        for name in KERNEL_NAMES.iter().chain(tc_names.filter(|_| tc)) {
             let f = module
                 .load_function(name)
                 .map_err(|e| err("load function", format!("{name}: {e}")))?;
@@ -299,6 +340,9 @@ impl CudaBackend {
             stream,
             blas,
             matmul,
+            tc_attention: tc
+                && matmul != Matmul::F32
+                && std::env::var("WALSH_ATTENTION").as_deref() != Ok("cores"),
             funcs,
             scratch: RefCell::new(HashMap::new()),
             sums: RefCell::new(None),
@@ -388,7 +432,8 @@ impl CudaBackend {
     }
 
     /// The flash-attention kernels (forward, dq, dk+dv) compiled for the smallest head size
-    /// ≥ hd, their launch shape (one block per (b, h) and ATT_Q = 64 rows), and (T, H, hd).
+    /// ≥ hd, their launch shape (one block per (b, h) and 64 rows: one row a thread on CUDA cores,
+    /// 16 a warp on tensor cores), and (T, H, hd).
     #[allow(clippy::type_complexity)]
     fn flash(
         &self,
@@ -396,6 +441,24 @@ impl CudaBackend {
         dims: AttnDims,
     ) -> BackendResult<([&'static str; 3], LaunchConfig, [u32; 3])> {
         const ATT_Q: usize = 64;
+        let tc = TC_ATTENTION
+            .iter()
+            .find(|(hd, _)| self.tc_attention && dims.head_dim <= *hd);
+        let batch = len / (dims.seq_len * dims.d());
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (batch * dims.n_head) as u32,
+                dims.seq_len.div_ceil(ATT_Q) as u32,
+                1,
+            ),
+            // attention_tc.cu's TC_WARPS warps of 16 rows.
+            block_dim: (if tc.is_some() { 128 } else { ATT_Q as u32 }, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let dims_u32 = [dims.seq_len, dims.n_head, dims.head_dim].map(|x| x as u32);
+        if let Some((_, names)) = tc {
+            return Ok((*names, cfg, dims_u32));
+        }
         let kernels = match dims.head_dim {
             0..=8 => [
                 "flash_forward_8",
@@ -429,18 +492,7 @@ impl CudaBackend {
                 ));
             }
         };
-        let batch = len / (dims.seq_len * dims.d());
-        let cfg = LaunchConfig {
-            grid_dim: (
-                (batch * dims.n_head) as u32,
-                dims.seq_len.div_ceil(ATT_Q) as u32,
-                1,
-            ),
-            block_dim: (ATT_Q as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let dims = [dims.seq_len, dims.n_head, dims.head_dim].map(|x| x as u32);
-        Ok((kernels, cfg, dims))
+        Ok((kernels, cfg, dims_u32))
     }
 
     /// Row-major C[m, n] = op(A)[m, k] · op(B)[k, n] + beta·C, where op transposes when `ta`/`tb`

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repository root, with .gpu/ carried (trainer/gpu/build.sh):
 # the CUDA backend against the CPU backend (trainer/tests/cuda.rs), then `trainer bench` of the
-# three seed configs (GEMM modes in $MODES, default "tf32 bf16"). Logs go to $OUT (the device tool's) or
+# three seed configs (GEMM modes in $MODES, default "tf32 bf16"; attention kernels in $ATTENTIONS,
+# default "cores tc"). Logs go to $OUT (the device tool's) or
 # /tmp/gpu-check; the last lines printed are the summary. Exit status: the tests'.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-check}
@@ -11,8 +12,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 tests=${PIPESTATUS[0]}
 for c in tinystories-hadamard-hash tinystories-hadamard tinystories-octonion; do
     for m in ${MODES:-tf32 bf16}; do
-        echo "== $c --matmul $m"
-        .gpu/trainer bench --config "configs/$c.toml" --device cuda --matmul "$m" --steps 10
+        # Attention on CUDA cores (the default) and on tensor cores (WALSH_ATTENTION=tc).
+        for a in ${ATTENTIONS:-cores tc}; do
+            echo "== $c --matmul $m, attention on $a"
+            WALSH_ATTENTION=$a .gpu/trainer bench --config "configs/$c.toml" --device cuda \
+                --matmul "$m" --steps 10
+        done
     done
 done 2>&1 | tee "$out/bench.log"
 # PROFILE=1 (or 2): every kernel's GPU time in one step of $PROFILE_CONFIG (default the hash model;

@@ -197,9 +197,12 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     matmul: Matmul,
-    /// Attention on tensor cores (attention_tc.cu): in the TF32 and bf16 modes on compute
-    /// capability 8.0 and up, unless `WALSH_ATTENTION=cores` asks for the CUDA-core kernels.
+    /// Attention on tensor cores (attention_tc.cu) rather than CUDA cores: opt-in
+    /// (`WALSH_ATTENTION=tc` or [`CudaBackend::set_tensor_core_attention`]) until the kernels
+    /// have passed trainer/tests/cuda.rs on a GPU.
     tc_attention: bool,
+    /// Compute capability 8.0 or more: the tensor-core kernels were compiled and loaded.
+    tc_available: bool,
     funcs: HashMap<&'static str, CudaFunction>,
     /// Scratch buffers by purpose, grown on demand.
     scratch: RefCell<HashMap<&'static str, CudaSlice<f32>>>,
@@ -335,20 +338,50 @@ impl CudaBackend {
         unsafe { blas_sys::cublasSetMathMode(*blas.handle(), mode) }
             .result()
             .map_err(|e| err("cuBLAS math mode", format!("{e:?}")))?;
-        Ok(CudaBackend {
+        let mut backend = CudaBackend {
             name: format!("{tag} ({gpu}, sm_{major}{minor}, {matmul:?} matmul)"),
             stream,
             blas,
             matmul,
-            tc_attention: tc
-                && matmul != Matmul::F32
-                && std::env::var("WALSH_ATTENTION").as_deref() != Ok("cores"),
+            tc_attention: false,
+            tc_available: tc,
             funcs,
             scratch: RefCell::new(HashMap::new()),
             sums: RefCell::new(None),
             coef: RefCell::new(HashMap::new()),
             mask: RefCell::new(None),
-        })
+        };
+        match std::env::var("WALSH_ATTENTION").as_deref() {
+            Err(_) | Ok("cores") => {}
+            Ok("tc") => backend.set_tensor_core_attention(true)?,
+            Ok(other) => {
+                return Err(err(
+                    "WALSH_ATTENTION",
+                    format!("{other:?}: expected \"tc\" (tensor cores) or \"cores\""),
+                ));
+            }
+        }
+        Ok(backend)
+    }
+
+    /// Runs attention on tensor cores (attention_tc.cu: TF32 operands, f32 accumulation) for
+    /// head sizes up to 64, or on CUDA cores (exact f32). Tensor cores need compute capability
+    /// 8.0 and a TF32 or bf16 matmul mode (the f32 mode promises IEEE f32 products).
+    pub fn set_tensor_core_attention(&mut self, on: bool) -> BackendResult<()> {
+        if on && !self.tc_available {
+            return Err(self.err(
+                "tensor-core attention",
+                "needs compute capability 8.0 or newer",
+            ));
+        }
+        if on && self.matmul == Matmul::F32 {
+            return Err(self.err(
+                "tensor-core attention",
+                "the f32 matmul mode keeps IEEE f32 products; use --matmul tf32 or bf16",
+            ));
+        }
+        self.tc_attention = on;
+        Ok(())
     }
 
     fn err(&self, op: &'static str, e: impl std::fmt::Display) -> BackendError {

@@ -145,9 +145,23 @@ extern "C" __global__ void expand_hadamard_kernel(float* full, float* raw, const
     }
 }
 
+// One step of recursive halving over a warp: a lane keeps the S of its 2S values whose index bit
+// S equals its own lane bit S, adding its partner's copy of them. S is a template constant so that
+// every index is one at compile time and v stays in registers (a loop over S left it in local
+// memory: ptxas reported a 128-byte stack frame).
+template <int S>
+__device__ __forceinline__ void halve(float* v, u32 lane) {
+    bool upper = lane & S;
+#pragma unroll
+    for (int k = 0; k < S; k++) {
+        float lo = v[k], hi = v[k + S];
+        v[k] = (upper ? hi : lo) + __shfl_xor_sync(0xffffffff, upper ? lo : hi, S);
+    }
+}
+
 // fold_kernel for A = 32: a warp per (r, c), lane J: FHT over I of β·D·α's column J·m + c, times
 // h(g, J), then summed over the lanes by recursive halving, after which lane g holds dW[g, r, c].
-extern "C" __global__ void __launch_bounds__(256) fold_hadamard_kernel(float* dw, const float* d, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
+extern "C" __global__ void __launch_bounds__(64) fold_hadamard_kernel(float* dw, const float* d, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
     u32 J = threadIdx.x % 32;
     u64 pair = (u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (pair >= (u64)n * m) return;
@@ -164,18 +178,11 @@ extern "C" __global__ void __launch_bounds__(256) fold_hadamard_kernel(float* dw
     fht32(v);
 #pragma unroll
     for (int g = 0; g < 32; g++) v[g] *= hsign(g, J);
-    // Recursive halving: at each step a lane keeps the half of its values whose index bit s
-    // equals its own lane bit s, adding its partner's copy of them.
-#pragma unroll
-    for (int s = 16; s >= 1; s >>= 1) {
-        bool upper = J & s;
-#pragma unroll
-        for (int k = 0; k < s; k++) {
-            float send = upper ? v[k] : v[k + s];
-            float keep = upper ? v[k + s] : v[k];
-            v[k] = keep + __shfl_xor_sync(0xffffffff, send, s);
-        }
-    }
+    halve<16>(v, J);
+    halve<8>(v, J);
+    halve<4>(v, J);
+    halve<2>(v, J);
+    halve<1>(v, J);
     dw[((u64)J * n + r) * m + c] += v[0] * (1.0f / 32.0f);
 }
 

@@ -600,7 +600,13 @@ impl CudaBackend {
             launch!(
                 self,
                 "expand_hadamard_kernel",
-                elems((n * a * m) as u64),
+                // Small blocks: a 512 × 512 weight is only 8,192 threads (one 32-point FHT
+                // each), which blocks of 256 put on 32 of an H200's 132 SMs.
+                LaunchConfig {
+                    grid_dim: ((n * a * m).div_ceil(64) as u32, 1, 1),
+                    block_dim: (64, 1, 1),
+                    shared_mem_bytes: 0,
+                },
                 full,
                 raw,
                 self.at(eff, lin.weight),
@@ -727,9 +733,10 @@ impl CudaBackend {
             launch!(
                 self,
                 "fold_hadamard_kernel",
+                // Two warps (two (r, c) pairs) a block, for the same reason as the expansion's.
                 LaunchConfig {
-                    grid_dim: ((n * m).div_ceil(8) as u32, 1, 1),
-                    block_dim: (256, 1, 1),
+                    grid_dim: ((n * m).div_ceil(2) as u32, 1, 1),
+                    block_dim: (64, 1, 1),
                     shared_mem_bytes: 0,
                 },
                 self.at(grads, lin.weight),

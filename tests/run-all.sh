@@ -9,4 +9,7 @@ rustup component add rustfmt clippy
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The CUDA backend builds without a GPU or CUDA toolkit (its libraries load at run time); its
+# tests run only on a GPU machine (trainer/gpu/check.sh), but here it must at least compile.
+cargo clippy -p walsh-trainer --features cuda --all-targets -- -D warnings
 cargo test --workspace

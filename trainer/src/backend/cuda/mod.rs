@@ -474,9 +474,11 @@ impl CudaBackend {
         dims: AttnDims,
     ) -> BackendResult<([&'static str; 3], LaunchConfig, [u32; 3])> {
         const ATT_Q: usize = 64;
-        let tc = TC_ATTENTION
-            .iter()
-            .find(|(hd, _)| self.tc_attention && dims.head_dim <= *hd);
+        let tc = if self.tc_attention {
+            TC_ATTENTION.iter().find(|(hd, _)| dims.head_dim <= *hd)
+        } else {
+            None
+        };
         let batch = len / (dims.seq_len * dims.d());
         let cfg = LaunchConfig {
             grid_dim: (

@@ -26,7 +26,7 @@ pub struct Timed<B> {
     times: RefCell<BTreeMap<&'static str, (Duration, u64)>>,
     /// Marks around each op not yet read.
     pending: RefCell<Vec<(&'static str, Mark, Mark)>>,
-    /// How the ops were timed ("CUDA events", "host clock").
+    /// How the ops were timed ("device events" or "host clock").
     clock_name: std::cell::Cell<&'static str>,
     /// Off: ops run untimed and unsynchronised (for the whole-step tokens/s).
     pub enabled: std::cell::Cell<bool>,

@@ -2,7 +2,7 @@
 # Runs on the GPU machine, from the repository root, with .gpu/ carried (trainer/gpu/build.sh):
 # the CUDA backend against the CPU backend (trainer/tests/cuda.rs), then `trainer bench` of the
 # three seed configs (GEMM modes in $MODES, default "tf32 bf16"; attention kernels in $ATTENTIONS,
-# default "cores tc"). Logs go to $OUT (the device tool's) or
+# default "tc" (tensor cores, the default there) and "cores"). Logs go to $OUT (the device tool's) or
 # /tmp/gpu-check; the last lines printed are the summary. Exit status: the tests'.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-check}
@@ -12,20 +12,21 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 tests=${PIPESTATUS[0]}
 for c in tinystories-hadamard-hash tinystories-hadamard tinystories-octonion; do
     for m in ${MODES:-tf32 bf16}; do
-        # Attention on CUDA cores (the default) and on tensor cores (WALSH_ATTENTION=tc).
-        for a in ${ATTENTIONS:-cores tc}; do
+        # Attention on tensor cores (the default) and on CUDA cores (WALSH_ATTENTION=cores).
+        for a in ${ATTENTIONS:-tc cores}; do
             echo "== $c --matmul $m, attention on $a"
             WALSH_ATTENTION=$a .gpu/trainer bench --config "configs/$c.toml" --device cuda \
                 --matmul "$m" --steps 10
         done
     done
 done 2>&1 | tee "$out/bench.log"
-# PROFILE=1 (or 2): every kernel's GPU time in one step of $PROFILE_CONFIG (default the hash model;
-# Nsight Compute, one metric), summed by kernel name, largest first.
+# PROFILE=1 (or 2): every kernel's GPU time in one step of $PROFILE_CONFIG (default the hash model)
+# in matmul mode $PROFILE_MATMUL (default tf32; Nsight Compute, one metric), summed by kernel name,
+# largest first.
 if [ "${PROFILE:-0}" != 0 ] && command -v ncu >/dev/null; then
     timeout 240 ncu --csv --page raw --metrics gpu__time_duration.sum \
         .gpu/trainer bench --config "configs/${PROFILE_CONFIG:-tinystories-hadamard-hash}.toml" --device cuda \
-        --steps 1 >"$out/ncu.csv" 2>"$out/ncu.err" || echo "ncu failed: $(tail -n 3 "$out/ncu.err")"
+        --matmul "${PROFILE_MATMUL:-tf32}" --steps 1 >"$out/ncu.csv" 2>"$out/ncu.err" || echo "ncu failed: $(tail -n 3 "$out/ncu.err")"
     python3 - "$out/ncu.csv" <<'PY' | tee "$out/kernels.txt"
 import csv, collections, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if r]

@@ -153,6 +153,16 @@ impl<B: Backend> Backend for Timed<B> {
             self.inner.quantize(eff, params, ternary, quantize)
         })
     }
+    fn prepare_weights(
+        &self,
+        eff: &B::Buf,
+        linears: &[&LinearRef],
+        mixes: &[&MixRef],
+    ) -> BackendResult<()> {
+        self.clock("prepare weights", || {
+            self.inner.prepare_weights(eff, linears, mixes)
+        })
+    }
     fn embed_forward(
         &self,
         out: &mut B::Buf,

@@ -37,12 +37,15 @@ fn gpu(matmul: Matmul) -> CudaBackend {
     CudaBackend::new(0, matmul).expect("a CUDA GPU (these tests run on the GPU machine)")
 }
 
-/// Relative tolerances (loss, gradients, logits) of a GEMM mode.
+/// Relative tolerances (loss, gradients, logits) of a GEMM mode. bf16 operands (8-bit mantissas,
+/// 2^-9 relative rounding) put the worst tensor's gradient 1.1-2.2 % off the f32 reference on a
+/// H200 (2026-12-01), against 2.6e-3 for TF32; the worst were β gradients, sums over every token
+/// and input with much cancellation.
 fn tolerances(matmul: Matmul) -> (f64, f32, f32) {
     match matmul {
         Matmul::F32 => (1e-4, 1e-3, 1e-4),
         Matmul::Tf32 => (1e-3, 1e-2, 1e-2),
-        Matmul::Bf16 => (1e-2, 2e-2, 2e-2),
+        Matmul::Bf16 => (1e-2, 3e-2, 2e-2),
     }
 }
 
@@ -613,6 +616,7 @@ fn embedding_and_loss_on<B: Backend<Elem = f32>>(
     tokens: &[u32],
     h: &[f32],
     dy: &[f32],
+    interleave: bool,
 ) -> (f64, Vec<Vec<f32>>) {
     let d = match emb {
         walsh_trainer::backend::EmbRef::Standard { d, .. }
@@ -631,12 +635,19 @@ fn embedding_and_loss_on<B: Backend<Elem = f32>>(
     let loss = b
         .cross_entropy_forward(&mut lse, &hb, &toks, &eff, emb)
         .unwrap();
+    let rows = 4;
+    let first = b.upload(&h[..rows * d]).unwrap();
+    if interleave {
+        // Another forward in between: the backward cannot reuse what the first one kept.
+        let mut lse2 = b.zeros(rows).unwrap();
+        let toks2 = b.upload_tokens(&tokens[..rows]).unwrap();
+        b.cross_entropy_forward(&mut lse2, &first, &toks2, &eff, emb)
+            .unwrap();
+    }
     let mut dh = b.upload(&vec![0.5; n * d]).unwrap();
     b.cross_entropy_backward(&mut dh, &mut grads, 0.5, &hb, &toks, &lse, &eff, emb)
         .unwrap();
-    let rows = 4;
     let mut logits = b.zeros(rows * emb.vocab()).unwrap();
-    let first = b.upload(&h[..rows * d]).unwrap();
     b.logits(&mut logits, &first, &eff, emb).unwrap();
     let out = [&e, &lse, &dh, &grads, &logits].map(|v| b.download(v).unwrap());
     (loss, out.into())
@@ -647,9 +658,10 @@ fn embeddings_and_cross_entropy_alone_match_the_cpu() {
     use walsh_trainer::backend::EmbRef;
     let mut rng = op_rng();
     let (vocab, d) = (50257, 512);
-    // (embedding, rows): standard at a few hundred rows (the CPU reference is V·d per row), hash
-    // with the seed's 1021 buckets (the factored kernels, V ≤ B²) and with 29 (V > B²).
-    for (buckets, n) in [(0usize, 384usize), (1021, 32 * 256), (29, 512)] {
+    // (embedding, rows): standard at just over the 4096 rows the GPU takes at once (the CPU
+    // reference is V·d per row), hash with the seed's 1021 buckets (the factored kernels,
+    // V ≤ B²) and with 29 (V > B²).
+    for (buckets, n) in [(0usize, 4096 + 64), (1021, 32 * 256), (29, 512)] {
         let (emb, len) = if buckets == 0 {
             (
                 EmbRef::Standard {
@@ -678,21 +690,40 @@ fn embeddings_and_cross_entropy_alone_match_the_cpu() {
             .collect();
         let h = uniform(&mut rng, n * d, 0.0, 1.0);
         let dy = uniform(&mut rng, n * d, 0.0, 1.0);
-        let (lc, cpu) =
-            embedding_and_loss_on(&CpuBackend::<f32>::new(), &emb, &params, &tokens, &h, &dy);
-        let (lg, gpu) = embedding_and_loss_on(&gpu(Matmul::F32), &emb, &params, &tokens, &h, &dy);
-        let what = format!("embedding + cross-entropy, buckets {buckets}, {n} rows");
-        assert!(
-            ((lc - lg) / lc).abs() < 1e-5,
-            "{what}: loss cpu {lc} gpu {lg}"
-        );
-        agree(
-            &what,
-            &["embed", "lse", "dh", "grads", "logits"],
-            &cpu,
-            &gpu,
-            1e-4,
-        );
+        let cpu_backend = CpuBackend::<f32>::new();
+        let (lc, cpu) = embedding_and_loss_on(&cpu_backend, &emb, &params, &tokens, &h, &dy, false);
+        // f32 GEMMs to f32 rounding; the standard embedding's bf16 mode (its own code path: bf16
+        // copies of the table and h, bf16 logits kept from the forward for the backward, or
+        // recomputed when another forward came between) within bf16 rounding.
+        let modes: &[(Matmul, bool, f64, f32)] = if buckets == 0 {
+            &[
+                (Matmul::F32, false, 1e-5, 1e-4),
+                (Matmul::Bf16, false, 1e-3, 2e-2),
+                (Matmul::Bf16, true, 1e-3, 2e-2),
+            ]
+        } else {
+            &[(Matmul::F32, false, 1e-5, 1e-4)]
+        };
+        for &(matmul, interleave, tol_loss, tol) in modes {
+            let b = gpu(matmul);
+            let (lg, gpu) = embedding_and_loss_on(&b, &emb, &params, &tokens, &h, &dy, interleave);
+            let what = format!(
+                "embedding + cross-entropy, buckets {buckets}, {n} rows, {matmul:?}{}",
+                if interleave { ", recomputed" } else { "" }
+            );
+            eprintln!("{what}: loss cpu {lc} gpu {lg}");
+            assert!(
+                ((lc - lg) / lc).abs() < tol_loss,
+                "{what}: loss cpu {lc} gpu {lg}"
+            );
+            agree(
+                &what,
+                &["embed", "lse", "dh", "grads", "logits"],
+                &cpu,
+                &gpu,
+                tol,
+            );
+        }
     }
 }
 

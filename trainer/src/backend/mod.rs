@@ -148,6 +148,21 @@ pub trait Backend {
         quantize: bool,
     ) -> BackendResult<()>;
 
+    /// Called by the model after every [`Backend::quantize`] with all its AlgebraLinears and
+    /// head mixings: a backend may derive per-step forms of their weights from `eff` here, valid
+    /// until the next `quantize` (the CUDA backend expands each to one dense matrix once a step
+    /// rather than in every forward and backward). Ops whose weights were not prepared this way
+    /// derive what they need themselves.
+    fn prepare_weights(
+        &self,
+        eff: &Self::Buf,
+        linears: &[&LinearRef],
+        mixes: &[&MixRef],
+    ) -> BackendResult<()> {
+        let _ = (eff, linears, mixes);
+        Ok(())
+    }
+
     // ---- layers (forward overwrites; backward accumulates into inputs' and params' grads) ----
     fn embed_forward(
         &self,

@@ -8,7 +8,7 @@
 
 pub mod layout;
 
-use crate::backend::{Backend, BackendResult};
+use crate::backend::{Backend, BackendResult, LinearRef, MixRef};
 use crate::ops::attention::AttnDims;
 use crate::ops::rope::rope_table;
 use crate::ops::{Real, cast};
@@ -175,7 +175,14 @@ impl<B: Backend> Model<B> {
     pub fn quantize(&mut self) -> BackendResult<()> {
         let ternary = self.layout.ternary_ranges();
         self.backend
-            .quantize(&mut self.eff, &self.params, &ternary, self.quantize)
+            .quantize(&mut self.eff, &self.params, &ternary, self.quantize)?;
+        let layers = &self.layout.layers;
+        let linears: Vec<&LinearRef> = layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .collect();
+        let mixes: Vec<&MixRef> = layers.iter().filter_map(|l| l.mix.as_ref()).collect();
+        self.backend.prepare_weights(&self.eff, &linears, &mixes)
     }
 
     pub fn zero_grads(&mut self) -> BackendResult<()> {

@@ -19,6 +19,39 @@ extern "C" __global__ void add_assign_kernel(float* dst, const float* src, u64 n
     GRID_STRIDE(i, n) dst[i] += src[i];
 }
 
+// ---------------------------------------------------------------- bf16 operands
+// The bf16 matmul mode hands cuBLAS bf16 operands (f32 accumulation): its FAST_16BF compute type
+// on f32 operands ran at TF32's speed. bf16 is the top half of an f32, rounded to nearest even;
+// a NaN stays a NaN (NVRTC has no cuda_bf16.h without the toolkit's include path).
+typedef unsigned short u16;
+__device__ __forceinline__ u16 to_bf16(float x) {
+    u32 b = __float_as_uint(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    return (u16)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+// out[i] = bf16(in[i]) for i < n, 0 for n ≤ i < n_padded (a zero-padded operand).
+extern "C" __global__ void to_bf16_kernel(u16* out, const float* in, u64 n, u64 n_padded) {
+    GRID_STRIDE(i, n_padded) out[i] = i < n ? to_bf16(in[i]) : (u16)0;
+}
+
+// to_bf16_kernel four at a time (16-byte loads, 8-byte stores) where `in` is 16-byte and `out`
+// 8-byte aligned: a cast is all memory traffic.
+extern "C" __global__ void to_bf16_x4_kernel(u16* out, const float* in, u64 n, u64 n_padded) {
+    GRID_STRIDE(j, (n_padded + 3) / 4) {
+        u64 e = 4 * j;
+        if (e + 4 <= n && e + 4 <= n_padded) {
+            float4 x = ((const float4*)in)[j];
+            uint2 w;
+            w.x = (u32)to_bf16(x.x) | ((u32)to_bf16(x.y) << 16);
+            w.y = (u32)to_bf16(x.z) | ((u32)to_bf16(x.w) << 16);
+            ((uint2*)out)[j] = w;
+        } else {
+            for (u64 i = e; i < e + 4 && i < n_padded; i++) out[i] = i < n ? to_bf16(in[i]) : (u16)0;
+        }
+    }
+}
+
 // ---------------------------------------------------------------- ternary quantization
 
 // sum[0] += Σ |w| (f64), for γ = mean|W|.
@@ -123,26 +156,37 @@ __device__ __forceinline__ void fht32(float* v) {
 
 // expand_kernel for A = 32: one thread per (r, J, c), c fastest (loads of W and stores of each
 // block row coalesced); it writes column J·m + c of all 32 block rows I.
-extern "C" __global__ void expand_hadamard_kernel(float* full, float* raw, const float* w, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
-    u64 total = (u64)n * 32 * m;
-    GRID_STRIDE(idx, total) {
-        u32 c = idx % m, J = (idx / m) % 32;
-        u64 r = idx / (32 * (u64)m);
-        float v[32];
+// Element idx < n·32·m of expand_hadamard_kernel's work: one column of one block row.
+__device__ __forceinline__ void expand_hadamard_at(u64 idx, float* full, float* raw, const float* w, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
+    u32 c = idx % m, J = (idx / m) % 32;
+    u64 r = idx / (32 * (u64)m);
+    float v[32];
 #pragma unroll
-        for (int g = 0; g < 32; g++) v[g] = hsign(g, J) * w[((u64)g * n + r) * m + c];
-        fht32(v);
-        u64 col = (u64)J * m + c;
-        float a = alpha ? alpha[col] : 1.0f;
+    for (int g = 0; g < 32; g++) v[g] = hsign(g, J) * w[((u64)g * n + r) * m + c];
+    fht32(v);
+    u64 col = (u64)J * m + c;
+    float a = alpha ? alpha[col] : 1.0f;
 #pragma unroll
-        for (int i = 0; i < 32; i++) {
-            u64 row = (u64)i * n + r;
-            float x = v[i] * (1.0f / 32.0f);
-            u64 at = row * (32 * (u64)m) + col;
-            if (raw) raw[at] = x;
-            full[at] = beta[row % beta_len] * x * a;
-        }
+    for (int i = 0; i < 32; i++) {
+        u64 row = (u64)i * n + r;
+        float x = v[i] * (1.0f / 32.0f);
+        u64 at = row * (32 * (u64)m) + col;
+        if (raw) raw[at] = x;
+        full[at] = beta[row % beta_len] * x * a;
     }
+}
+
+extern "C" __global__ void expand_hadamard_kernel(float* full, float* raw, const float* w, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
+    GRID_STRIDE(idx, (u64)n * 32 * m) expand_hadamard_at(idx, full, raw, w, alpha, beta, beta_len, n, m);
+}
+
+// Every Hadamard weight of a model in one launch (a single 512 × 512 one is 8,192 threads, too few
+// to fill a GPU): blockIdx.y picks a job of 7 words, {full, raw, w, alpha, beta, beta_len | n << 32, m}.
+extern "C" __global__ void expand_hadamard_many_kernel(const u64* jobs) {
+    const u64* j = jobs + 7 * (u64)blockIdx.y;
+    u32 beta_len = (u32)j[5], n = (u32)(j[5] >> 32), m = (u32)j[6];
+    GRID_STRIDE(idx, (u64)n * 32 * m)
+        expand_hadamard_at(idx, (float*)j[0], (float*)j[1], (const float*)j[2], (const float*)j[3], (const float*)j[4], beta_len, n, m);
 }
 
 // One step of recursive halving over a warp: a lane keeps the S of its 2S values whose index bit
@@ -287,29 +331,30 @@ extern "C" __global__ void rmsnorm_kernel(float* out, float* rstd, const float* 
     for (u32 c = threadIdx.x; c < d; c += blockDim.x) out[row * d + c] = x[c] * rs * gain[c];
 }
 
-// dx += rs·(g⊙dy) − rs³/d · x · Σ(g⊙dy⊙x)
-extern "C" __global__ void rmsnorm_backward_kernel(float* dinp, const float* dout, const float* inp, const float* rstd, const float* gain, u32 d) {
+// dx += rs·(g⊙dy) − rs³/d · x · Σ(g⊙dy⊙x) and dgain[c] += Σ_r dy[r,c] x[r,c] rstd[r], over a
+// block of `rows_per_block` rows: x and dy are read once, the gain's partial sums stay in
+// (dynamic, d floats of) shared memory, one atomic per column and block.
+extern "C" __global__ void rmsnorm_backward_kernel(float* dinp, float* dgain, const float* dout, const float* inp, const float* rstd, const float* gain, u64 rows, u32 d, u32 rows_per_block) {
     __shared__ float shared[32];
-    u64 row = blockIdx.x;
-    const float* x = inp + row * d;
-    const float* dy = dout + row * d;
-    float rs = rstd[row];
-    float dot = 0.0f;
-    for (u32 c = threadIdx.x; c < d; c += blockDim.x) dot += dy[c] * gain[c] * x[c];
-    dot = block_sum(dot, shared);
-    float k = rs * rs * rs * dot / d;
-    for (u32 c = threadIdx.x; c < d; c += blockDim.x) dinp[row * d + c] += rs * gain[c] * dy[c] - k * x[c];
-}
-
-// dgain[c] += Σ_r dy[r,c] x[r,c] rstd[r]
-extern "C" __global__ void rmsnorm_gain_kernel(float* dgain, const float* dout, const float* inp, const float* rstd, u64 rows, u32 d, u64 rows_per_chunk) {
-    u32 c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= d) return;
-    u64 r0 = (u64)blockIdx.y * rows_per_chunk;
-    u64 r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
-    float acc = 0.0f;
-    for (u64 r = r0; r < r1; r++) acc += dout[r * d + c] * inp[r * d + c] * rstd[r];
-    atomicAdd(&dgain[c], acc);
+    extern __shared__ float gsum[];
+    for (u32 c = threadIdx.x; c < d; c += blockDim.x) gsum[c] = 0.0f;
+    u64 r0 = (u64)blockIdx.x * rows_per_block;
+    u64 r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
+    for (u64 row = r0; row < r1; row++) {
+        const float* x = inp + row * d;
+        const float* dy = dout + row * d;
+        float rs = rstd[row];
+        float dot = 0.0f;
+        for (u32 c = threadIdx.x; c < d; c += blockDim.x) {
+            float xy = dy[c] * x[c];
+            dot += xy * gain[c];
+            gsum[c] += xy * rs;  // column c is this thread's alone
+        }
+        dot = block_sum(dot, shared);
+        float k = rs * rs * rs * dot / d;
+        for (u32 c = threadIdx.x; c < d; c += blockDim.x) dinp[row * d + c] += rs * gain[c] * dy[c] - k * x[c];
+    }
+    for (u32 c = threadIdx.x; c < d; c += blockDim.x) atomicAdd(&dgain[c], gsum[c]);
 }
 
 // ---------------------------------------------------------------- RoPE
@@ -566,6 +611,54 @@ extern "C" __global__ void ce_backward_kernel(float* logits, const float* lse, c
     for (u32 i = threadIdx.x; i < v; i += blockDim.x) {
         float p = expf(l[i] - z);
         l[i] = scale * (p - (i == t ? 1.0f : 0.0f));
+    }
+}
+
+// The bf16 mode's cross-entropy: logits [rows, ld] in bf16 (the GEMM writes them so, half the
+// bytes of f32), read two at a time (ld is even). Forward: as ce_forward_kernel.
+__device__ __forceinline__ float bf16_lo(u32 w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(u32 w) { return __uint_as_float(w & 0xffff0000u); }
+
+extern "C" __global__ void ce_forward_bf16_kernel(float* lse, float* loss, const u32* logits, const u32* targets, u32 v, u32 ld) {
+    __shared__ float shared[32];
+    u64 row = blockIdx.x;
+    const u32* l = logits + row * (ld / 2);
+    float m = -INFINITY, s = 0.0f;
+    for (u32 i = threadIdx.x; 2 * i < v; i += blockDim.x) {
+        u32 w = l[i];
+        float pair[2] = {bf16_lo(w), bf16_hi(w)};
+        for (int k = 0; k < 2 && 2 * i + k < v; k++) {
+            float x = pair[k];
+            if (x > m) { s *= expf(m - x); m = x; }
+            s += expf(x - m);
+        }
+    }
+    float mx = block_max(m, shared);
+    s = block_sum(m == -INFINITY ? 0.0f : s * expf(m - mx), shared);
+    if (threadIdx.x == 0) {
+        u32 t = targets[row];
+        u32 w = l[t / 2];
+        float z = mx + logf(s);
+        lse[row] = z;
+        loss[row] = z - (t % 2 ? bf16_hi(w) : bf16_lo(w));
+    }
+}
+
+// In place: bf16 logits → bf16 scale·(softmax − onehot(target)), the padded columns zero.
+extern "C" __global__ void ce_backward_bf16_kernel(u32* logits, const float* lse, const u32* targets, u32 v, u32 ld, float scale) {
+    u64 row = blockIdx.x;
+    u32* l = logits + row * (ld / 2);
+    float z = lse[row];
+    u32 t = targets[row];
+    for (u32 i = threadIdx.x; i < ld / 2; i += blockDim.x) {
+        u32 w = l[i];
+        float pair[2] = {bf16_lo(w), bf16_hi(w)};
+        u16 out[2];
+        for (int k = 0; k < 2; k++) {
+            u32 c = 2 * i + k;
+            out[k] = c < v ? to_bf16(scale * (expf(pair[k] - z) - (c == t ? 1.0f : 0.0f))) : (u16)0;
+        }
+        l[i] = (u32)out[0] | ((u32)out[1] << 16);
     }
 }
 

@@ -19,7 +19,7 @@ use cudarc::cublas::{CudaBlas, result as blas, sys as blas_sys};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ const KERNEL_NAMES: &[&str] = &[
     "expand_kernel",
     "fold_kernel",
     "expand_hadamard_kernel",
+    "expand_hadamard_many_kernel",
     "fold_hadamard_kernel",
     "row_dot_kernel",
     "col_dot_kernel",
@@ -41,7 +42,6 @@ const KERNEL_NAMES: &[&str] = &[
     "embed_backward_kernel",
     "rmsnorm_kernel",
     "rmsnorm_backward_kernel",
-    "rmsnorm_gain_kernel",
     "rope_kernel",
     "swiglu_kernel",
     "swiglu_backward_kernel",
@@ -62,6 +62,10 @@ const KERNEL_NAMES: &[&str] = &[
     "flash_backward_kv_128",
     "ce_forward_kernel",
     "ce_backward_kernel",
+    "ce_backward_bf16_kernel",
+    "ce_forward_bf16_kernel",
+    "to_bf16_kernel",
+    "to_bf16_x4_kernel",
     "hash_ce_forward_kernel",
     "hash_ce_backward_kernel",
     "hash_ce_forward_factored_kernel",
@@ -108,6 +112,9 @@ const TC_ATTENTION: &[(usize, [&str; 3])] = &[
 ];
 /// Rows of logits materialised at once by the standard cross-entropy (bounds its N×V scratch).
 const CE_ROWS: usize = 4096;
+/// The most logits (bf16) the bf16 mode's cross-entropy forward keeps for its backward, which then
+/// need not recompute them: 2 GiB, 8192 rows of GPT-2's vocabulary twice over.
+const CE_SAVE: usize = 1 << 30;
 
 /// The padded vocabulary extent of the standard cross-entropy's GEMMs and the row stride of its
 /// logits: V rounded up to 32 floats (128 bytes). At V = 50,257 (odd) cuBLAS could only pick its
@@ -117,8 +124,8 @@ fn logits_stride(vocab: usize) -> usize {
 }
 /// The Hadamard algebra's dimension, which has kernels of its own (the FHT, not the table).
 const HADAMARD_A: usize = 32;
-/// Rows per chunk of the RMSNorm gain's column sums (one atomic per column and chunk).
-const COLSUM_ROWS: u64 = 256;
+/// Rows per block of the RMSNorm backward (one atomic per gain column and block).
+const NORM_ROWS: usize = 16;
 /// Rows of an [out, in] matrix per block of `col_dot_kernel` (one atomic per column and block).
 const COL_DOT_ROWS: usize = 64;
 
@@ -167,6 +174,15 @@ impl Folded {
     }
 }
 
+/// Operands of the standard cross-entropy's GEMMs (`CudaBackend::ce_operands`): device addresses
+/// of the table padded to `ld` rows and of h, both bf16 when `bf16`.
+struct CeOperands {
+    bf16: bool,
+    ld: usize,
+    table: u64,
+    h: u64,
+}
+
 /// How cuBLAS multiplies f32 matrices (operands and results stay f32 in memory either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Matmul {
@@ -197,9 +213,9 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     matmul: Matmul,
-    /// Attention on tensor cores (attention_tc.cu) rather than CUDA cores: opt-in
-    /// (`WALSH_ATTENTION=tc` or [`CudaBackend::set_tensor_core_attention`]) until the kernels
-    /// have passed trainer/tests/cuda.rs on a GPU.
+    /// Attention on tensor cores (attention_tc.cu) rather than CUDA cores: the default where
+    /// they exist and the matmul mode allows them (TF32, bf16); `WALSH_ATTENTION=cores` or
+    /// [`CudaBackend::set_tensor_core_attention`] turns it off.
     tc_attention: bool,
     /// Compute capability 8.0 or more: the tensor-core kernels were compiled and loaded.
     tc_available: bool,
@@ -211,6 +227,33 @@ pub struct CudaBackend {
     coef: RefCell<HashMap<usize, CudaSlice<f32>>>,
     /// The weight-decay mask of the last `adamw` call's ranges.
     mask: RefCell<Option<DecayMask>>,
+    /// The step's expanded weights (`prepare_weights`).
+    expanded: RefCell<Option<Expanded>>,
+    /// How many times `quantize` has rewritten an `eff` (part of the saved logits' key).
+    generation: Cell<u64>,
+    /// The bf16 mode's last cross-entropy logits, for its backward.
+    ce_saved: RefCell<Option<CeSaved>>,
+}
+
+/// The bf16 logits of the last standard cross-entropy forward, `key` (`CudaBackend::ce_key`) saying
+/// of which h, targets, lse, eff and generation; `None` once they are gone (the backward turns
+/// them into gradients in place).
+struct CeSaved {
+    key: Option<[u64; 5]>,
+    logits: CudaSlice<f32>,
+}
+
+/// Every AlgebraLinear's and head mixing's W' and Wfull (`CudaBackend::expand`), expanded once
+/// after a `quantize` by `prepare_weights` rather than in each forward and backward.
+struct Expanded {
+    /// The address of the `eff` they were expanded from; 0 once a `quantize` has rewritten it.
+    eff: u64,
+    full: CudaSlice<f32>,
+    raw: CudaSlice<f32>,
+    /// In the bf16 matmul mode, `full` as bf16 (the GEMMs' operand; two to a float).
+    full_bf16: Option<CudaSlice<f32>>,
+    /// Where each one starts in `full` and `raw`, by the offset of its weight in `eff`.
+    at: HashMap<usize, usize>,
 }
 
 /// Launches kernel `$name` on the backend's stream; arguments are values (pointers as u64).
@@ -243,18 +286,6 @@ fn rows_cfg(rows: usize, threads: u32, shared: u32) -> LaunchConfig {
         grid_dim: (rows as u32, 1, 1),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: shared,
-    }
-}
-
-fn colsum_cfg(rows: u64, cols: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (
-            cols.div_ceil(128),
-            rows.div_ceil(COLSUM_ROWS).max(1) as u32,
-            1,
-        ),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
     }
 }
 
@@ -350,9 +381,14 @@ impl CudaBackend {
             sums: RefCell::new(None),
             coef: RefCell::new(HashMap::new()),
             mask: RefCell::new(None),
+            expanded: RefCell::new(None),
+            generation: Cell::new(0),
+            ce_saved: RefCell::new(None),
         };
         match std::env::var("WALSH_ATTENTION").as_deref() {
-            Err(_) | Ok("cores") => {}
+            // Tensor cores are 3-4x faster (docs/BENCHMARKS.md) and within TF32's rounding.
+            Err(_) => backend.tc_attention = tc && matmul != Matmul::F32,
+            Ok("cores") => {}
             Ok("tc") => backend.set_tensor_core_attention(true)?,
             Ok(other) => {
                 return Err(err(
@@ -531,11 +567,43 @@ impl CudaBackend {
     }
 
     /// Row-major C[m, n] = op(A)[m, k] · op(B)[k, n] + beta·C, where op transposes when `ta`/`tb`
-    /// (A stored [k, m], B stored [n, k]); ld* are the stored row strides.
+    /// (A stored [k, m], B stored [n, k]); ld* are the stored row strides. f32 operands, in the
+    /// matmul mode's compute type.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         op: &'static str,
+        trans: (bool, bool),
+        dims: (usize, usize, usize),
+        a: (u64, usize),
+        b: (u64, usize),
+        c: (u64, usize),
+        beta: f32,
+    ) -> BackendResult<()> {
+        self.gemm_of(op, (false, false), trans, dims, a, b, c, beta)
+    }
+
+    /// [`Self::gemm`] of bf16 operands (`to_bf16_kernel`'s) into an f32 C, f32 accumulation.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_bf16(
+        &self,
+        op: &'static str,
+        trans: (bool, bool),
+        dims: (usize, usize, usize),
+        a: (u64, usize),
+        b: (u64, usize),
+        c: (u64, usize),
+        beta: f32,
+    ) -> BackendResult<()> {
+        self.gemm_of(op, (true, false), trans, dims, a, b, c, beta)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// [`Self::gemm`] with bf16 operands (`bf16`) and a bf16 C (`c_bf16`) as asked.
+    fn gemm_of(
+        &self,
+        op: &'static str,
+        (bf16, c_bf16): (bool, bool),
         (ta, tb): (bool, bool),
         (m, n, k): (usize, usize, usize),
         (a, lda): (u64, usize),
@@ -554,16 +622,25 @@ impl CudaBackend {
             }
         };
         let alpha = 1.0f32;
-        let compute = match self.matmul {
-            Matmul::F32 => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC,
-            Matmul::Tf32 => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
-            Matmul::Bf16 => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
+        let compute = match (bf16, self.matmul) {
+            (true, _) => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            (false, Matmul::F32) => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC,
+            (false, Matmul::Tf32) => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+            (false, Matmul::Bf16) => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
         };
         let f32t = blas_sys::cudaDataType::CUDA_R_32F;
+        let of = |b: bool| {
+            if b {
+                blas_sys::cudaDataType::CUDA_R_16BF
+            } else {
+                f32t
+            }
+        };
+        let ab = of(bf16);
         // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ.
-        // SAFETY: the pointers address live buffers holding f32 matrices with these shapes and
-        // strides (the callers size them from the same dims); alpha and beta are f32 like the
-        // compute type's scale type.
+        // SAFETY: the pointers address live buffers holding matrices of these element types,
+        // shapes and strides (the callers size them from the same dims); alpha and beta are f32
+        // like the compute type's scale type.
         unsafe {
             blas::gemm_ex(
                 *self.blas.handle(),
@@ -574,30 +651,112 @@ impl CudaBackend {
                 k as i32,
                 (&alpha as *const f32).cast(),
                 b as *const std::ffi::c_void,
-                f32t,
+                ab,
                 ldb as i32,
                 a as *const std::ffi::c_void,
-                f32t,
+                ab,
                 lda as i32,
                 (&beta as *const f32).cast(),
                 c as *mut std::ffi::c_void,
-                f32t,
+                of(c_bf16),
                 ldc as i32,
                 compute,
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|e| self.err(op, format!("GEMM {m}×{n}×{k} ({:?}): {e:?}", self.matmul)))
+        .map_err(|e| {
+            let of = if bf16 { "bf16" } else { "f32" };
+            self.err(
+                op,
+                format!("GEMM {m}×{n}×{k} of {of} ({:?}): {e:?}", self.matmul),
+            )
+        })
     }
 
-    /// The expanded weight of `lin` with its scales folded in, W'[o, i] = β[o]·Wfull[o, i]·α[i]
-    /// (scratch "full"), and, with `raw`, Wfull itself (scratch "raw"): one GEMM then does the
-    /// whole AlgebraLinear, and the backward needs no saved activations but the input.
+    /// A bf16 copy of `len` floats at `src`, zero-padded to `padded` (scratch `key`).
+    fn to_bf16(
+        &self,
+        key: &'static str,
+        src: u64,
+        len: usize,
+        padded: usize,
+    ) -> BackendResult<u64> {
+        let out = self.scratch(key, padded.div_ceil(2))?;
+        self.cast_bf16(out, src, len, padded)?;
+        Ok(out)
+    }
+
+    /// `dst` (room for `padded` bf16s) = bf16 of the `len` floats at `src`, zero-padded.
+    fn cast_bf16(&self, dst: u64, src: u64, len: usize, padded: usize) -> BackendResult<()> {
+        if src.is_multiple_of(16) && dst.is_multiple_of(8) {
+            launch!(
+                self,
+                "to_bf16_x4_kernel",
+                elems((padded as u64).div_ceil(4)),
+                dst,
+                src,
+                len as u64,
+                padded as u64
+            );
+            return Ok(());
+        }
+        launch!(
+            self,
+            "to_bf16_kernel",
+            elems(padded as u64),
+            dst,
+            src,
+            len as u64,
+            padded as u64
+        );
+        Ok(())
+    }
+
+    /// W' of `lin` as bf16 (the bf16 mode's GEMM operand).
+    fn expand_bf16(&self, eff: &CudaSlice<f32>, lin: &Folded) -> BackendResult<u64> {
+        if let Some(x) = self.expanded.borrow().as_ref()
+            && x.eff == self.ptr(eff)
+            && let Some(&o) = x.at.get(&lin.weight)
+            && let Some(b) = &x.full_bf16
+        {
+            return Ok(self.ptr(b) + 2 * o as u64);
+        }
+        let len = lin.a * lin.n * lin.a * lin.m;
+        let (full, _) = self.expand(eff, lin, false)?;
+        self.to_bf16("full bf16", full, len, len)
+    }
+
+    /// The expanded weight of `lin` with its scales folded in, W'[o, i] = β[o]·Wfull[o, i]·α[i],
+    /// and, with `raw`, Wfull itself (else 0): one GEMM then does the whole AlgebraLinear, and the
+    /// backward needs no saved activations but the input. From `prepare_weights` when it has
+    /// expanded this `eff`, else into scratch "full" and "raw".
     fn expand(&self, eff: &CudaSlice<f32>, lin: &Folded, raw: bool) -> BackendResult<(u64, u64)> {
-        let (a, n, m) = (lin.a, lin.n, lin.m);
-        let len = a * n * a * m;
+        if let Some(x) = self.expanded.borrow().as_ref()
+            && x.eff == self.ptr(eff)
+            && let Some(&o) = x.at.get(&lin.weight)
+        {
+            return Ok((
+                self.at(&x.full, o),
+                if raw { self.at(&x.raw, o) } else { 0 },
+            ));
+        }
+        let len = lin.a * lin.n * lin.a * lin.m;
         let full = self.scratch("full", len)?;
         let raw = if raw { self.scratch("raw", len)? } else { 0 };
+        self.expand_into(eff, lin, full, raw)?;
+        Ok((full, raw))
+    }
+
+    /// W' of `lin` into `full` and, unless `raw` is 0, Wfull into `raw`.
+    fn expand_into(
+        &self,
+        eff: &CudaSlice<f32>,
+        lin: &Folded,
+        full: u64,
+        raw: u64,
+    ) -> BackendResult<()> {
+        let (a, n, m) = (lin.a, lin.n, lin.m);
+        let len = a * n * a * m;
         if a == HADAMARD_A {
             launch!(
                 self,
@@ -618,7 +777,7 @@ impl CudaBackend {
                 n as u32,
                 m as u32
             );
-            return Ok((full, raw));
+            return Ok(());
         }
         let coef = self.coef(a)?;
         launch!(
@@ -636,7 +795,7 @@ impl CudaBackend {
             n as u32,
             m as u32
         );
-        Ok((full, raw))
+        Ok(())
     }
 
     /// dW[g] += Σ_{I,J} C[I, J, g]·β·D·α with the coefficient table (octonion, dense).
@@ -672,17 +831,33 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// out = inp · W'ᵀ over `rows` rows.
+    /// out = inp · W'ᵀ over `rows` rows. In the bf16 mode the GEMM's operands are bf16, and the
+    /// bf16 copy of `inp` is left at `save` for the backward (room for rows·in bf16s).
     fn folded_forward(
         &self,
         out: u64,
         inp: u64,
+        save: u64,
         rows: usize,
         eff: &CudaSlice<f32>,
         lin: &Folded,
     ) -> BackendResult<()> {
-        let (full, _) = self.expand(eff, lin, false)?;
         let (di, dou) = (lin.a * lin.m, lin.a * lin.n);
+        if self.matmul == Matmul::Bf16 {
+            let w = self.expand_bf16(eff, lin)?;
+            self.cast_bf16(save, inp, rows * di, rows * di)?;
+            let dims = (rows, dou, di);
+            return self.gemm_bf16(
+                lin.op,
+                (false, true),
+                dims,
+                (save, di),
+                (w, di),
+                (out, dou),
+                0.0,
+            );
+        }
+        let (full, _) = self.expand(eff, lin, false)?;
         self.gemm(
             lin.op,
             (false, true),
@@ -696,6 +871,8 @@ impl CudaBackend {
 
     /// dinp += dy · W'; then from D = dyᵀ · inp (an [out, in] matrix, so nothing here is as large
     /// as the activations): dW[g] += fold(β ⊙ D ⊙ α), dβ[o] += Σ_i Wfull·α·D, dα[i] += Σ_o β·Wfull·D.
+    /// In the bf16 mode `inp` is the forward's bf16 copy (`folded_forward`'s `save`) and both
+    /// GEMMs take bf16 operands.
     #[allow(clippy::too_many_arguments)]
     fn folded_backward(
         &self,
@@ -710,25 +887,29 @@ impl CudaBackend {
         let (a, n, m) = (lin.a, lin.n, lin.m);
         let (di, dou) = (a * m, a * n);
         let (full, raw) = self.expand(eff, lin, true)?;
-        self.gemm(
-            lin.op,
-            (false, false),
-            (rows, di, dou),
-            (dy, dou),
-            (full, di),
-            (dinp, di),
-            1.0,
-        )?;
         let d = self.scratch("dfull", dou * di)?;
-        self.gemm(
-            lin.op,
-            (true, false),
-            (dou, di, rows),
-            (dy, dou),
-            (inp, di),
-            (d, di),
-            0.0,
-        )?;
+        let (dx_dims, d_dims) = ((rows, di, dou), (dou, di, rows));
+        if self.matmul == Matmul::Bf16 {
+            let w = self.expand_bf16(eff, lin)?;
+            let dy = self.to_bf16("dy bf16", dy, rows * dou, rows * dou)?;
+            let mode = (false, false);
+            self.gemm_bf16(lin.op, mode, dx_dims, (dy, dou), (w, di), (dinp, di), 1.0)?;
+            let mode = (true, false);
+            self.gemm_bf16(lin.op, mode, d_dims, (dy, dou), (inp, di), (d, di), 0.0)?;
+        } else {
+            let mode = (false, false);
+            self.gemm(
+                lin.op,
+                mode,
+                dx_dims,
+                (dy, dou),
+                (full, di),
+                (dinp, di),
+                1.0,
+            )?;
+            let mode = (true, false);
+            self.gemm(lin.op, mode, d_dims, (dy, dou), (inp, di), (d, di), 0.0)?;
+        }
         let alpha = lin.alpha.map_or(0, |o| self.at(eff, o));
         let beta = self.at(eff, lin.beta);
         if a == HADAMARD_A {
@@ -827,6 +1008,106 @@ impl CudaBackend {
     /// The tied table [V, d] copied into scratch "table" [ld, d] (ld = [`logits_stride`]) with
     /// rows V.. zero: the logits GEMMs then run over an aligned vocabulary extent (their padded
     /// columns come out zero, and the cross-entropy kernels never read them).
+    /// The standard cross-entropy's GEMM operands: the table padded to [ld, d] and `h`, as f32
+    /// (`h` in place) or, in the bf16 mode, as bf16 copies.
+    fn ce_operands(
+        &self,
+        h: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        table: &Range<usize>,
+        vocab: usize,
+        d: usize,
+    ) -> BackendResult<CeOperands> {
+        let ld = logits_stride(vocab);
+        if self.matmul == Matmul::Bf16 {
+            let src = self.at(eff, table.start);
+            Ok(CeOperands {
+                bf16: true,
+                ld,
+                table: self.to_bf16("table bf16", src, vocab * d, ld * d)?,
+                h: self.to_bf16("h bf16", self.ptr(h), h.len(), h.len())?,
+            })
+        } else {
+            let (table, ld) = self.padded_table(eff, table, vocab, d)?;
+            Ok(CeOperands {
+                bf16: false,
+                ld,
+                table,
+                h: self.ptr(h),
+            })
+        }
+    }
+
+    /// Logits [rows, ld] of rows r0.. of h into `logits` (bf16 ones in the bf16 mode).
+    fn ce_logits(
+        &self,
+        o: &CeOperands,
+        logits: u64,
+        r0: usize,
+        rows: usize,
+        d: usize,
+    ) -> BackendResult<()> {
+        let (op, mode, dims) = ("cross-entropy logits", (false, true), (rows, o.ld, d));
+        if o.bf16 {
+            let h = (o.h + 2 * (r0 * d) as u64, d);
+            let types = (true, true);
+            self.gemm_of(op, types, mode, dims, h, (o.table, d), (logits, o.ld), 0.0)
+        } else {
+            let h = (o.h + 4 * (r0 * d) as u64, d);
+            self.gemm(op, mode, dims, h, (o.table, d), (logits, o.ld), 0.0)
+        }
+    }
+
+    /// Where the standard cross-entropy's logits go, and how many rows at a time: in the bf16
+    /// mode with `save`, all n rows at once into the buffer the backward can reuse (when they fit
+    /// in CE_SAVE bf16s), else CE_ROWS rows of scratch.
+    fn ce_logits_buffer(
+        &self,
+        o: &CeOperands,
+        n: usize,
+        save: bool,
+    ) -> BackendResult<(usize, u64)> {
+        if o.bf16 && save && n * o.ld <= CE_SAVE {
+            let half = (n * o.ld).div_ceil(2);
+            let mut slot = self.ce_saved.borrow_mut();
+            if slot.as_ref().is_none_or(|s| s.logits.len() < half) {
+                *slot = None;
+                // SAFETY: the logits GEMM writes all n rows before anything reads them.
+                let logits = unsafe { self.stream.alloc::<f32>(half.max(1)) }.map_err(|e| {
+                    self.err("alloc cross-entropy logits", format!("{half} floats: {e}"))
+                })?;
+                *slot = Some(CeSaved { key: None, logits });
+            }
+            let saved = slot.as_mut().expect("allocated above");
+            saved.key = None;
+            return Ok((n.max(1), self.ptr(&saved.logits)));
+        }
+        let rows = CE_ROWS.min(n);
+        let len = if o.bf16 {
+            (rows * o.ld).div_ceil(2)
+        } else {
+            rows * o.ld
+        };
+        Ok((CE_ROWS, self.scratch("logits", len)?))
+    }
+
+    /// What identifies a cross-entropy forward to its backward.
+    fn ce_key(
+        &self,
+        h: &CudaSlice<f32>,
+        targets: &CudaSlice<u32>,
+        lse: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+    ) -> [u64; 5] {
+        [
+            self.ptr(h),
+            self.ptr(targets),
+            self.ptr(lse),
+            self.ptr(eff),
+            self.generation.get(),
+        ]
+    }
+
     fn padded_table(
         &self,
         eff: &CudaSlice<f32>,
@@ -966,6 +1247,10 @@ impl Backend for CudaBackend {
         ternary: &[Range<usize>],
         quantize: bool,
     ) -> BackendResult<()> {
+        if let Some(x) = self.expanded.borrow_mut().as_mut() {
+            x.eff = 0;
+        }
+        self.generation.set(self.generation.get() + 1);
         self.stream
             .memcpy_dtod(params, eff)
             .map_err(|e| self.err("quantize copy", e))?;
@@ -999,6 +1284,96 @@ impl Backend for CudaBackend {
                 n
             );
         }
+        Ok(())
+    }
+
+    fn prepare_weights(
+        &self,
+        eff: &CudaSlice<f32>,
+        linears: &[&LinearRef],
+        mixes: &[&MixRef],
+    ) -> BackendResult<()> {
+        let all: Vec<Folded> = (linears.iter().map(|l| Folded::linear(l)))
+            .chain(mixes.iter().map(|m| Folded::mix(m)))
+            .collect();
+        let mut at = HashMap::new();
+        let mut len = 0;
+        for f in &all {
+            at.insert(f.weight, len);
+            // Each at a 128-byte boundary, as cuBLAS's fastest kernels want.
+            len += (f.a * f.n * f.a * f.m).next_multiple_of(32);
+        }
+        let mut slot = self.expanded.borrow_mut();
+        let x = match slot.take() {
+            Some(x) if x.full.len() >= len => Expanded { eff: 0, at, ..x },
+            _ => {
+                let alloc = |what| {
+                    // SAFETY: every expansion is written below before any GEMM reads it.
+                    unsafe { self.stream.alloc::<f32>(len.max(1)) }.map_err(|e| {
+                        self.err(
+                            "alloc expanded weights",
+                            format!("{what}: {len} floats: {e}"),
+                        )
+                    })
+                };
+                Expanded {
+                    eff: 0,
+                    full: alloc("W'")?,
+                    raw: alloc("Wfull")?,
+                    full_bf16: None,
+                    at,
+                }
+            }
+        };
+        let mut jobs = Vec::new();
+        let mut most = 0;
+        for f in &all {
+            let o = x.at[&f.weight];
+            let (full, raw) = (self.at(&x.full, o), self.at(&x.raw, o));
+            if f.a == HADAMARD_A {
+                let alpha = f.alpha.map_or(0, |a| self.at(eff, a));
+                let shape = f.beta_len as u64 | (f.n as u64) << 32;
+                let w = self.at(eff, f.weight);
+                jobs.extend([full, raw, w, alpha, self.at(eff, f.beta), shape, f.m as u64]);
+                most = most.max(f.n * HADAMARD_A * f.m);
+            } else {
+                self.expand_into(eff, f, full, raw)?;
+            }
+        }
+        if !jobs.is_empty() {
+            let table = self
+                .stream
+                .clone_htod(&jobs)
+                .map_err(|e| self.err("upload expansion jobs", e))?;
+            launch!(
+                self,
+                "expand_hadamard_many_kernel",
+                LaunchConfig {
+                    grid_dim: (most.div_ceil(64) as u32, (jobs.len() / 7) as u32, 1),
+                    block_dim: (64, 1, 1),
+                    shared_mem_bytes: 0,
+                },
+                self.ptr(&table)
+            );
+        }
+        let mut full_bf16 = x.full_bf16;
+        if self.matmul == Matmul::Bf16 {
+            let half = len.div_ceil(2);
+            if full_bf16.as_ref().is_none_or(|b| b.len() < half) {
+                // SAFETY: written by the cast below before any GEMM reads it.
+                let buf = unsafe { self.stream.alloc::<f32>(half.max(1)) }
+                    .map_err(|e| self.err("alloc expanded weights", format!("bf16 W': {e}")))?;
+                full_bf16 = Some(buf);
+            }
+            if let Some(b) = &full_bf16 {
+                self.cast_bf16(self.ptr(b), self.ptr(&x.full), len, len)?;
+            }
+        }
+        *slot = Some(Expanded {
+            eff: self.ptr(eff),
+            full_bf16,
+            ..x
+        });
         Ok(())
     }
 
@@ -1098,39 +1473,49 @@ impl Backend for CudaBackend {
     ) -> BackendResult<()> {
         let d = gain.len();
         let rows = inp.len() / d;
+        if d * 4 > 48 * 1024 {
+            return Err(self.err(
+                "rmsnorm backward",
+                format!(
+                    "width {d} needs {} bytes of shared memory; at most 12,288 is supported",
+                    d * 4
+                ),
+            ));
+        }
         launch!(
             self,
             "rmsnorm_backward_kernel",
-            rows_cfg(rows, 256, 0),
+            LaunchConfig {
+                grid_dim: (rows.div_ceil(NORM_ROWS) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: (d * 4) as u32,
+            },
             self.ptr(dinp),
-            self.ptr(dout),
-            self.ptr(inp),
-            self.ptr(rstd),
-            self.at(eff, gain.start),
-            d as u32
-        );
-        launch!(
-            self,
-            "rmsnorm_gain_kernel",
-            colsum_cfg(rows as u64, d as u32),
             self.at(grads, gain.start),
             self.ptr(dout),
             self.ptr(inp),
             self.ptr(rstd),
+            self.at(eff, gain.start),
             rows as u64,
             d as u32,
-            COLSUM_ROWS
+            NORM_ROWS as u32
         );
         Ok(())
     }
 
-    fn linear_saved_len(&self, _len: usize) -> usize {
-        0
+    /// The bf16 mode keeps a bf16 copy of each input (`u`; two to a float) for the backward's
+    /// D = dyᵀ·x; the f32 and TF32 modes read the input itself and save nothing.
+    fn linear_saved_len(&self, len: usize) -> usize {
+        if self.matmul == Matmul::Bf16 {
+            len.div_ceil(2)
+        } else {
+            0
+        }
     }
     fn linear_forward(
         &self,
         out: &mut CudaSlice<f32>,
-        _u: &mut CudaSlice<f32>,
+        u: &mut CudaSlice<f32>,
         _z: &mut CudaSlice<f32>,
         inp: &CudaSlice<f32>,
         eff: &CudaSlice<f32>,
@@ -1138,7 +1523,15 @@ impl Backend for CudaBackend {
     ) -> BackendResult<()> {
         let f = Folded::linear(lin);
         let rows = inp.len() / lin.dims.in_dim;
-        self.folded_forward(self.ptr(out), self.ptr(inp), rows, eff, &f)
+        let need = self.linear_saved_len(inp.len());
+        if u.len() < need {
+            let msg = format!(
+                "the saved-input buffer holds {} floats, {need} needed",
+                u.len()
+            );
+            return Err(self.err(f.op, msg));
+        }
+        self.folded_forward(self.ptr(out), self.ptr(inp), self.ptr(u), rows, eff, &f)
     }
     fn linear_backward(
         &self,
@@ -1146,14 +1539,16 @@ impl Backend for CudaBackend {
         grads: &mut CudaSlice<f32>,
         dout: &CudaSlice<f32>,
         inp: &CudaSlice<f32>,
-        _u: &CudaSlice<f32>,
+        u: &CudaSlice<f32>,
         _z: &CudaSlice<f32>,
         eff: &CudaSlice<f32>,
         lin: &LinearRef,
     ) -> BackendResult<()> {
         let f = Folded::linear(lin);
         let rows = inp.len() / lin.dims.in_dim;
-        let (dp, dy, x) = (self.ptr(dinp), self.ptr(dout), self.ptr(inp));
+        // The bf16 mode's GEMM reads the forward's bf16 copy of the input.
+        let x = if self.matmul == Matmul::Bf16 { u } else { inp };
+        let (dp, dy, x) = (self.ptr(dinp), self.ptr(dout), self.ptr(x));
         self.folded_backward(dp, grads, dy, x, rows, eff, &f)
     }
 
@@ -1305,11 +1700,14 @@ impl Backend for CudaBackend {
     ) -> BackendResult<()> {
         let f = Folded::mix(mix);
         let rows = inp.len() / (f.a * f.m);
-        // The backward's input (the trait hands it `u`, not the forward's input).
-        self.stream
-            .memcpy_dtod(inp, u)
-            .map_err(|e| self.err("head mixing save", e))?;
-        self.folded_forward(self.ptr(out), self.ptr(inp), rows, eff, &f)
+        // The backward's input (the trait hands it `u`, not the forward's input): in the bf16
+        // mode the forward's bf16 copy, else the input itself.
+        if self.matmul != Matmul::Bf16 {
+            self.stream
+                .memcpy_dtod(inp, u)
+                .map_err(|e| self.err("head mixing save", e))?;
+        }
+        self.folded_forward(self.ptr(out), self.ptr(inp), self.ptr(u), rows, eff, &f)
     }
     fn mix_backward(
         &self,
@@ -1380,30 +1778,33 @@ impl Backend for CudaBackend {
         let loss = self.scratch("loss", n)?;
         match emb {
             EmbRef::Standard { table, vocab, d } => {
-                let (tab, ld) = self.padded_table(eff, table, *vocab, *d)?;
-                let logits = self.scratch("logits", CE_ROWS.min(n) * ld)?;
-                for r0 in (0..n).step_by(CE_ROWS) {
-                    let rows = CE_ROWS.min(n - r0);
-                    self.gemm(
-                        "cross-entropy logits",
-                        (false, true),
-                        (rows, ld, *d),
-                        (self.at(h, r0 * d), *d),
-                        (tab, *d),
-                        (logits, ld),
-                        0.0,
-                    )?;
+                let o = self.ce_operands(h, eff, table, *vocab, *d)?;
+                let (chunk, logits) = self.ce_logits_buffer(&o, n, true)?;
+                let kernel = if o.bf16 {
+                    "ce_forward_bf16_kernel"
+                } else {
+                    "ce_forward_kernel"
+                };
+                for r0 in (0..n).step_by(chunk) {
+                    let rows = chunk.min(n - r0);
+                    self.ce_logits(&o, logits, r0, rows, *d)?;
                     launch!(
                         self,
-                        "ce_forward_kernel",
+                        kernel,
                         rows_cfg(rows, 256, 0),
                         self.at(lse, r0),
                         loss + 4 * r0 as u64,
                         logits,
                         self.ptr(targets) + 4 * r0 as u64,
                         *vocab as u32,
-                        ld as u32
+                        o.ld as u32
                     );
+                }
+                if o.bf16
+                    && chunk >= n
+                    && let Some(saved) = self.ce_saved.borrow_mut().as_mut()
+                {
+                    saved.key = Some(self.ce_key(h, targets, lse, eff));
                 }
             }
             EmbRef::Hash {
@@ -1457,24 +1858,36 @@ impl Backend for CudaBackend {
         let scale = (dloss / n.max(1) as f64) as f32;
         match emb {
             EmbRef::Standard { table, vocab, d } => {
-                let (e, ld) = self.padded_table(eff, table, *vocab, *d)?;
-                let logits = self.scratch("logits", CE_ROWS.min(n) * ld)?;
+                let o = self.ce_operands(h, eff, table, *vocab, *d)?;
+                let ld = o.ld;
+                // The forward's logits when it kept them (the bf16 mode) for this h, else
+                // recomputed CE_ROWS rows at a time.
+                let key = Some(self.ce_key(h, targets, lse, eff));
+                let saved = (self.ce_saved.borrow_mut().as_mut())
+                    .filter(|s| s.key == key)
+                    .map(|s| {
+                        s.key = None;
+                        self.ptr(&s.logits)
+                    });
+                let (chunk, logits) = match saved {
+                    Some(p) => (n.max(1), p),
+                    None => self.ce_logits_buffer(&o, n, false)?,
+                };
+                let kernel = if o.bf16 {
+                    "ce_backward_bf16_kernel"
+                } else {
+                    "ce_backward_kernel"
+                };
+                let elem = if o.bf16 { 2 } else { 4 };
                 let de = self.scratch("table grad", ld * d)?;
-                for r0 in (0..n).step_by(CE_ROWS) {
-                    let rows = CE_ROWS.min(n - r0);
-                    let hp = self.at(h, r0 * d);
-                    self.gemm(
-                        "cross-entropy logits",
-                        (false, true),
-                        (rows, ld, *d),
-                        (hp, *d),
-                        (e, *d),
-                        (logits, ld),
-                        0.0,
-                    )?;
+                for r0 in (0..n).step_by(chunk) {
+                    let rows = chunk.min(n - r0);
+                    if saved.is_none() {
+                        self.ce_logits(&o, logits, r0, rows, *d)?;
+                    }
                     launch!(
                         self,
-                        "ce_backward_kernel",
+                        kernel,
                         rows_cfg(rows, 256, 0),
                         logits,
                         self.at(lse, r0),
@@ -1483,25 +1896,25 @@ impl Backend for CudaBackend {
                         ld as u32,
                         scale
                     );
-                    // The padded columns hold the zero logits of the zero rows, and contribute
-                    // nothing here.
-                    self.gemm(
-                        "cross-entropy dh",
-                        (false, false),
-                        (rows, *d, ld),
-                        (logits, ld),
-                        (e, *d),
-                        (self.at(dh, r0 * d), *d),
-                        1.0,
-                    )?;
-                    self.gemm(
-                        "cross-entropy dE",
-                        (true, false),
+                    // The logits are now their gradient. The padded columns are zero (the zero
+                    // rows' logits, or zeroed by the bf16 kernel) and add nothing to dh; dE's
+                    // padded rows are not added to the gradient.
+                    let (dhp, hp) = (self.at(dh, r0 * d), o.h + elem * (r0 * d) as u64);
+                    let de_beta = if r0 == 0 { 0.0 } else { 1.0 };
+                    let types = (o.bf16, false);
+                    let (op, mode) = ("cross-entropy dh", (false, false));
+                    let (g, e) = ((logits, ld), (o.table, *d));
+                    self.gemm_of(op, types, mode, (rows, *d, ld), g, e, (dhp, *d), 1.0)?;
+                    let (op, mode) = ("cross-entropy dE", (true, false));
+                    self.gemm_of(
+                        op,
+                        types,
+                        mode,
                         (ld, *d, rows),
-                        (logits, ld),
+                        g,
                         (hp, *d),
                         (de, *d),
-                        if r0 == 0 { 0.0 } else { 1.0 },
+                        de_beta,
                     )?;
                 }
                 let len = (vocab * d) as u64;

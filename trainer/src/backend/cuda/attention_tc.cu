@@ -41,13 +41,26 @@ __device__ __forceinline__ float head_at(const float* x, u64 b, u32 t, u32 c, u3
     return (t < seq && c < hd) ? x[(b * seq + t) * d + (u64)h * hd + c] : 0.0f;
 }
 
-// Rows r0..r0+TC_TILE of head h of x into tile[TC_TILE][HD + 4] (the padding keeps the fragment
-// reads below free of bank conflicts for every HD).
+// Rows r0..r0+TC_TILE of head h of x into tile[TC_TILE][HD + 4] as TF32 bit patterns, converted
+// once here rather than by every warp at every use (the padding keeps the fragment reads below
+// free of bank conflicts for every HD). Four channels a load where the head is whole and aligned.
 template <int HD>
-__device__ void tc_load_tile(float (*tile)[HD + 4], const float* x, u64 b, u32 r0, u32 seq, u32 d, u32 h, u32 hd) {
+__device__ void tc_load_tile(u32 (*tile)[HD + 4], const float* x, u64 b, u32 r0, u32 seq, u32 d, u32 h, u32 hd) {
+    if (hd == HD && HD % 4 == 0 && d % 4 == 0) {
+        for (u32 j = threadIdx.x; j < TC_TILE * HD / 4; j += blockDim.x) {
+            u32 r = j / (HD / 4), c = 4 * (j % (HD / 4));
+            u32 t = r0 + r;
+            float4 v = t < seq ? *(const float4*)(x + (b * seq + t) * d + (u64)h * hd + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            tile[r][c] = tf32(v.x);
+            tile[r][c + 1] = tf32(v.y);
+            tile[r][c + 2] = tf32(v.z);
+            tile[r][c + 3] = tf32(v.w);
+        }
+        return;
+    }
     for (u32 j = threadIdx.x; j < TC_TILE * HD; j += blockDim.x) {
         u32 r = j / HD, c = j % HD;
-        tile[r][c] = head_at(x, b, r0 + r, c, seq, d, h, hd);
+        tile[r][c] = tf32(head_at(x, b, r0 + r, c, seq, d, h, hd));
     }
 }
 
@@ -66,22 +79,22 @@ __device__ void tc_load_a(u32 (*frag)[4], const float* x, u64 b, u32 r, u32 seq,
 
 // s = rows · tile[n0 .. n0+8]ᵀ over the channels (the tile's rows are the 8 columns).
 template <int HD>
-__device__ __forceinline__ void tc_scores(float* s, const u32 (*a)[4], const float (*tile)[HD + 4], u32 n0) {
+__device__ __forceinline__ void tc_scores(float* s, const u32 (*a)[4], const u32 (*tile)[HD + 4], u32 n0) {
     u32 g = (threadIdx.x % 32) / 4, i = threadIdx.x % 4;
     s[0] = s[1] = s[2] = s[3] = 0.0f;
 #pragma unroll
     for (int kc = 0; kc < HD / 8; kc++)
-        mma_tf32(s, a[kc][0], a[kc][1], a[kc][2], a[kc][3], tf32(tile[n0 + g][kc * 8 + i]), tf32(tile[n0 + g][kc * 8 + i + 4]));
+        mma_tf32(s, a[kc][0], a[kc][1], a[kc][2], a[kc][3], tile[n0 + g][kc * 8 + i], tile[n0 + g][kc * 8 + i + 4]);
 }
 
 // acc[nc] += P · tile[n0 .. n0+8] where p holds a score tile's C layout (the renumbered k slots).
 template <int HD>
-__device__ __forceinline__ void tc_accumulate(float (*acc)[4], const float* p, const float (*tile)[HD + 4], u32 n0) {
+__device__ __forceinline__ void tc_accumulate(float (*acc)[4], const float* p, const u32 (*tile)[HD + 4], u32 n0) {
     u32 g = (threadIdx.x % 32) / 4, i = threadIdx.x % 4;
     u32 a0 = tf32(p[0]), a1 = tf32(p[2]), a2 = tf32(p[1]), a3 = tf32(p[3]);
 #pragma unroll
     for (int nc = 0; nc < HD / 8; nc++)
-        mma_tf32(acc[nc], a0, a1, a2, a3, tf32(tile[n0 + 2 * i][nc * 8 + g]), tf32(tile[n0 + 2 * i + 1][nc * 8 + g]));
+        mma_tf32(acc[nc], a0, a1, a2, a3, tile[n0 + 2 * i][nc * 8 + g], tile[n0 + 2 * i + 1][nc * 8 + g]);
 }
 
 __device__ __forceinline__ float quad_max(float x) {
@@ -112,8 +125,8 @@ __device__ void tc_store(float* y, const float (*acc)[4], u64 b, u32 r, u32 seq,
 
 template <int HD>
 __device__ void flash_forward_tc(float* out, float* lse, const float* q, const float* k, const float* v, u32 seq, u32 nh, u32 hd) {
-    __shared__ float ks[TC_TILE][HD + 4];
-    __shared__ float vs[TC_TILE][HD + 4];
+    __shared__ u32 ks[TC_TILE][HD + 4];
+    __shared__ u32 vs[TC_TILE][HD + 4];
     u32 bh = blockIdx.x, h = bh % nh;
     u64 b = bh / nh;
     u32 d = nh * hd;
@@ -132,34 +145,53 @@ __device__ void flash_forward_tc(float* out, float* lse, const float* q, const f
         tc_load_tile<HD>(vs, v, b, s0, seq, d, h, hd);
         __syncthreads();
         if (q0 >= seq) continue;
-        for (u32 n0 = 0; n0 < TC_TILE && s0 + n0 <= q0 + 15; n0 += 8) {
-            float s[4];
-            tc_scores<HD>(s, qa, ks, n0);
-            u32 c = s0 + n0 + 2 * i;
-            // Causal (and past-the-end) mask; key 0 is in the first block, so m is finite after it.
-            if (c > r0) s[0] = -INFINITY;
-            if (c + 1 > r0) s[1] = -INFINITY;
-            if (c > r1) s[2] = -INFINITY;
-            if (c + 1 > r1) s[3] = -INFINITY;
-            float n0m = fmaxf(m0, quad_max(fmaxf(s[0], s[1])));
-            float n1m = fmaxf(m1, quad_max(fmaxf(s[2], s[3])));
-            float c0 = expf(m0 - n0m), c1 = expf(m1 - n1m);
-            m0 = n0m;
-            m1 = n1m;
-            s[0] = expf(s[0] - m0);
-            s[1] = expf(s[1] - m0);
-            s[2] = expf(s[2] - m1);
-            s[3] = expf(s[3] - m1);
-            l0 = l0 * c0 + s[0] + s[1];
-            l1 = l1 * c1 + s[2] + s[3];
+        // The whole tile's scores first, so that the running max and the rescaling of o come
+        // once a tile rather than once an 8-key block. Blocks past the warp's last query are
+        // skipped (their scores stay −∞ and their weights 0).
+        float s[TC_TILE / 8][4];
 #pragma unroll
-            for (int nc = 0; nc < HD / 8; nc++) {
-                o[nc][0] *= c0;
-                o[nc][1] *= c0;
-                o[nc][2] *= c1;
-                o[nc][3] *= c1;
-            }
-            tc_accumulate<HD>(o, s, vs, n0);
+        for (int nb = 0; nb < TC_TILE / 8; nb++) {
+            u32 n0 = 8 * nb;
+            s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = -INFINITY;
+            if (s0 + n0 > q0 + 15) continue;
+            tc_scores<HD>(s[nb], qa, ks, n0);
+            u32 c = s0 + n0 + 2 * i;
+            // Causal (and past-the-end) mask; key 0 is in the first tile, so m is finite after it.
+            if (c > r0) s[nb][0] = -INFINITY;
+            if (c + 1 > r0) s[nb][1] = -INFINITY;
+            if (c > r1) s[nb][2] = -INFINITY;
+            if (c + 1 > r1) s[nb][3] = -INFINITY;
+        }
+        float t0m = -INFINITY, t1m = -INFINITY;
+#pragma unroll
+        for (int nb = 0; nb < TC_TILE / 8; nb++) {
+            t0m = fmaxf(t0m, fmaxf(s[nb][0], s[nb][1]));
+            t1m = fmaxf(t1m, fmaxf(s[nb][2], s[nb][3]));
+        }
+        float n0m = fmaxf(m0, quad_max(t0m));
+        float n1m = fmaxf(m1, quad_max(t1m));
+        float c0 = expf(m0 - n0m), c1 = expf(m1 - n1m);
+        m0 = n0m;
+        m1 = n1m;
+        l0 *= c0;
+        l1 *= c1;
+#pragma unroll
+        for (int nc = 0; nc < HD / 8; nc++) {
+            o[nc][0] *= c0;
+            o[nc][1] *= c0;
+            o[nc][2] *= c1;
+            o[nc][3] *= c1;
+        }
+#pragma unroll
+        for (int nb = 0; nb < TC_TILE / 8; nb++) {
+            if (s0 + 8 * nb > q0 + 15) continue;
+            s[nb][0] = expf(s[nb][0] - m0);
+            s[nb][1] = expf(s[nb][1] - m0);
+            s[nb][2] = expf(s[nb][2] - m1);
+            s[nb][3] = expf(s[nb][3] - m1);
+            l0 += s[nb][0] + s[nb][1];
+            l1 += s[nb][2] + s[nb][3];
+            tc_accumulate<HD>(o, s[nb], vs, 8 * nb);
         }
     }
     if (q0 >= seq) return;
@@ -182,8 +214,8 @@ __device__ void flash_forward_tc(float* out, float* lse, const float* q, const f
 // dq[t] += scale · Σ_s p_ts (dO_t·v_s − D_t) k_s; writes D_t = dO_t·O_t to dsum.
 template <int HD>
 __device__ void flash_backward_q_tc(float* dq, float* dsum, const float* dout, const float* out, const float* q, const float* k, const float* v, const float* lse, u32 seq, u32 nh, u32 hd) {
-    __shared__ float ks[TC_TILE][HD + 4];
-    __shared__ float vs[TC_TILE][HD + 4];
+    __shared__ u32 ks[TC_TILE][HD + 4];
+    __shared__ u32 vs[TC_TILE][HD + 4];
     u32 bh = blockIdx.x, h = bh % nh;
     u64 b = bh / nh;
     u32 d = nh * hd;
@@ -237,8 +269,8 @@ __device__ void flash_backward_q_tc(float* dq, float* dsum, const float* dout, c
 // against the queries in n-blocks of 8, the transposed scores Sᵀ = K·Qᵀ straight from the mma.
 template <int HD>
 __device__ void flash_backward_kv_tc(float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v, const float* lse, const float* dsum, u32 seq, u32 nh, u32 hd) {
-    __shared__ float qs[TC_TILE][HD + 4];
-    __shared__ float dos[TC_TILE][HD + 4];
+    __shared__ u32 qs[TC_TILE][HD + 4];
+    __shared__ u32 dos[TC_TILE][HD + 4];
     __shared__ float ls[TC_TILE], Ds[TC_TILE];
     u32 bh = blockIdx.x, h = bh % nh;
     u64 b = bh / nh;

@@ -235,10 +235,11 @@ impl<B: Backend> Backend for Timed<B> {
         z: &B::Buf,
         eff: &B::Buf,
         lin: &LinearRef,
+        accumulate: bool,
     ) -> BackendResult<()> {
         self.clock("algebra linear bwd", || {
             self.inner
-                .linear_backward(dinp, grads, dout, inp, u, z, eff, lin)
+                .linear_backward(dinp, grads, dout, inp, u, z, eff, lin, accumulate)
         })
     }
     fn rope_forward(
@@ -265,10 +266,11 @@ impl<B: Backend> Backend for Timed<B> {
         seq_len: usize,
         d: usize,
         head_dim: usize,
+        accumulate: bool,
     ) -> BackendResult<()> {
         self.clock("rope bwd", || {
             self.inner
-                .rope_backward(dinp, dout, cos, sin, seq_len, d, head_dim)
+                .rope_backward(dinp, dout, cos, sin, seq_len, d, head_dim, accumulate)
         })
     }
     fn linear_saved_len(&self, len: usize) -> usize {
@@ -330,9 +332,11 @@ impl<B: Backend> Backend for Timed<B> {
         z: &B::Buf,
         eff: &B::Buf,
         mix: &MixRef,
+        accumulate: bool,
     ) -> BackendResult<()> {
         self.clock("head mixing bwd", || {
-            self.inner.mix_backward(dinp, grads, dout, u, z, eff, mix)
+            self.inner
+                .mix_backward(dinp, grads, dout, u, z, eff, mix, accumulate)
         })
     }
     fn swiglu_forward(&self, out: &mut B::Buf, gate: &B::Buf, up: &B::Buf) -> BackendResult<()> {
@@ -345,9 +349,11 @@ impl<B: Backend> Backend for Timed<B> {
         dout: &B::Buf,
         gate: &B::Buf,
         up: &B::Buf,
+        accumulate: bool,
     ) -> BackendResult<()> {
         self.clock("swiglu bwd", || {
-            self.inner.swiglu_backward(dgate, dup, dout, gate, up)
+            self.inner
+                .swiglu_backward(dgate, dup, dout, gate, up, accumulate)
         })
     }
     fn cross_entropy_forward(

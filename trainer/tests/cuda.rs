@@ -437,14 +437,14 @@ fn linear_on<B: Backend<Elem = f32>>(
         let mut z = b.zeros(b.linear_saved_len(rows * dout)).unwrap();
         b.linear_forward(&mut y, &mut u, &mut z, &xb, &eff, lin)
             .unwrap();
-        b.linear_backward(&mut dx, &mut grads, &dyb, &xb, &u, &z, &eff, lin)
+        b.linear_backward(&mut dx, &mut grads, &dyb, &xb, &u, &z, &eff, lin, true)
             .unwrap();
     } else if let Some(mix) = mix {
         let mut u = b.zeros(rows * di).unwrap();
         let mut z = b.zeros(b.linear_saved_len(rows * dout)).unwrap();
         b.mix_forward(&mut y, &mut u, &mut z, &xb, &eff, mix)
             .unwrap();
-        b.mix_backward(&mut dx, &mut grads, &dyb, &u, &z, &eff, mix)
+        b.mix_backward(&mut dx, &mut grads, &dyb, &u, &z, &eff, mix, true)
             .unwrap();
     }
     [&y, &dx, &grads].map(|v| b.download(v).unwrap())
@@ -550,9 +550,13 @@ fn elementwise_on<B: Backend<Elem = f32>>(
     let mut r = b.zeros(rows * d).unwrap();
     b.rope_forward(&mut r, &x, &cos, &sin, seq, d, hd).unwrap();
     let mut dr = b.upload(&vec![0.5; rows * d]).unwrap();
-    b.rope_backward(&mut dr, &dy, &cos, &sin, seq, d, hd)
+    b.rope_backward(&mut dr, &dy, &cos, &sin, seq, d, hd, true)
         .unwrap();
-    out.extend([&r, &dr].map(|v| b.download(v).unwrap()));
+    // Without `accumulate` the old contents are overwritten.
+    let mut dr_set = b.upload(&vec![7.0; rows * d]).unwrap();
+    b.rope_backward(&mut dr_set, &dy, &cos, &sin, seq, d, hd, false)
+        .unwrap();
+    out.extend([&r, &dr, &dr_set].map(|v| b.download(v).unwrap()));
     // SwiGLU.
     let mut s = b.zeros(rows * f).unwrap();
     b.swiglu_forward(&mut s, &gate, &up).unwrap();
@@ -567,9 +571,13 @@ fn elementwise_on<B: Backend<Elem = f32>>(
         .unwrap();
     let mut dgate = b.upload(&vec![0.5; rows * f]).unwrap();
     let mut dup = b.upload(&vec![0.25; rows * f]).unwrap();
-    b.swiglu_backward(&mut dgate, &mut dup, &ds, &gate, &up)
+    b.swiglu_backward(&mut dgate, &mut dup, &ds, &gate, &up, true)
         .unwrap();
-    out.extend([&s, &dgate, &dup].map(|v| b.download(v).unwrap()));
+    let mut dgate_set = b.upload(&vec![7.0; rows * f]).unwrap();
+    let mut dup_set = b.upload(&vec![-7.0; rows * f]).unwrap();
+    b.swiglu_backward(&mut dgate_set, &mut dup_set, &ds, &gate, &up, false)
+        .unwrap();
+    out.extend([&s, &dgate, &dup, &dgate_set, &dup_set].map(|v| b.download(v).unwrap()));
     out
 }
 
@@ -594,9 +602,12 @@ fn norms_rope_and_swiglu_alone_match_the_cpu_at_seed_sizes() {
         "dgain",
         "rope y",
         "rope dx",
+        "rope dx overwritten",
         "swiglu y",
         "dgate",
         "dup",
+        "dgate overwritten",
+        "dup overwritten",
     ];
     agree(
         "rmsnorm, rope, swiglu at 8192×512 / ×1376",

@@ -211,7 +211,11 @@ impl<T: Real> Backend for CpuBackend<T> {
         z: &Vec<T>,
         eff: &Vec<T>,
         lin: &LinearRef,
+        accumulate: bool,
     ) -> BackendResult<()> {
+        if !accumulate {
+            dinp.fill(T::zero());
+        }
         let [dw, da, db] = disjoint(
             grads,
             [lin.weight.clone(), lin.alpha.clone(), lin.beta.clone()],
@@ -255,7 +259,11 @@ impl<T: Real> Backend for CpuBackend<T> {
         seq_len: usize,
         d: usize,
         head_dim: usize,
+        accumulate: bool,
     ) -> BackendResult<()> {
+        if !accumulate {
+            dinp.fill(T::zero());
+        }
         rope::rope_backward(dinp, dout, cos, sin, seq_len, d, head_dim);
         Ok(())
     }
@@ -318,7 +326,11 @@ impl<T: Real> Backend for CpuBackend<T> {
         z: &Vec<T>,
         eff: &Vec<T>,
         mix: &MixRef,
+        accumulate: bool,
     ) -> BackendResult<()> {
+        if !accumulate {
+            dinp.fill(T::zero());
+        }
         let [dw, db] = disjoint(grads, [mix.weight.clone(), mix.beta.clone()]);
         head_mixing::head_mixing_backward(
             dinp,
@@ -345,7 +357,12 @@ impl<T: Real> Backend for CpuBackend<T> {
         dout: &Vec<T>,
         gate: &Vec<T>,
         up: &Vec<T>,
+        accumulate: bool,
     ) -> BackendResult<()> {
+        if !accumulate {
+            dgate.fill(T::zero());
+            dup.fill(T::zero());
+        }
         swiglu::swiglu_backward(dgate, dup, dout, gate, up);
         Ok(())
     }

@@ -352,15 +352,26 @@ impl<B: Backend> Model<B> {
         {
             let x = &acts.resid[l];
             // MLP branch: x' = h + down(swiglu(gate(mn), up(mn))), mn = norm(h).
-            b.fill_zero(&mut s.dsw)?;
+            // The first op to write an input gradient overwrites it (`accumulate` false), so
+            // none of these buffers needs zeroing; the later ones add to it.
             let [du, dz] = &la.down_uz;
-            b.linear_backward(&mut s.dsw, grads, &s.dres, &la.sw, du, dz, eff, &refs.down)?;
-            b.fill_zero(&mut s.dgate)?;
-            b.fill_zero(&mut s.dup)?;
-            b.swiglu_backward(&mut s.dgate, &mut s.dup, &s.dsw, &la.gate[0], &la.up[0])?;
-            b.fill_zero(&mut s.dmn)?;
-            for (dy, p, lin) in [(&s.dgate, &la.gate, &refs.gate), (&s.dup, &la.up, &refs.up)] {
-                b.linear_backward(&mut s.dmn, grads, dy, &la.mn, &p[1], &p[2], eff, lin)?;
+            let (sw, down) = (&la.sw, &refs.down);
+            b.linear_backward(&mut s.dsw, grads, &s.dres, sw, du, dz, eff, down, false)?;
+            b.swiglu_backward(
+                &mut s.dgate,
+                &mut s.dup,
+                &s.dsw,
+                &la.gate[0],
+                &la.up[0],
+                false,
+            )?;
+            for (first, dy, p, lin) in [
+                (true, &s.dgate, &la.gate, &refs.gate),
+                (false, &s.dup, &la.up, &refs.up),
+            ] {
+                b.linear_backward(
+                    &mut s.dmn, grads, dy, &la.mn, &p[1], &p[2], eff, lin, !first,
+                )?;
             }
             // dres becomes ∂L/∂h: the residual path plus the norm's share.
             b.rmsnorm_backward(
@@ -374,13 +385,21 @@ impl<B: Backend> Model<B> {
             )?;
             // Attention branch: h = x + o(mix(attn(rope(q(an)), rope(k(an)), v(an)))).
             let o_in = la.mix.as_ref().map_or(&la.heads, |m| &m[0]);
-            b.fill_zero(&mut s.dmixed)?;
             let [ou, oz] = &la.o_uz;
-            b.linear_backward(&mut s.dmixed, grads, &s.dres, o_in, ou, oz, eff, &refs.o)?;
+            b.linear_backward(
+                &mut s.dmixed,
+                grads,
+                &s.dres,
+                o_in,
+                ou,
+                oz,
+                eff,
+                &refs.o,
+                false,
+            )?;
             let dheads = match (&la.mix, &refs.mix) {
                 (Some([_, u, z]), Some(mix)) => {
-                    b.fill_zero(&mut s.dheads)?;
-                    b.mix_backward(&mut s.dheads, grads, &s.dmixed, u, z, eff, mix)?;
+                    b.mix_backward(&mut s.dheads, grads, &s.dmixed, u, z, eff, mix, false)?;
                     &s.dheads
                 }
                 _ => &s.dmixed,
@@ -392,17 +411,17 @@ impl<B: Backend> Model<B> {
                 &mut s.dqr, &mut s.dkr, &mut s.dv, dheads, &la.heads, &la.qr, &la.kr, &la.v[0],
                 &la.att, dims,
             )?;
-            b.fill_zero(&mut s.dq)?;
-            b.fill_zero(&mut s.dk)?;
-            b.rope_backward(&mut s.dq, &s.dqr, &self.cos, &self.sin, seq, d, hd)?;
-            b.rope_backward(&mut s.dk, &s.dkr, &self.cos, &self.sin, seq, d, hd)?;
-            b.fill_zero(&mut s.dan)?;
-            for (dy, p, lin) in [
-                (&s.dq, &la.q, &refs.q),
-                (&s.dk, &la.k, &refs.k),
-                (&s.dv, &la.v, &refs.v),
+            let (cos, sin) = (&self.cos, &self.sin);
+            b.rope_backward(&mut s.dq, &s.dqr, cos, sin, seq, d, hd, false)?;
+            b.rope_backward(&mut s.dk, &s.dkr, cos, sin, seq, d, hd, false)?;
+            for (first, dy, p, lin) in [
+                (true, &s.dq, &la.q, &refs.q),
+                (false, &s.dk, &la.k, &refs.k),
+                (false, &s.dv, &la.v, &refs.v),
             ] {
-                b.linear_backward(&mut s.dan, grads, dy, &la.an, &p[1], &p[2], eff, lin)?;
+                b.linear_backward(
+                    &mut s.dan, grads, dy, &la.an, &p[1], &p[2], eff, lin, !first,
+                )?;
             }
             b.rmsnorm_backward(
                 &mut s.dres,

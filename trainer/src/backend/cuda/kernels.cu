@@ -332,28 +332,30 @@ extern "C" __global__ void rmsnorm_kernel(float* out, float* rstd, const float* 
 }
 
 // dx += rs·(g⊙dy) − rs³/d · x · Σ(g⊙dy⊙x) and dgain[c] += Σ_r dy[r,c] x[r,c] rstd[r], over a
-// block of `rows_per_block` rows: x and dy are read once, the gain's partial sums stay in
-// (dynamic, d floats of) shared memory, one atomic per column and block.
+// block of `rows_per_block` rows, a warp a row (no block-wide barrier per row); the gain's partial
+// sums stay in (dynamic, d floats of) shared memory, one global atomic per column and block.
 extern "C" __global__ void rmsnorm_backward_kernel(float* dinp, float* dgain, const float* dout, const float* inp, const float* rstd, const float* gain, u64 rows, u32 d, u32 rows_per_block) {
-    __shared__ float shared[32];
     extern __shared__ float gsum[];
     for (u32 c = threadIdx.x; c < d; c += blockDim.x) gsum[c] = 0.0f;
+    __syncthreads();
+    u32 lane = threadIdx.x % 32, warps = blockDim.x / 32;
     u64 r0 = (u64)blockIdx.x * rows_per_block;
     u64 r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
-    for (u64 row = r0; row < r1; row++) {
+    for (u64 row = r0 + threadIdx.x / 32; row < r1; row += warps) {
         const float* x = inp + row * d;
         const float* dy = dout + row * d;
         float rs = rstd[row];
         float dot = 0.0f;
-        for (u32 c = threadIdx.x; c < d; c += blockDim.x) {
+        for (u32 c = lane; c < d; c += 32) {
             float xy = dy[c] * x[c];
             dot += xy * gain[c];
-            gsum[c] += xy * rs;  // column c is this thread's alone
+            atomicAdd(&gsum[c], xy * rs);
         }
-        dot = block_sum(dot, shared);
+        for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffff, dot, o);
         float k = rs * rs * rs * dot / d;
-        for (u32 c = threadIdx.x; c < d; c += blockDim.x) dinp[row * d + c] += rs * gain[c] * dy[c] - k * x[c];
+        for (u32 c = lane; c < d; c += 32) dinp[row * d + c] += rs * gain[c] * dy[c] - k * x[c];
     }
+    __syncthreads();
     for (u32 c = threadIdx.x; c < d; c += blockDim.x) atomicAdd(&dgain[c], gsum[c]);
 }
 
@@ -387,12 +389,14 @@ extern "C" __global__ void swiglu_kernel(float* out, const float* gate, const fl
     }
 }
 
-extern "C" __global__ void swiglu_backward_kernel(float* dgate, float* dup, const float* dout, const float* gate, const float* up, u64 n) {
+// acc: dgate, dup += (else =).
+extern "C" __global__ void swiglu_backward_kernel(float* dgate, float* dup, const float* dout, const float* gate, const float* up, u64 n, int acc) {
     GRID_STRIDE(i, n) {
         float a = gate[i], b = up[i], dy = dout[i];
         float s = 1.0f / (1.0f + expf(-a));
-        dgate[i] += dy * b * s * (1.0f + a * (1.0f - s));
-        dup[i] += dy * a * s;
+        float dg = dy * b * s * (1.0f + a * (1.0f - s)), du = dy * a * s;
+        dgate[i] = acc ? dgate[i] + dg : dg;
+        dup[i] = acc ? dup[i] + du : du;
     }
 }
 

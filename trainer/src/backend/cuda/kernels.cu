@@ -341,12 +341,27 @@ extern "C" __global__ void rmsnorm_backward_kernel(float* dinp, float* dgain, co
     u32 lane = threadIdx.x % 32, warps = blockDim.x / 32;
     u64 r0 = (u64)blockIdx.x * rows_per_block;
     u64 r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
+    // The gain's sums of a lane's first NORM_REG·32 columns in registers (all of them for
+    // d ≤ 512), the rest straight into shared memory.
+    const int NORM_REG = 16;
+    float gp[NORM_REG];
+#pragma unroll
+    for (int j = 0; j < NORM_REG; j++) gp[j] = 0.0f;
     for (u64 row = r0 + threadIdx.x / 32; row < r1; row += warps) {
         const float* x = inp + row * d;
         const float* dy = dout + row * d;
         float rs = rstd[row];
         float dot = 0.0f;
-        for (u32 c = lane; c < d; c += 32) {
+#pragma unroll
+        for (int j = 0; j < NORM_REG; j++) {
+            u32 c = lane + 32 * j;
+            if (c < d) {
+                float xy = dy[c] * x[c];
+                dot += xy * gain[c];
+                gp[j] += xy * rs;
+            }
+        }
+        for (u32 c = lane + 32 * NORM_REG; c < d; c += 32) {
             float xy = dy[c] * x[c];
             dot += xy * gain[c];
             atomicAdd(&gsum[c], xy * rs);
@@ -355,6 +370,9 @@ extern "C" __global__ void rmsnorm_backward_kernel(float* dinp, float* dgain, co
         float k = rs * rs * rs * dot / d;
         for (u32 c = lane; c < d; c += 32) dinp[row * d + c] += rs * gain[c] * dy[c] - k * x[c];
     }
+#pragma unroll
+    for (int j = 0; j < NORM_REG; j++)
+        if (lane + 32 * j < d) atomicAdd(&gsum[lane + 32 * j], gp[j]);
     __syncthreads();
     for (u32 c = threadIdx.x; c < d; c += blockDim.x) atomicAdd(&dgain[c], gsum[c]);
 }

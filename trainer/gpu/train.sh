@@ -12,7 +12,7 @@
 # the device tool returns files of at most 16 MiB; `cat NAME.walsh.part* > NAME.walsh`), best/
 # without optimizer state when small enough, metrics.csv, the loss curve and logs.
 #   CONFIG=configs/tinystories-hadamard-hash.toml (default) STEPS=15000 BOOK_STEPS=11000
-#   DEADLINE=510 (seconds of training in all) trainer/gpu/train.sh
+#   DEADLINE=510 (seconds of training in all) MATMUL=bf16 trainer/gpu/train.sh
 set -euo pipefail
 out=${OUT:-/tmp/walsh-train}
 steps=${STEPS:-15000}
@@ -29,7 +29,10 @@ if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 fi
 device=${DEVICE:-cuda}
-common=(--config "$config" --device "$device" --out "$run"
+# MATMUL: the CUDA GEMM mode (tf32, bf16 or f32); the trainer's default when unset.
+matmul=()
+if [ -n "${MATMUL:-}" ]; then matmul=(--matmul "$MATMUL"); fi
+common=(--config "$config" --device "$device" "${matmul[@]}" --out "$run"
     --set "steps=$steps" --set eval_every=500 --set checkpoint_every=2000 --set log_every=100)
 # SETS="key=value …": more overrides (a quick CPU rehearsal: DEVICE=cpu STEPS=4 BOOK_STEPS=2
 # SETS="batch_size=2 seq_len=64 eval_every=2 eval_batches=1").
@@ -47,7 +50,7 @@ left() { local l=$((deadline - $(date +%s))); echo $((l > 1 ? l : 1)); }
 } 2>&1 | tee "$out/train.log"
 echo "training wall time: $(($(date +%s) - start)) s" | tee -a "$out/train.log"
 .gpu/trainer plot "$run"
-.gpu/trainer eval "$run/best" --data .gpu/ts/val.bin --device "$device" | tee "$out/eval.txt"
+.gpu/trainer eval "$run/best" --data .gpu/ts/val.bin --device "$device" "${matmul[@]}" | tee "$out/eval.txt"
 blob=/tmp/$name.walsh
 .gpu/packer pack "$run/best" -o "$blob" --embeddings "${EMBEDDINGS:-int8}"
 .gpu/packer eval "$blob" .gpu/ts/valid.txt | tee -a "$out/eval.txt"

@@ -86,24 +86,35 @@ extern "C" __global__ void ternary_kernel(float* eff, const float* w, const doub
 // AlgebraLinear y = β ⊙ Wfull(α ⊙ x); β is indexed by row modulo beta_len (head mixing's β is
 // per head channel) and a null α means none. fold is expand's transpose: the gradient of W.
 
-// full = W'; raw (unless null) = Wfull.
-extern "C" __global__ void expand_kernel(float* full, float* raw, const float* w, const float* coef, const float* alpha, const float* beta, u32 beta_len, u32 a, u32 n, u32 m) {
-    u64 total = (u64)a * n * a * m;
-    GRID_STRIDE(idx, total) {
-        u64 row = idx / ((u64)a * m), col = idx % ((u64)a * m);
-        u32 i = row / n, r = row % n, j = col / m, c = col % m;
-        const float* cij = coef + ((u64)i * a + j) * a;
-        float acc = 0.0f;
-        for (u32 g = 0; g < a; g++) {
-            float k = cij[g];
-            if (k != 0.0f) acc += k * w[((u64)g * n + r) * m + c];
-        }
-        if (raw) raw[idx] = acc;
-        full[idx] = beta[row % beta_len] * acc * (alpha ? alpha[col] : 1.0f);
+// Element idx < a·n·a·m of W' into full and, unless null, Wfull into raw.
+__device__ __forceinline__ void expand_at(u64 idx, float* full, float* raw, const float* w, const float* coef, const float* alpha, const float* beta, u32 beta_len, u32 a, u32 n, u32 m) {
+    u64 row = idx / ((u64)a * m), col = idx % ((u64)a * m);
+    u32 i = row / n, r = row % n, j = col / m, c = col % m;
+    const float* cij = coef + ((u64)i * a + j) * a;
+    float acc = 0.0f;
+    for (u32 g = 0; g < a; g++) {
+        float k = cij[g];
+        if (k != 0.0f) acc += k * w[((u64)g * n + r) * m + c];
     }
+    if (raw) raw[idx] = acc;
+    full[idx] = beta[row % beta_len] * acc * (alpha ? alpha[col] : 1.0f);
 }
 
-// dw[g, r, c] += Σ_{I,J} C[I, J, g] · β[o]·D[o, i]·α[i] (o = I·n + r, i = J·m + c), for
+// full = W'; raw (unless null) = Wfull.
+extern "C" __global__ void expand_kernel(float* full, float* raw, const float* w, const float* coef, const float* alpha, const float* beta, u32 beta_len, u32 a, u32 n, u32 m) {
+    GRID_STRIDE(idx, (u64)a * n * a * m) expand_at(idx, full, raw, w, coef, alpha, beta, beta_len, a, n, m);
+}
+
+// Every weight of a model in one launch (each of 64 launches left the GPU mostly idle for its
+// tail): blockIdx.y picks a job of 8 words, {full, raw, w, coef, alpha, beta,
+// beta_len | a << 32, n | m << 32}.
+extern "C" __global__ void expand_many_kernel(const u64* jobs) {
+    const u64* j = jobs + 8 * (u64)blockIdx.y;
+    u32 beta_len = (u32)j[6], a = (u32)(j[6] >> 32), n = (u32)j[7], m = (u32)(j[7] >> 32);
+    GRID_STRIDE(idx, (u64)a * n * a * m)
+        expand_at(idx, (float*)j[0], (float*)j[1], (const float*)j[2], (const float*)j[3], (const float*)j[4], (const float*)j[5], beta_len, a, n, m);
+}
+
 // D = dyᵀ·x the gradient of W' (dense and octonion; Hadamard has fold_hadamard_kernel). One block
 // per 32 consecutive weight elements, its 8 rows of threads splitting the A² terms by I: a thread
 // per element alone left most of the GPU idle (for Hadamard it took half of a training step).

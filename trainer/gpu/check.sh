@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repository root, with .gpu/ carried (trainer/gpu/build.sh):
 # the CUDA backend against the CPU backend (trainer/tests/cuda.rs), then `trainer bench` of the
-# three seed configs (GEMM modes in $MODES, default "tf32 bf16"; attention kernels in $ATTENTIONS,
+# three seed configs (GEMM modes in $MODES, default "bf16 tf32"; attention kernels in $ATTENTIONS,
 # default "tc" (tensor cores, the default there) and "cores"). Logs go to $OUT (the device tool's) or
 # /tmp/gpu-check; the last lines printed are the summary. Exit status: the tests'.
 set -uo pipefail
@@ -11,7 +11,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 .gpu/cuda-tests --test-threads=1 --nocapture 2>&1 | tee "$out/tests.log"
 tests=${PIPESTATUS[0]}
 for c in tinystories-hadamard-hash tinystories-hadamard tinystories-octonion; do
-    for m in ${MODES:-tf32 bf16}; do
+    for m in ${MODES:-bf16 tf32}; do
         # Attention on tensor cores (the default) and on CUDA cores (WALSH_ATTENTION=cores).
         for a in ${ATTENTIONS:-tc cores}; do
             echo "== $c --matmul $m, attention on $a"

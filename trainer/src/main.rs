@@ -142,9 +142,9 @@ struct DeviceArg {
     /// cpu, or cuda[:N] (builds with the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// CUDA GEMM operands: tf32 or bf16 (tensor cores, f32 accumulation; f32 in memory either
-    /// way), or f32 (IEEE, slower).
-    #[arg(long, default_value = "tf32")]
+    /// CUDA GEMM operands: bf16 (the fastest) or tf32 (tensor cores, f32 accumulation; weights,
+    /// optimizer state and activations stay f32 in memory either way), or f32 (IEEE, slower).
+    #[arg(long, default_value = "bf16")]
     matmul: String,
 }
 

@@ -616,20 +616,27 @@ FLASH_KERNELS(128)
 // Logits rows are `ld` apart (v rounded up, so that every row starts 16-byte aligned and cuBLAS
 // can write them with tensor-core kernels); columns v..ld are never touched. One pass: each
 // thread keeps a running max and a sum rescaled to it, and the block combines them.
+// A thread's running max m and sum s of exp(x − m) over the x it has seen.
+__device__ __forceinline__ void online_add(float x, float& m, float& s) {
+    if (x > m) { s *= expf(m - x); m = x; }
+    s += expf(x - m);
+}
+
+// The block's log-sum-exp from its threads' (m, s).
+__device__ float online_lse(float m, float s, float* shared) {
+    float mx = block_max(m, shared);
+    s = block_sum(m == -INFINITY ? 0.0f : s * expf(m - mx), shared);
+    return mx + logf(s);
+}
+
 extern "C" __global__ void ce_forward_kernel(float* lse, float* loss, const float* logits, const u32* targets, u32 v, u32 ld) {
     __shared__ float shared[32];
     u64 row = blockIdx.x;
     const float* l = logits + row * ld;
     float m = -INFINITY, s = 0.0f;
-    for (u32 i = threadIdx.x; i < v; i += blockDim.x) {
-        float x = l[i];
-        if (x > m) { s *= expf(m - x); m = x; }
-        s += expf(x - m);
-    }
-    float mx = block_max(m, shared);
-    s = block_sum(m == -INFINITY ? 0.0f : s * expf(m - mx), shared);
+    for (u32 i = threadIdx.x; i < v; i += blockDim.x) online_add(l[i], m, s);
+    float z = online_lse(m, s, shared);
     if (threadIdx.x == 0) {
-        float z = mx + logf(s);
         lse[row] = z;
         loss[row] = z - l[targets[row]];
     }
@@ -659,19 +666,13 @@ extern "C" __global__ void ce_forward_bf16_kernel(float* lse, float* loss, const
     float m = -INFINITY, s = 0.0f;
     for (u32 i = threadIdx.x; 2 * i < v; i += blockDim.x) {
         u32 w = l[i];
-        float pair[2] = {bf16_lo(w), bf16_hi(w)};
-        for (int k = 0; k < 2 && 2 * i + k < v; k++) {
-            float x = pair[k];
-            if (x > m) { s *= expf(m - x); m = x; }
-            s += expf(x - m);
-        }
+        online_add(bf16_lo(w), m, s);
+        if (2 * i + 1 < v) online_add(bf16_hi(w), m, s);
     }
-    float mx = block_max(m, shared);
-    s = block_sum(m == -INFINITY ? 0.0f : s * expf(m - mx), shared);
+    float z = online_lse(m, s, shared);
     if (threadIdx.x == 0) {
         u32 t = targets[row];
         u32 w = l[t / 2];
-        float z = mx + logf(s);
         lse[row] = z;
         loss[row] = z - (t % 2 ? bf16_hi(w) : bf16_lo(w));
     }

@@ -175,6 +175,9 @@ impl Folded {
     }
 }
 
+/// `gemm_of`'s types: bf16 operands into an f32 C.
+const BF16: (bool, bool) = (true, false);
+
 /// Operands of the standard cross-entropy's GEMMs (`CudaBackend::ce_operands`): device addresses
 /// of the table padded to `ld` rows and of h, both bf16 when `bf16`.
 struct CeOperands {
@@ -584,23 +587,9 @@ impl CudaBackend {
         self.gemm_of(op, (false, false), trans, dims, a, b, c, beta)
     }
 
-    /// [`Self::gemm`] of bf16 operands (`to_bf16_kernel`'s) into an f32 C, f32 accumulation.
+    /// [`Self::gemm`] with bf16 operands (`bf16`: `to_bf16_kernel`'s) and a bf16 C (`c_bf16`) as
+    /// asked; f32 accumulation either way.
     #[allow(clippy::too_many_arguments)]
-    fn gemm_bf16(
-        &self,
-        op: &'static str,
-        trans: (bool, bool),
-        dims: (usize, usize, usize),
-        a: (u64, usize),
-        b: (u64, usize),
-        c: (u64, usize),
-        beta: f32,
-    ) -> BackendResult<()> {
-        self.gemm_of(op, (true, false), trans, dims, a, b, c, beta)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    /// [`Self::gemm`] with bf16 operands (`bf16`) and a bf16 C (`c_bf16`) as asked.
     fn gemm_of(
         &self,
         op: &'static str,
@@ -848,8 +837,9 @@ impl CudaBackend {
             let w = self.expand_bf16(eff, lin)?;
             self.cast_bf16(save, inp, rows * di, rows * di)?;
             let dims = (rows, dou, di);
-            return self.gemm_bf16(
+            return self.gemm_of(
                 lin.op,
+                BF16,
                 (false, true),
                 dims,
                 (save, di),
@@ -870,8 +860,9 @@ impl CudaBackend {
         )
     }
 
-    /// dinp += dy · W' (= without `accumulate`); then from D = dyᵀ · inp (an [out, in] matrix, so nothing here is as large
-    /// as the activations): dW[g] += fold(β ⊙ D ⊙ α), dβ[o] += Σ_i Wfull·α·D, dα[i] += Σ_o β·Wfull·D.
+    /// dinp += dy · W' (= without `accumulate`); then from D = dyᵀ · inp (an [out, in] matrix, so
+    /// nothing here is as large as the activations): dW[g] += fold(β ⊙ D ⊙ α),
+    /// dβ[o] += Σ_i Wfull·α·D, dα[i] += Σ_o β·Wfull·D.
     /// In the bf16 mode `inp` is the forward's bf16 copy (`folded_forward`'s `save`) and both
     /// GEMMs take bf16 operands. (D on f32 operands, TF32, cost 1.6 ms of an 18 ms step and did
     /// not bring the bf16 gradients nearer the f32 ones: their error comes down from above, in dy.)
@@ -897,8 +888,9 @@ impl CudaBackend {
             let w = self.expand_bf16(eff, lin)?;
             let dyb = self.to_bf16("dy bf16", dy, rows * dou, rows * dou)?;
             let mode = (false, false);
-            self.gemm_bf16(
+            self.gemm_of(
                 lin.op,
+                BF16,
                 mode,
                 dx_dims,
                 (dyb, dou),
@@ -907,7 +899,16 @@ impl CudaBackend {
                 dx_beta,
             )?;
             let mode = (true, false);
-            self.gemm_bf16(lin.op, mode, d_dims, (dyb, dou), (inp, di), (d, di), 0.0)?;
+            self.gemm_of(
+                lin.op,
+                BF16,
+                mode,
+                d_dims,
+                (dyb, dou),
+                (inp, di),
+                (d, di),
+                0.0,
+            )?;
         } else {
             let mode = (false, false);
             self.gemm(

@@ -206,7 +206,8 @@ pub trait Backend {
 
     /// The length a saved `u` or `z` buffer of [`Backend::linear_forward`] (and `z` of
     /// [`Backend::mix_forward`]) needs for an activation of `len` elements: the CPU reference
-    /// keeps them all; a backend that folds α and β into the weight needs none (length 0).
+    /// keeps them all; a backend that folds α and β into the weight needs none (length 0), or
+    /// only a low-precision copy of the input (the CUDA bf16 mode's, half the length).
     fn linear_saved_len(&self, len: usize) -> usize {
         len
     }

@@ -216,7 +216,10 @@ __device__ __forceinline__ void halve(float* v, u32 lane) {
 
 // fold_kernel for A = 32: a warp per (r, c), lane J: FHT over I of β·D·α's column J·m + c, times
 // h(g, J), then summed over the lanes by recursive halving, after which lane g holds dW[g, r, c].
-extern "C" __global__ void __launch_bounds__(64) fold_hadamard_kernel(float* dw, const float* d, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
+// The same pass over D does row_dot_kernel's and col_dot_kernel's sums (dβ, dα) for the elements
+// it reads: lane J sums its column's 32 rows for dα; the rows' sums for dβ come out of a second
+// halving, lane i holding row i·n + r's.
+extern "C" __global__ void __launch_bounds__(64) fold_hadamard_kernel(float* dw, float* dalpha, float* dbeta, const float* d, const float* raw, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
     u32 J = threadIdx.x % 32;
     u64 pair = (u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (pair >= (u64)n * m) return;
@@ -224,12 +227,22 @@ extern "C" __global__ void __launch_bounds__(64) fold_hadamard_kernel(float* dw,
     u32 c = pair % m;
     u64 col = (u64)J * m + c;
     float a = alpha ? alpha[col] : 1.0f;
-    float v[32];
+    float v[32], t[32], da = 0.0f;
 #pragma unroll
     for (int i = 0; i < 32; i++) {
-        u64 row = (u64)i * n + r;
-        v[i] = beta[row % beta_len] * d[row * (32 * (u64)m) + col] * a;
+        u64 row = (u64)i * n + r, at = row * (32 * (u64)m) + col;
+        float dv = d[at], wd = raw[at] * dv, b = beta[row % beta_len];
+        v[i] = b * dv * a;
+        t[i] = wd * a;
+        da += b * wd;
     }
+    if (dalpha) atomicAdd(&dalpha[col], da);
+    halve<16>(t, J);
+    halve<8>(t, J);
+    halve<4>(t, J);
+    halve<2>(t, J);
+    halve<1>(t, J);
+    atomicAdd(&dbeta[((u64)J * n + r) % beta_len], t[0]);
     fht32(v);
 #pragma unroll
     for (int g = 0; g < 32; g++) v[g] *= hsign(g, J);

@@ -936,16 +936,19 @@ impl CudaBackend {
                     shared_mem_bytes: 0,
                 },
                 self.at(grads, lin.weight),
+                lin.alpha.map_or(0, |o| self.at(grads, o)),
+                self.at(grads, lin.beta),
                 d,
+                raw,
                 alpha,
                 beta,
                 lin.beta_len as u32,
                 n as u32,
                 m as u32
             );
-        } else {
-            self.fold_generic(grads, lin, d, alpha, beta)?;
+            return Ok(());
         }
+        self.fold_generic(grads, lin, d, alpha, beta)?;
         launch!(
             self,
             "row_dot_kernel",

@@ -2,7 +2,9 @@
 //! [`Timed`], a backend wrapper that clocks every call of the backend it wraps.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{AdamW, Backend, BackendResult, EmbRef, LinearRef, Mark, MixRef};
+use crate::backend::{
+    AdamW, Backend, BackendResult, EmbRef, LinearIn, LinearOut, LinearRef, Mark, MixRef,
+};
 use crate::model::Model;
 use crate::ops::attention::AttnDims;
 use crate::train::load_run_config;
@@ -240,6 +242,30 @@ impl<B: Backend> Backend for Timed<B> {
         self.clock("algebra linear bwd", || {
             self.inner
                 .linear_backward(dinp, grads, dout, inp, u, z, eff, lin, accumulate)
+        })
+    }
+    fn linears_forward(
+        &self,
+        items: &mut [LinearOut<'_, B::Buf>],
+        inp: &B::Buf,
+        eff: &B::Buf,
+    ) -> BackendResult<()> {
+        self.clock("algebra linear fwd", || {
+            self.inner.linears_forward(items, inp, eff)
+        })
+    }
+    fn linears_backward(
+        &self,
+        dinp: &mut B::Buf,
+        grads: &mut B::Buf,
+        items: &[LinearIn<'_, B::Buf>],
+        inp: &B::Buf,
+        eff: &B::Buf,
+        accumulate: bool,
+    ) -> BackendResult<()> {
+        self.clock("algebra linear bwd", || {
+            self.inner
+                .linears_backward(dinp, grads, items, inp, eff, accumulate)
         })
     }
     fn rope_forward(

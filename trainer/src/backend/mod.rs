@@ -78,6 +78,22 @@ impl EmbRef {
     }
 }
 
+/// One AlgebraLinear of [`Backend::linears_forward`]: what [`Backend::linear_forward`] writes.
+pub struct LinearOut<'a, B> {
+    pub out: &'a mut B,
+    pub u: &'a mut B,
+    pub z: &'a mut B,
+    pub lin: &'a LinearRef,
+}
+
+/// One AlgebraLinear of [`Backend::linears_backward`]: its output's gradient and saved buffers.
+pub struct LinearIn<'a, B> {
+    pub dout: &'a B,
+    pub u: &'a B,
+    pub z: &'a B,
+    pub lin: &'a LinearRef,
+}
+
 /// A point in an asynchronous backend's queue (a CUDA event): `trainer bench` times each op
 /// between two marks without draining the queue in between.
 pub struct Mark(pub Box<dyn std::any::Any>);
@@ -235,6 +251,40 @@ pub trait Backend {
         lin: &LinearRef,
         accumulate: bool,
     ) -> BackendResult<()>;
+
+    /// Several AlgebraLinears of one input (q, k and v; gate and up), each as
+    /// [`Backend::linear_forward`]. A backend may share work between them: the CUDA bf16 mode
+    /// rounds the input to bf16 once, into the first one's `u`, which
+    /// [`Backend::linears_backward`] then reads for all of them.
+    fn linears_forward(
+        &self,
+        items: &mut [LinearOut<'_, Self::Buf>],
+        inp: &Self::Buf,
+        eff: &Self::Buf,
+    ) -> BackendResult<()> {
+        for it in items.iter_mut() {
+            self.linear_forward(it.out, it.u, it.z, inp, eff, it.lin)?;
+        }
+        Ok(())
+    }
+    /// The backward of one [`Backend::linears_forward`] call (the same linears in the same
+    /// order): `dinp` gets the sum of their input gradients, added to it with `accumulate`.
+    #[allow(clippy::too_many_arguments)]
+    fn linears_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        grads: &mut Self::Buf,
+        items: &[LinearIn<'_, Self::Buf>],
+        inp: &Self::Buf,
+        eff: &Self::Buf,
+        accumulate: bool,
+    ) -> BackendResult<()> {
+        for (k, it) in items.iter().enumerate() {
+            let acc = accumulate || k > 0;
+            self.linear_backward(dinp, grads, it.dout, inp, it.u, it.z, eff, it.lin, acc)?;
+        }
+        Ok(())
+    }
 
     /// RoPE over rows of `seq_len` positions; `cos`/`sin` are [`crate::ops::rope::rope_table`]s.
     #[allow(clippy::too_many_arguments)]

@@ -8,7 +8,7 @@
 
 pub mod layout;
 
-use crate::backend::{Backend, BackendResult, LinearRef, MixRef};
+use crate::backend::{Backend, BackendResult, LinearIn, LinearOut, LinearRef, MixRef};
 use crate::ops::attention::AttnDims;
 use crate::ops::rope::rope_table;
 use crate::ops::{Real, cast};
@@ -237,14 +237,16 @@ impl<B: Backend> Model<B> {
             let x = &before[l];
             let out = &mut after[0];
             b.rmsnorm_forward(&mut la.an, &mut la.an_rstd, x, eff, refs.attn_norm.clone())?;
-            for (p, lin) in [
-                (&mut la.q, &refs.q),
-                (&mut la.k, &refs.k),
-                (&mut la.v, &refs.v),
-            ] {
-                let [y, u, z] = p;
-                b.linear_forward(y, u, z, &la.an, eff, lin)?;
-            }
+            let [[qy, qu, qz], [ky, ku, kz], [vy, vu, vz]] = [&mut la.q, &mut la.k, &mut la.v];
+            b.linears_forward(
+                &mut [
+                    linear_out(qy, qu, qz, &refs.q),
+                    linear_out(ky, ku, kz, &refs.k),
+                    linear_out(vy, vu, vz, &refs.v),
+                ],
+                &la.an,
+                eff,
+            )?;
             b.rope_forward(&mut la.qr, &la.q[0], &self.cos, &self.sin, seq, d, hd)?;
             b.rope_forward(&mut la.kr, &la.k[0], &self.cos, &self.sin, seq, d, hd)?;
             b.attention_forward(&mut la.heads, &mut la.att, &la.qr, &la.kr, &la.v[0], dims)?;
@@ -265,10 +267,15 @@ impl<B: Backend> Model<B> {
                 eff,
                 refs.mlp_norm.clone(),
             )?;
-            for (p, lin) in [(&mut la.gate, &refs.gate), (&mut la.up, &refs.up)] {
-                let [y, u, z] = p;
-                b.linear_forward(y, u, z, &la.mn, eff, lin)?;
-            }
+            let [[gy, gu, gz], [uy, uu, uz]] = [&mut la.gate, &mut la.up];
+            b.linears_forward(
+                &mut [
+                    linear_out(gy, gu, gz, &refs.gate),
+                    linear_out(uy, uu, uz, &refs.up),
+                ],
+                &la.mn,
+                eff,
+            )?;
             b.swiglu_forward(&mut la.sw, &la.gate[0], &la.up[0])?;
             let [du, dz] = &mut la.down_uz;
             b.linear_forward(&mut acts.tmp, du, dz, &la.sw, eff, &refs.down)?;
@@ -365,14 +372,11 @@ impl<B: Backend> Model<B> {
                 &la.up[0],
                 false,
             )?;
-            for (first, dy, p, lin) in [
-                (true, &s.dgate, &la.gate, &refs.gate),
-                (false, &s.dup, &la.up, &refs.up),
-            ] {
-                b.linear_backward(
-                    &mut s.dmn, grads, dy, &la.mn, &p[1], &p[2], eff, lin, !first,
-                )?;
-            }
+            let items = [
+                linear_in(&s.dgate, &la.gate, &refs.gate),
+                linear_in(&s.dup, &la.up, &refs.up),
+            ];
+            b.linears_backward(&mut s.dmn, grads, &items, &la.mn, eff, false)?;
             // dres becomes ∂L/∂h: the residual path plus the norm's share.
             b.rmsnorm_backward(
                 &mut s.dres,
@@ -414,15 +418,12 @@ impl<B: Backend> Model<B> {
             let (cos, sin) = (&self.cos, &self.sin);
             b.rope_backward(&mut s.dq, &s.dqr, cos, sin, seq, d, hd, false)?;
             b.rope_backward(&mut s.dk, &s.dkr, cos, sin, seq, d, hd, false)?;
-            for (first, dy, p, lin) in [
-                (true, &s.dq, &la.q, &refs.q),
-                (false, &s.dk, &la.k, &refs.k),
-                (false, &s.dv, &la.v, &refs.v),
-            ] {
-                b.linear_backward(
-                    &mut s.dan, grads, dy, &la.an, &p[1], &p[2], eff, lin, !first,
-                )?;
-            }
+            let items = [
+                linear_in(&s.dq, &la.q, &refs.q),
+                linear_in(&s.dk, &la.k, &refs.k),
+                linear_in(&s.dv, &la.v, &refs.v),
+            ];
+            b.linears_backward(&mut s.dan, grads, &items, &la.an, eff, false)?;
             b.rmsnorm_backward(
                 &mut s.dres,
                 grads,
@@ -464,6 +465,25 @@ impl<B: Backend> Model<B> {
         self.acts = None; // free the old shape first
         self.acts = Some(Acts::new(&self.backend, &self.config, batch, seq)?);
         Ok(())
+    }
+}
+
+fn linear_out<'a, T>(
+    out: &'a mut T,
+    u: &'a mut T,
+    z: &'a mut T,
+    lin: &'a LinearRef,
+) -> LinearOut<'a, T> {
+    LinearOut { out, u, z, lin }
+}
+
+/// The backward's view of a linear's forward buffers [y, u, z].
+fn linear_in<'a, T>(dout: &'a T, saved: &'a [T; 3], lin: &'a LinearRef) -> LinearIn<'a, T> {
+    LinearIn {
+        dout,
+        u: &saved[1],
+        z: &saved[2],
+        lin,
     }
 }
 

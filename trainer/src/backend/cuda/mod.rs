@@ -13,7 +13,10 @@
 //! Buffers are `CudaSlice<f32>`; ops pass raw device pointers (one stream, event tracking off),
 //! and every driver, NVRTC and cuBLAS result is checked and reported with the op's name.
 
-use super::{AdamW, Backend, BackendError, BackendResult, EmbRef, LinearRef, Mark, MixRef};
+use super::{
+    AdamW, Backend, BackendError, BackendResult, EmbRef, LinearIn, LinearOut, LinearRef, Mark,
+    MixRef,
+};
 use crate::ops::attention::AttnDims;
 use cudarc::cublas::{CudaBlas, result as blas, sys as blas_sys};
 use cudarc::driver::{
@@ -822,12 +825,15 @@ impl CudaBackend {
     }
 
     /// out = inp · W'ᵀ over `rows` rows. In the bf16 mode the GEMM's operands are bf16, and the
-    /// bf16 copy of `inp` is left at `save` for the backward (room for rows·in bf16s).
+    /// bf16 copy of `inp` is at `save` for the backward (room for rows·in bf16s): written here
+    /// when `cast`, else already there (`linears_forward`).
+    #[allow(clippy::too_many_arguments)]
     fn folded_forward(
         &self,
         out: u64,
         inp: u64,
         save: u64,
+        cast: bool,
         rows: usize,
         eff: &CudaSlice<f32>,
         lin: &Folded,
@@ -835,7 +841,9 @@ impl CudaBackend {
         let (di, dou) = (lin.a * lin.m, lin.a * lin.n);
         if self.matmul == Matmul::Bf16 {
             let w = self.expand_bf16(eff, lin)?;
-            self.cast_bf16(save, inp, rows * di, rows * di)?;
+            if cast {
+                self.cast_bf16(save, inp, rows * di, rows * di)?;
+            }
             let dims = (rows, dou, di);
             return self.gemm_of(
                 lin.op,
@@ -1561,7 +1569,15 @@ impl Backend for CudaBackend {
             );
             return Err(self.err(f.op, msg));
         }
-        self.folded_forward(self.ptr(out), self.ptr(inp), self.ptr(u), rows, eff, &f)
+        self.folded_forward(
+            self.ptr(out),
+            self.ptr(inp),
+            self.ptr(u),
+            true,
+            rows,
+            eff,
+            &f,
+        )
     }
     fn linear_backward(
         &self,
@@ -1581,6 +1597,67 @@ impl Backend for CudaBackend {
         let x = if self.matmul == Matmul::Bf16 { u } else { inp };
         let (dp, dy, x) = (self.ptr(dinp), self.ptr(dout), self.ptr(x));
         self.folded_backward(dp, grads, dy, x, rows, eff, &f, accumulate)
+    }
+
+    /// In the bf16 mode the input is rounded to bf16 once, into the first linear's `u`.
+    fn linears_forward(
+        &self,
+        items: &mut [LinearOut<'_, CudaSlice<f32>>],
+        inp: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+    ) -> BackendResult<()> {
+        let Some(first) = items.first() else {
+            return Ok(());
+        };
+        let need = self.linear_saved_len(inp.len());
+        if first.u.len() < need {
+            let msg = format!(
+                "the saved-input buffer holds {} floats, {need} needed",
+                first.u.len()
+            );
+            return Err(self.err("algebra linear", msg));
+        }
+        let save = self.ptr(&*first.u);
+        for (k, it) in items.iter_mut().enumerate() {
+            let f = Folded::linear(it.lin);
+            let rows = inp.len() / it.lin.dims.in_dim;
+            self.folded_forward(
+                self.ptr(&*it.out),
+                self.ptr(inp),
+                save,
+                k == 0,
+                rows,
+                eff,
+                &f,
+            )?;
+        }
+        Ok(())
+    }
+    /// In the bf16 mode every D = dyᵀx reads the first linear's `u` (`linears_forward`).
+    fn linears_backward(
+        &self,
+        dinp: &mut CudaSlice<f32>,
+        grads: &mut CudaSlice<f32>,
+        items: &[LinearIn<'_, CudaSlice<f32>>],
+        inp: &CudaSlice<f32>,
+        eff: &CudaSlice<f32>,
+        accumulate: bool,
+    ) -> BackendResult<()> {
+        let Some(first) = items.first() else {
+            return Ok(());
+        };
+        let x = if self.matmul == Matmul::Bf16 {
+            first.u
+        } else {
+            inp
+        };
+        for (k, it) in items.iter().enumerate() {
+            let f = Folded::linear(it.lin);
+            let rows = inp.len() / it.lin.dims.in_dim;
+            let (dp, dy, xp) = (self.ptr(dinp), self.ptr(it.dout), self.ptr(x));
+            self.folded_backward(dp, grads, dy, xp, rows, eff, &f, accumulate || k > 0)?;
+        }
+        Ok(())
     }
 
     fn rope_forward(
@@ -1739,7 +1816,15 @@ impl Backend for CudaBackend {
                 .memcpy_dtod(inp, u)
                 .map_err(|e| self.err("head mixing save", e))?;
         }
-        self.folded_forward(self.ptr(out), self.ptr(inp), self.ptr(u), rows, eff, &f)
+        self.folded_forward(
+            self.ptr(out),
+            self.ptr(inp),
+            self.ptr(u),
+            true,
+            rows,
+            eff,
+            &f,
+        )
     }
     fn mix_backward(
         &self,

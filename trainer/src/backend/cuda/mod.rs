@@ -1282,32 +1282,38 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let sums = self.sums(ternary.len())?;
-        for (i, r) in ternary.iter().enumerate() {
-            let n = r.len() as u64;
-            let slot = sums + 8 * i as u64;
-            let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            launch!(
-                self,
-                "abs_sum_kernel",
-                cfg,
-                slot,
-                self.at(params, r.start),
-                n
-            );
-            launch!(
-                self,
-                "ternary_kernel",
-                elems(n),
-                self.at(eff, r.start),
-                self.at(params, r.start),
-                slot,
-                n
-            );
-        }
+        let ranges: Vec<u64> = (ternary.iter())
+            .flat_map(|r| [r.start as u64, r.len() as u64])
+            .collect();
+        let on_device = self
+            .stream
+            .clone_htod(&ranges)
+            .map_err(|e| self.err("upload ternary ranges", e))?;
+        let most = ternary.iter().map(|r| r.len() as u64).max().unwrap_or(0);
+        let tensors = ternary.len() as u32;
+        let cfg = |cap: u64| LaunchConfig {
+            grid_dim: (most.div_ceil(256).clamp(1, cap) as u32, tensors, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let table = self.ptr(&on_device);
+        launch!(
+            self,
+            "abs_sum_kernel",
+            cfg(1024),
+            sums,
+            self.ptr(params),
+            table
+        );
+        launch!(
+            self,
+            "ternary_kernel",
+            cfg(1 << 16),
+            self.ptr(eff),
+            self.ptr(params),
+            sums,
+            table
+        );
         Ok(())
     }
 

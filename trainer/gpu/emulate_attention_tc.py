@@ -17,6 +17,8 @@ def quad(x, f):
     for m in (1, 2): y = f(y, y[L ^ m])
     return y
 TC_TILE, TC_ROWS = 32, 64
+LOG2E, LN2 = 1.4426950408889634, 0.6931471805599453
+np.seterr(over="ignore", invalid="ignore")  # masked weights may overflow before the mask zeroes them
 def head_at(x, t, c, seq, hd):
     t = np.asarray(t); c = np.asarray(c)
     ok = (t < seq) & (c < hd)
@@ -53,28 +55,30 @@ def forward(q, k, v, seq, hd, HD):
         for w in range(4):
             q0 = by * TC_ROWS + w * 16; r0 = q0 + G; r1 = r0 + 8
             if q0 >= seq: continue
-            qa = load_a(q, r0, seq, hd, HD, scale)
+            qa = load_a(q, r0, seq, hd, HD, scale * LOG2E)           # scores in base 2
             o = [np.zeros((32, 4)) for _ in range(HD // 8)]
             m0 = np.full(32, -np.inf); m1 = m0.copy(); l0 = np.zeros(32); l1 = l0.copy()
             for s0 in range(0, end, TC_TILE):
                 ks = load_tile(k, s0, seq, hd, HD); vs = load_tile(v, s0, seq, hd, HD)
                 # The whole tile's scores, one max and one rescale, then the weighted sums.
                 blocks = [n0 for n0 in range(0, TC_TILE, 8) if s0 + n0 <= q0 + 15]
+                diagonal = s0 + TC_TILE - 1 > q0                      # only such tiles are masked
                 ss = {}
                 for n0 in blocks:
                     s = scores(qa, ks, n0, HD); c = s0 + n0 + 2 * I
-                    s[c > r0, 0] = -np.inf; s[c + 1 > r0, 1] = -np.inf; s[c > r1, 2] = -np.inf; s[c + 1 > r1, 3] = -np.inf
                     ss[n0] = s
+                    if not diagonal: continue
+                    s[c > r0, 0] = -np.inf; s[c + 1 > r0, 1] = -np.inf; s[c > r1, 2] = -np.inf; s[c + 1 > r1, 3] = -np.inf
                 t0m = np.full(32, -np.inf); t1m = t0m.copy()
                 for s in ss.values():
                     t0m = np.maximum(t0m, np.maximum(s[:, 0], s[:, 1])); t1m = np.maximum(t1m, np.maximum(s[:, 2], s[:, 3]))
                 n0m = np.maximum(m0, quad(t0m, np.maximum)); n1m = np.maximum(m1, quad(t1m, np.maximum))
-                c0 = np.exp(m0 - n0m); c1 = np.exp(m1 - n1m); m0, m1 = n0m, n1m
+                c0 = np.exp2(m0 - n0m); c1 = np.exp2(m1 - n1m); m0, m1 = n0m, n1m
                 l0 = l0 * c0; l1 = l1 * c1
                 for nc in range(HD // 8):
                     o[nc][:, 0] *= c0; o[nc][:, 1] *= c0; o[nc][:, 2] *= c1; o[nc][:, 3] *= c1
                 for n0, s in ss.items():
-                    s[:, 0] = np.exp(s[:, 0] - m0); s[:, 1] = np.exp(s[:, 1] - m0); s[:, 2] = np.exp(s[:, 2] - m1); s[:, 3] = np.exp(s[:, 3] - m1)
+                    s[:, 0] = np.exp2(s[:, 0] - m0); s[:, 1] = np.exp2(s[:, 1] - m0); s[:, 2] = np.exp2(s[:, 2] - m1); s[:, 3] = np.exp2(s[:, 3] - m1)
                     l0 = l0 + s[:, 0] + s[:, 1]; l1 = l1 + s[:, 2] + s[:, 3]
                     accumulate(o, s, vs, n0, HD)
             l0 = quad(l0, np.add); l1 = quad(l1, np.add)
@@ -83,8 +87,8 @@ def forward(q, k, v, seq, hd, HD):
             store(out, o, r0, seq, hd, HD, 1.0, False)
             for l in range(32):
                 if I[l] == 0:
-                    if r0[l] < seq: lse[r0[l]] = m0[l] + np.log(l0[l])
-                    if r1[l] < seq: lse[r1[l]] = m1[l] + np.log(l1[l])
+                    if r0[l] < seq: lse[r0[l]] = (m0[l] + np.log2(l0[l])) * LN2
+                    if r1[l] < seq: lse[r1[l]] = (m1[l] + np.log2(l1[l])) * LN2
     return out, lse
 def backward_q(dout, out, q, k, v, lse, seq, hd, HD):
     dq = np.zeros((seq, hd)); dsum = np.zeros(seq); scale = hd ** -0.5
@@ -93,14 +97,14 @@ def backward_q(dout, out, q, k, v, lse, seq, hd, HD):
         for w in range(4):
             q0 = by * TC_ROWS + w * 16; r0 = q0 + G; r1 = r0 + 8
             if q0 >= seq: continue
-            qa = load_a(q, r0, seq, hd, HD, scale); da = load_a(dout, r0, seq, hd, HD, 1.0)
+            qa = load_a(q, r0, seq, hd, HD, scale * LOG2E); da = load_a(dout, r0, seq, hd, HD, 1.0)
             D0 = np.zeros(32); D1 = np.zeros(32)
             for c in range(HD // 4):
                 cc = I + 4 * c
                 D0 += head_at(dout, r0, cc, seq, hd) * head_at(out, r0, cc, seq, hd)
                 D1 += head_at(dout, r1, cc, seq, hd) * head_at(out, r1, cc, seq, hd)
             D0 = quad(D0, np.add); D1 = quad(D1, np.add)
-            L0 = np.where(r0 < seq, lse[np.minimum(r0, seq-1)], 0); L1 = np.where(r1 < seq, lse[np.minimum(r1, seq-1)], 0)
+            L0 = np.where(r0 < seq, lse[np.minimum(r0, seq-1)] * LOG2E, 0); L1 = np.where(r1 < seq, lse[np.minimum(r1, seq-1)] * LOG2E, 0)
             for l in range(32):
                 if I[l] == 0:
                     if r0[l] < seq: dsum[r0[l]] = D0[l]
@@ -111,10 +115,10 @@ def backward_q(dout, out, q, k, v, lse, seq, hd, HD):
                 n0 = 0
                 while n0 < TC_TILE and s0 + n0 <= q0 + 15:
                     s = scores(qa, ks, n0, HD); dp = scores(da, vs, n0, HD); c = s0 + n0 + 2 * I
-                    s[:, 0] = np.where(c <= r0, np.exp(s[:, 0] - L0) * (dp[:, 0] - D0), 0)
-                    s[:, 1] = np.where(c + 1 <= r0, np.exp(s[:, 1] - L0) * (dp[:, 1] - D0), 0)
-                    s[:, 2] = np.where(c <= r1, np.exp(s[:, 2] - L1) * (dp[:, 2] - D1), 0)
-                    s[:, 3] = np.where(c + 1 <= r1, np.exp(s[:, 3] - L1) * (dp[:, 3] - D1), 0)
+                    s[:, 0] = np.exp2(s[:, 0] - L0) * (dp[:, 0] - D0); s[:, 1] = np.exp2(s[:, 1] - L0) * (dp[:, 1] - D0)
+                    s[:, 2] = np.exp2(s[:, 2] - L1) * (dp[:, 2] - D1); s[:, 3] = np.exp2(s[:, 3] - L1) * (dp[:, 3] - D1)
+                    if s0 + n0 + 7 > q0:                              # the causal mask, where needed
+                        s[c > r0, 0] = 0; s[c + 1 > r0, 1] = 0; s[c > r1, 2] = 0; s[c + 1 > r1, 3] = 0
                     accumulate(acc, s, ks, n0, HD)
                     n0 += 8
             store(dq, acc, r0, seq, hd, HD, scale, True)
@@ -126,22 +130,22 @@ def backward_kv(dout, q, k, v, lse, dsum, seq, hd, HD):
         for w in range(4):
             k0 = first + w * 16; r0 = k0 + G; r1 = r0 + 8
             if k0 >= seq: continue
-            ka = load_a(k, r0, seq, hd, HD, scale); va = load_a(v, r0, seq, hd, HD, 1.0)
+            ka = load_a(k, r0, seq, hd, HD, scale * LOG2E); va = load_a(v, r0, seq, hd, HD, 1.0)
             gk = [np.zeros((32, 4)) for _ in range(HD // 8)]; gv = [np.zeros((32, 4)) for _ in range(HD // 8)]
             for t0 in range(first, seq, TC_TILE):
                 qs = load_tile(q, t0, seq, hd, HD); dos = load_tile(dout, t0, seq, hd, HD)
-                ls = np.array([lse[t0 + j] if t0 + j < seq else 0 for j in range(TC_TILE)])
+                ls = np.array([lse[t0 + j] * LOG2E if t0 + j < seq else 0 for j in range(TC_TILE)])
                 Ds = np.array([dsum[t0 + j] if t0 + j < seq else 0 for j in range(TC_TILE)])
                 for n0 in range(0, TC_TILE, 8):
                     if t0 + n0 + 7 < k0: continue
                     s = scores(ka, qs, n0, HD); dp = scores(va, dos, n0, HD)
                     j = n0 + 2 * I; t = t0 + j
-                    in0 = t < seq; in1 = t + 1 < seq
-                    p = np.zeros((32, 4))
-                    p[:, 0] = np.where(in0 & (t >= r0), np.exp(s[:, 0] - ls[j]), 0)
-                    p[:, 1] = np.where(in1 & (t + 1 >= r0), np.exp(s[:, 1] - ls[j + 1]), 0)
-                    p[:, 2] = np.where(in0 & (t >= r1), np.exp(s[:, 2] - ls[j]), 0)
-                    p[:, 3] = np.where(in1 & (t + 1 >= r1), np.exp(s[:, 3] - ls[j + 1]), 0)
+                    p = np.stack([np.exp2(s[:, 0] - ls[j]), np.exp2(s[:, 1] - ls[j + 1]),
+                                  np.exp2(s[:, 2] - ls[j]), np.exp2(s[:, 3] - ls[j + 1])], 1)
+                    if t0 + n0 < k0 + 15 or t0 + n0 + 8 > seq:           # the mask, where needed
+                        in0 = t < seq; in1 = t + 1 < seq
+                        p[~(in0 & (t >= r0)), 0] = 0; p[~(in1 & (t + 1 >= r0)), 1] = 0
+                        p[~(in0 & (t >= r1)), 2] = 0; p[~(in1 & (t + 1 >= r1)), 3] = 0
                     s[:, 0] = p[:, 0] * (dp[:, 0] - Ds[j]); s[:, 1] = p[:, 1] * (dp[:, 1] - Ds[j + 1])
                     s[:, 2] = p[:, 2] * (dp[:, 2] - Ds[j]); s[:, 3] = p[:, 3] * (dp[:, 3] - Ds[j + 1])
                     accumulate(gv, p, dos, n0, HD); accumulate(gk, s, qs, n0, HD)

@@ -1,5 +1,6 @@
-"""Line-for-line numpy emulation of kernels.cu's fold_hadamard_kernel (a warp per (r, c), lane J,
-recursive halving over the lanes) against the plain formulas of the gradients it writes:
+"""Line-for-line numpy emulation of kernels.cu's fold_hadamard_kernel (a warp per (r, c), lane J;
+the block M through shared memory, lane k summing the xor diagonal S[k] = sum_i M[i, i ^ k], then a
+32-point FHT across the lanes by xor shuffles) against the plain formulas of the gradients it writes:
 dW[g, r, c] = sum_{I,J} h(I,g) h(g,J)/32 * beta[I n + r] D[I n + r, J m + c] alpha[J m + c],
 dbeta[o % beta_len] = sum_i raw[o, i] alpha[i] D[o, i], dalpha[i] = sum_o beta[o % beta_len] raw[o, i] D[o, i].
 Run: python3 trainer/gpu/emulate_fold_hadamard.py (prints the worst relative error per output)."""
@@ -10,27 +11,14 @@ LANES = np.arange(32)
 def h(x, y):
     return np.where(np.vectorize(lambda a: bin(a).count("1") % 2)(np.bitwise_and(x, y)) == 1, -1.0, 1.0)
 
-def halve(v, S):
-    # v: [lane, value]; lane L keeps the S values whose index bit S equals its lane bit S and adds
-    # its partner's (lane L ^ S) copy of them.
-    upper = (LANES & S) != 0
-    lo, hi = v[:, :S], v[:, S:2 * S]
-    keep = np.where(upper[:, None], hi, lo)
-    send = np.where(upper[:, None], lo, hi)
-    out = v.copy()
-    out[:, :S] = keep + send[LANES ^ S]
-    return out
-
-def fht32(v):
-    v = v.copy()
+def shuffle_fht(s):
+    # s: [lane]; the kernel's five shuffle rounds: partner = lane ^ hh, lower lane a + b, upper a - b.
     hh = 1
     while hh < 32:
-        for i in range(0, 32, 2 * hh):
-            for j in range(i, i + hh):
-                a, b = v[:, j].copy(), v[:, j + hh].copy()
-                v[:, j], v[:, j + hh] = a + b, a - b
+        o = s[LANES ^ hh]
+        s = np.where((LANES & hh) != 0, o - s, s + o)
         hh *= 2
-    return v
+    return s
 
 def kernel(d, raw, alpha, beta, beta_len, n, m):
     dw = np.zeros((32, n, m)); dalpha = np.zeros(32 * m); dbeta = np.zeros(beta_len)
@@ -38,23 +26,26 @@ def kernel(d, raw, alpha, beta, beta_len, n, m):
         for c in range(m):
             col = LANES * m + c
             a = alpha[col] if alpha is not None else np.ones(32)
-            rows = np.arange(32)[None, :] * n + r            # [1, i]
-            dv = d[rows, col[:, None]]                        # [lane J, i]
-            wd = raw[rows, col[:, None]] * dv
-            b = beta[rows % beta_len]
-            v = b * dv * a[:, None]
-            t = wd * a[:, None]
-            da = (b * wd).sum(1)
+            ms = np.zeros((32, 32)); ws = np.zeros((32, 32)); da = np.zeros(32)
+            bi, step = r % beta_len, n % beta_len             # beta's index, stepped per row
+            for i in range(32):
+                dv = d[i * n + r, col]                        # [lane]
+                wd = raw[i * n + r, col] * dv
+                b = beta[bi]
+                ms[i, LANES] = b * dv * a
+                ws[i, LANES] = wd * a
+                da += b * wd
+                bi += step
+                if bi >= beta_len:
+                    bi -= beta_len
             if alpha is not None:
                 np.add.at(dalpha, col, da)
-            for S in (16, 8, 4, 2, 1):
-                t = halve(t, S)
-            np.add.at(dbeta, (LANES * n + r) % beta_len, t[:, 0])
-            v = fht32(v)
-            v = v * h(np.arange(32)[None, :], LANES[:, None])  # v[g] *= h(g, J)
-            for S in (16, 8, 4, 2, 1):
-                v = halve(v, S)
-            dw[LANES, r, c] += v[:, 0] / 32.0
+            s = np.zeros(32); t = np.zeros(32)
+            for i in range(32):
+                s += ms[i, i ^ LANES]                         # lane k: the xor diagonal k
+                t += ws[LANES, i]                             # lane i: row i
+            np.add.at(dbeta, (LANES * n + r) % beta_len, t)
+            dw[LANES, r, c] += shuffle_fht(s) / 32.0
     return dw, dalpha, dbeta
 
 def reference(d, raw, alpha, beta, beta_len, n, m):
@@ -70,10 +61,12 @@ def reference(d, raw, alpha, beta, beta_len, n, m):
     return dw, dalpha, dbeta
 
 rng = np.random.default_rng(3)
-for n, m, linear in [(2, 3, True), (3, 2, False), (1, 1, True), (4, 5, True)]:
+# beta_len: 32 n for a linear; head mixing's beta is per head channel (any length; 3 and 5 make the
+# stepped index wrap at other places than n does).
+for n, m, linear, beta_len in [(2, 3, True, 64), (3, 2, False, 3), (1, 1, True, 32), (4, 5, True, 128),
+                               (4, 2, False, 3), (3, 3, False, 5)]:
     d = rng.normal(size=(32 * n, 32 * m)); raw = rng.normal(size=(32 * n, 32 * m))
     alpha = rng.normal(size=32 * m) if linear else None
-    beta_len = 32 * n if linear else n                        # head mixing's beta is per channel
     beta = rng.normal(size=beta_len)
     got = kernel(d, raw, alpha, beta, beta_len, n, m)
     ref = reference(d, raw, alpha, beta, beta_len, n, m)

@@ -14,6 +14,10 @@
 // column 2i and slot i+4 column 2i+1, so a lane's c0, c2, c1, c3 are exactly its a0, a1, a2, a3,
 // and the B operand is read from shared memory in the same order (rows 2i and 2i+1 of the tile).
 // The sum over k does not care about the order.
+//
+// Scores are kept in base 2: the query (or key) rows are scaled by log2(e)/√hd at load, so that
+// every weight is one ex2.approx (a single MUFU instruction; expf is range reduction around it),
+// and the saved log-sum-exps are converted back to natural logs, as the CPU kernels keep them.
 
 // mma.sync with TF32 operands needs compute capability 8.0; below it these kernels do not exist
 // and the backend keeps the CUDA-core ones.
@@ -22,6 +26,15 @@
 #define TC_WARPS 4
 #define TC_ROWS (16 * TC_WARPS)
 #define TC_TILE 32
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+// 2^x to ~2 ulp (PTX ex2.approx.ftz): 2^−∞ = 0, which the masked scores rely on.
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 
 __device__ __forceinline__ u32 tf32(float x) {
     u32 r;
@@ -133,7 +146,7 @@ __device__ void flash_forward_tc(float* out, float* lse, const float* q, const f
     u32 lane = threadIdx.x % 32, g = lane / 4, i = lane % 4;
     u32 q0 = blockIdx.y * TC_ROWS + (threadIdx.x / 32) * 16, r0 = q0 + g, r1 = r0 + 8;
     u32 qa[HD / 8][4];
-    tc_load_a<HD>(qa, q, b, r0, seq, d, h, hd, rsqrtf((float)hd));
+    tc_load_a<HD>(qa, q, b, r0, seq, d, h, hd, rsqrtf((float)hd) * LOG2E);
     float o[HD / 8][4];
 #pragma unroll
     for (int nc = 0; nc < HD / 8; nc++) o[nc][0] = o[nc][1] = o[nc][2] = o[nc][3] = 0.0f;
@@ -147,7 +160,9 @@ __device__ void flash_forward_tc(float* out, float* lse, const float* q, const f
         if (q0 >= seq) continue;
         // The whole tile's scores first, so that the running max and the rescaling of o come
         // once a tile rather than once an 8-key block. Blocks past the warp's last query are
-        // skipped (their scores stay −∞ and their weights 0).
+        // skipped (their scores stay −∞ and their weights 0). Only a tile reaching past the
+        // warp's first query needs the causal mask (keys past the end lie past every query).
+        bool diagonal = s0 + TC_TILE - 1 > q0;
         float s[TC_TILE / 8][4];
 #pragma unroll
         for (int nb = 0; nb < TC_TILE / 8; nb++) {
@@ -155,6 +170,7 @@ __device__ void flash_forward_tc(float* out, float* lse, const float* q, const f
             s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = -INFINITY;
             if (s0 + n0 > q0 + 15) continue;
             tc_scores<HD>(s[nb], qa, ks, n0);
+            if (!diagonal) continue;
             u32 c = s0 + n0 + 2 * i;
             // Causal (and past-the-end) mask; key 0 is in the first tile, so m is finite after it.
             if (c > r0) s[nb][0] = -INFINITY;
@@ -170,7 +186,7 @@ __device__ void flash_forward_tc(float* out, float* lse, const float* q, const f
         }
         float n0m = fmaxf(m0, quad_max(t0m));
         float n1m = fmaxf(m1, quad_max(t1m));
-        float c0 = expf(m0 - n0m), c1 = expf(m1 - n1m);
+        float c0 = ex2(m0 - n0m), c1 = ex2(m1 - n1m);
         m0 = n0m;
         m1 = n1m;
         l0 *= c0;
@@ -185,10 +201,10 @@ __device__ void flash_forward_tc(float* out, float* lse, const float* q, const f
 #pragma unroll
         for (int nb = 0; nb < TC_TILE / 8; nb++) {
             if (s0 + 8 * nb > q0 + 15) continue;
-            s[nb][0] = expf(s[nb][0] - m0);
-            s[nb][1] = expf(s[nb][1] - m0);
-            s[nb][2] = expf(s[nb][2] - m1);
-            s[nb][3] = expf(s[nb][3] - m1);
+            s[nb][0] = ex2(s[nb][0] - m0);
+            s[nb][1] = ex2(s[nb][1] - m0);
+            s[nb][2] = ex2(s[nb][2] - m1);
+            s[nb][3] = ex2(s[nb][3] - m1);
             l0 += s[nb][0] + s[nb][1];
             l1 += s[nb][2] + s[nb][3];
             tc_accumulate<HD>(o, s[nb], vs, 8 * nb);
@@ -206,8 +222,8 @@ __device__ void flash_forward_tc(float* out, float* lse, const float* q, const f
     }
     tc_store<HD>(out, o, b, r0, seq, d, h, hd, 1.0f, false);
     if (i == 0) {
-        if (r0 < seq) lse[(u64)bh * seq + r0] = m0 + logf(l0);
-        if (r1 < seq) lse[(u64)bh * seq + r1] = m1 + logf(l1);
+        if (r0 < seq) lse[(u64)bh * seq + r0] = (m0 + log2f(l0)) * LN2;
+        if (r1 < seq) lse[(u64)bh * seq + r1] = (m1 + log2f(l1)) * LN2;
     }
 }
 
@@ -223,7 +239,7 @@ __device__ void flash_backward_q_tc(float* dq, float* dsum, const float* dout, c
     u32 q0 = blockIdx.y * TC_ROWS + (threadIdx.x / 32) * 16, r0 = q0 + g, r1 = r0 + 8;
     float scale = rsqrtf((float)hd);
     u32 qa[HD / 8][4], da[HD / 8][4];
-    tc_load_a<HD>(qa, q, b, r0, seq, d, h, hd, scale);
+    tc_load_a<HD>(qa, q, b, r0, seq, d, h, hd, scale * LOG2E);
     tc_load_a<HD>(da, dout, b, r0, seq, d, h, hd, 1.0f);
     // D in f32 from the unrounded rows: this lane's channels, then the quad's.
     float D0 = 0.0f, D1 = 0.0f;
@@ -233,8 +249,8 @@ __device__ void flash_backward_q_tc(float* dq, float* dsum, const float* dout, c
     }
     D0 = quad_sum(D0);
     D1 = quad_sum(D1);
-    float L0 = r0 < seq ? lse[(u64)bh * seq + r0] : 0.0f;
-    float L1 = r1 < seq ? lse[(u64)bh * seq + r1] : 0.0f;
+    float L0 = r0 < seq ? lse[(u64)bh * seq + r0] * LOG2E : 0.0f;
+    float L1 = r1 < seq ? lse[(u64)bh * seq + r1] * LOG2E : 0.0f;
     if (i == 0) {
         if (r0 < seq) dsum[(u64)bh * seq + r0] = D0;
         if (r1 < seq) dsum[(u64)bh * seq + r1] = D1;
@@ -253,11 +269,18 @@ __device__ void flash_backward_q_tc(float* dq, float* dsum, const float* dout, c
             float s[4], dp[4];
             tc_scores<HD>(s, qa, ks, n0);
             tc_scores<HD>(dp, da, vs, n0);
-            u32 c = s0 + n0 + 2 * i;
-            s[0] = c <= r0 ? expf(s[0] - L0) * (dp[0] - D0) : 0.0f;
-            s[1] = c + 1 <= r0 ? expf(s[1] - L0) * (dp[1] - D0) : 0.0f;
-            s[2] = c <= r1 ? expf(s[2] - L1) * (dp[2] - D1) : 0.0f;
-            s[3] = c + 1 <= r1 ? expf(s[3] - L1) * (dp[3] - D1) : 0.0f;
+            s[0] = ex2(s[0] - L0) * (dp[0] - D0);
+            s[1] = ex2(s[1] - L0) * (dp[1] - D0);
+            s[2] = ex2(s[2] - L1) * (dp[2] - D1);
+            s[3] = ex2(s[3] - L1) * (dp[3] - D1);
+            // The causal mask where the block reaches past the warp's first query.
+            if (s0 + n0 + 7 > q0) {
+                u32 c = s0 + n0 + 2 * i;
+                if (c > r0) s[0] = 0.0f;
+                if (c + 1 > r0) s[1] = 0.0f;
+                if (c > r1) s[2] = 0.0f;
+                if (c + 1 > r1) s[3] = 0.0f;
+            }
             tc_accumulate<HD>(acc, s, ks, n0);
         }
     }
@@ -279,7 +302,7 @@ __device__ void flash_backward_kv_tc(float* dk, float* dv, const float* dout, co
     u32 first = blockIdx.y * TC_ROWS, k0 = first + (threadIdx.x / 32) * 16, r0 = k0 + g, r1 = r0 + 8;
     float scale = rsqrtf((float)hd);
     u32 ka[HD / 8][4], va[HD / 8][4];
-    tc_load_a<HD>(ka, k, b, r0, seq, d, h, hd, scale);
+    tc_load_a<HD>(ka, k, b, r0, seq, d, h, hd, scale * LOG2E);
     tc_load_a<HD>(va, v, b, r0, seq, d, h, hd, 1.0f);
     float gk[HD / 8][4], gv[HD / 8][4];
 #pragma unroll
@@ -292,7 +315,7 @@ __device__ void flash_backward_kv_tc(float* dk, float* dv, const float* dout, co
         tc_load_tile<HD>(dos, dout, b, t0, seq, d, h, hd);
         if (threadIdx.x < TC_TILE) {
             u32 t = t0 + threadIdx.x;
-            ls[threadIdx.x] = t < seq ? lse[(u64)bh * seq + t] : 0.0f;
+            ls[threadIdx.x] = t < seq ? lse[(u64)bh * seq + t] * LOG2E : 0.0f;
             Ds[threadIdx.x] = t < seq ? dsum[(u64)bh * seq + t] : 0.0f;
         }
         __syncthreads();
@@ -304,13 +327,20 @@ __device__ void flash_backward_kv_tc(float* dk, float* dv, const float* dout, co
             tc_scores<HD>(s, ka, qs, n0);
             tc_scores<HD>(dp, va, dos, n0);
             u32 j = n0 + 2 * i, t = t0 + j;
-            // Query t sees key r when t ≥ r; queries past the end are zero rows with L = D = 0.
-            bool in0 = t < seq, in1 = t + 1 < seq;
             float p[4];
-            p[0] = in0 && t >= r0 ? expf(s[0] - ls[j]) : 0.0f;
-            p[1] = in1 && t + 1 >= r0 ? expf(s[1] - ls[j + 1]) : 0.0f;
-            p[2] = in0 && t >= r1 ? expf(s[2] - ls[j]) : 0.0f;
-            p[3] = in1 && t + 1 >= r1 ? expf(s[3] - ls[j + 1]) : 0.0f;
+            p[0] = ex2(s[0] - ls[j]);
+            p[1] = ex2(s[1] - ls[j + 1]);
+            p[2] = ex2(s[2] - ls[j]);
+            p[3] = ex2(s[3] - ls[j + 1]);
+            // Query t sees key r when t ≥ r; queries past the end are zero rows with L = D = 0.
+            // Only a block reaching below the warp's last key or past the end needs the mask.
+            if (t0 + n0 < k0 + 15 || t0 + n0 + 8 > seq) {
+                bool in0 = t < seq, in1 = t + 1 < seq;
+                if (!(in0 && t >= r0)) p[0] = 0.0f;
+                if (!(in1 && t + 1 >= r0)) p[1] = 0.0f;
+                if (!(in0 && t >= r1)) p[2] = 0.0f;
+                if (!(in1 && t + 1 >= r1)) p[3] = 0.0f;
+            }
             s[0] = p[0] * (dp[0] - Ds[j]);
             s[1] = p[1] * (dp[1] - Ds[j + 1]);
             s[2] = p[2] * (dp[2] - Ds[j]);

@@ -94,7 +94,8 @@ extern "C" __global__ void ternary_kernel(float* eff, const float* w, const doub
 
 // Element idx < a·n·a·m of W' into full and, unless null, Wfull into raw.
 __device__ __forceinline__ void expand_at(u64 idx, float* full, float* raw, const float* w, const float* coef, const float* alpha, const float* beta, u32 beta_len, u32 a, u32 n, u32 m) {
-    u64 row = idx / ((u64)a * m), col = idx % ((u64)a * m);
+    // idx < a·n·a·m fits 32 bits (the launches check it): 32-bit divisions, a fraction of 64-bit ones.
+    u32 row = (u32)idx / (a * m), col = (u32)idx % (a * m);
     u32 i = row / n, r = row % n, j = col / m, c = col % m;
     const float* cij = coef + ((u64)i * a + j) * a;
     float acc = 0.0f;
@@ -128,14 +129,15 @@ extern "C" __global__ void expand_many_kernel(const u64* jobs) {
 #define FOLD_Y 8
 extern "C" __global__ void __launch_bounds__(FOLD_X * FOLD_Y) fold_kernel(float* dw, const float* d, const float* coef, const float* alpha, const float* beta, u32 beta_len, u32 a, u32 n, u32 m) {
     __shared__ float part[FOLD_Y][FOLD_X + 1];
-    u64 total = (u64)a * n * m;
-    u64 idx = (u64)blockIdx.x * FOLD_X + threadIdx.x;
+    // a·n·m ≤ a·n·a·m fits 32 bits (the launches check it).
+    u32 total = a * n * m;
+    u32 idx = blockIdx.x * FOLD_X + threadIdx.x;
     float acc = 0.0f;
     if (idx < total) {
-        u32 g = idx / ((u64)n * m);
+        u32 g = idx / (n * m);
         u32 r = (idx / m) % n, c = idx % m;
         for (u32 i = threadIdx.y; i < a; i += FOLD_Y) {
-            u64 o = (u64)i * n + r;
+            u32 o = i * n + r;
             const float* row = d + o * ((u64)a * m) + c;
             const float* ci = coef + (u64)i * a * a + g;
             float part_i = 0.0f;
@@ -175,21 +177,25 @@ __device__ __forceinline__ void fht32(float* v) {
 // block row coalesced); it writes column J·m + c of all 32 block rows I.
 // Element idx < n·32·m of expand_hadamard_kernel's work: one column of one block row.
 __device__ __forceinline__ void expand_hadamard_at(u64 idx, float* full, float* raw, const float* w, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
-    u32 c = idx % m, J = (idx / m) % 32;
-    u64 r = idx / (32 * (u64)m);
+    // idx < n·32·m fits 32 bits (the launches check the weight's 32n·32m): 32-bit divisions here,
+    // and β's row index stepped below, are a fraction of 64-bit ones.
+    u32 e = (u32)idx, c = e % m, J = (e / m) % 32, r = e / (32 * m);
     float v[32];
 #pragma unroll
     for (int g = 0; g < 32; g++) v[g] = hsign(g, J) * w[((u64)g * n + r) * m + c];
     fht32(v);
     u64 col = (u64)J * m + c;
     float a = alpha ? alpha[col] : 1.0f;
+    u32 bi = r % beta_len, step = n % beta_len;
 #pragma unroll
     for (int i = 0; i < 32; i++) {
         u64 row = (u64)i * n + r;
         float x = v[i] * (1.0f / 32.0f);
         u64 at = row * (32 * (u64)m) + col;
         if (raw) raw[at] = x;
-        full[at] = beta[row % beta_len] * x * a;
+        full[at] = beta[bi] * x * a;
+        bi += step;
+        if (bi >= beta_len) bi -= beta_len;
     }
 }
 
@@ -206,58 +212,51 @@ extern "C" __global__ void expand_hadamard_many_kernel(const u64* jobs) {
         expand_hadamard_at(idx, (float*)j[0], (float*)j[1], (const float*)j[2], (const float*)j[3], (const float*)j[4], beta_len, n, m);
 }
 
-// One step of recursive halving over a warp: a lane keeps the S of its 2S values whose index bit
-// S equals its own lane bit S, adding its partner's copy of them. S is a template constant so that
-// every index is one at compile time and v stays in registers (a loop over S left it in local
-// memory: ptxas reported a 128-byte stack frame).
-template <int S>
-__device__ __forceinline__ void halve(float* v, u32 lane) {
-    bool upper = lane & S;
-#pragma unroll
-    for (int k = 0; k < S; k++) {
-        float lo = v[k], hi = v[k + S];
-        v[k] = (upper ? hi : lo) + __shfl_xor_sync(0xffffffff, upper ? lo : hi, S);
-    }
-}
-
-// fold_kernel for A = 32: a warp per (r, c), lane J: FHT over I of β·D·α's column J·m + c, times
-// h(g, J), then summed over the lanes by recursive halving, after which lane g holds dW[g, r, c].
-// The same pass over D does row_dot_kernel's and col_dot_kernel's sums (dβ, dα) for the elements
-// it reads: lane J sums its column's 32 rows for dα; the rows' sums for dβ come out of a second
-// halving, lane i holding row i·n + r's.
-extern "C" __global__ void __launch_bounds__(64) fold_hadamard_kernel(float* dw, float* dalpha, float* dbeta, const float* d, const float* raw, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
-    u32 J = threadIdx.x % 32;
-    u64 pair = (u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (pair >= (u64)n * m) return;
-    u64 r = pair / m;
-    u32 c = pair % m;
-    u64 col = (u64)J * m + c;
-    float a = alpha ? alpha[col] : 1.0f;
-    float v[32], t[32], da = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 32; i++) {
-        u64 row = (u64)i * n + r, at = row * (32 * (u64)m) + col;
-        float dv = d[at], wd = raw[at] * dv, b = beta[row % beta_len];
-        v[i] = b * dv * a;
-        t[i] = wd * a;
+// fold_kernel for A = 32: a warp per (r, c) and the 32 × 32 block M[i, J] = β_i·D[i, J]·α_J of
+// rows i·n + r, columns J·m + c. dW[g] = (1/32)·Σ_{i,J} h(i, g)·h(g, J)·M[i, J], and because
+// h(g, i)·h(g, J) = h(g, i XOR J) that is (1/32)·FHT(S)[g] with S[k] = Σ_i M[i, i XOR k]: lane k
+// sums one "xor diagonal" of M out of shared memory, then a length-32 FHT across the lanes (five
+// shuffles) leaves dW[g] in lane g. The same pass over D does row_dot's and col_dot's sums
+// (dβ, dα): lane J sums its column for dα, lane i row i of raw·D·α (out of shared memory) for dβ.
+// The tiles are padded to 33 so that the diagonal, row and column reads are free of bank conflicts.
+#define FOLD_H_WARPS 4
+extern "C" __global__ void __launch_bounds__(32 * FOLD_H_WARPS) fold_hadamard_kernel(float* dw, float* dalpha, float* dbeta, const float* d, const float* raw, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
+    __shared__ float ms[FOLD_H_WARPS][32][33], ws[FOLD_H_WARPS][32][33];
+    u32 lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    // Consecutive warps of a block take consecutive c, so their strided column reads share sectors.
+    u32 pair = blockIdx.x * FOLD_H_WARPS + w;
+    // Warp-uniform, and nothing below synchronises more than the warp.
+    if (pair >= n * m) return;
+    u32 r = pair / m, c = pair % m;
+    u64 col = (u64)lane * m + c;
+    float a = alpha ? alpha[col] : 1.0f, da = 0.0f;
+    // β's index of row i·n + r, stepped by n modulo beta_len rather than divided for every row.
+    u32 bi = r % beta_len, step = n % beta_len;
+#pragma unroll 8
+    for (u32 i = 0; i < 32; i++) {
+        u64 at = ((u64)i * n + r) * (32 * (u64)m) + col;
+        float dv = d[at], wd = raw[at] * dv, b = beta[bi];
+        ms[w][i][lane] = b * dv * a;
+        ws[w][i][lane] = wd * a;
         da += b * wd;
+        bi += step;
+        if (bi >= beta_len) bi -= beta_len;
     }
     if (dalpha) atomicAdd(&dalpha[col], da);
-    halve<16>(t, J);
-    halve<8>(t, J);
-    halve<4>(t, J);
-    halve<2>(t, J);
-    halve<1>(t, J);
-    atomicAdd(&dbeta[((u64)J * n + r) % beta_len], t[0]);
-    fht32(v);
+    __syncwarp();
+    float s = 0.0f, t = 0.0f;
+#pragma unroll 8
+    for (u32 i = 0; i < 32; i++) {
+        s += ms[w][i][i ^ lane];
+        t += ws[w][lane][i];
+    }
+    atomicAdd(&dbeta[((u64)lane * n + r) % beta_len], t);
 #pragma unroll
-    for (int g = 0; g < 32; g++) v[g] *= hsign(g, J);
-    halve<16>(v, J);
-    halve<8>(v, J);
-    halve<4>(v, J);
-    halve<2>(v, J);
-    halve<1>(v, J);
-    dw[((u64)J * n + r) * m + c] += v[0] * (1.0f / 32.0f);
+    for (u32 h = 1; h < 32; h <<= 1) {
+        float o = __shfl_xor_sync(0xffffffff, s, h);
+        s = (lane & h) ? o - s : s + o;
+    }
+    dw[((u64)lane * n + r) * m + c] += s * (1.0f / 32.0f);
 }
 
 // dbeta[o % beta_len] += Σ_i raw[o, i]·α[i]·d[o, i]: one warp per row o.

@@ -435,6 +435,21 @@ impl CudaBackend {
         }
     }
 
+    /// The expansion and fold kernels index an A-algebra weight's a·n × a·m elements in 32 bits.
+    fn weight_fits_u32(&self, a: usize, n: usize, m: usize) -> BackendResult<()> {
+        match (a * n).checked_mul(a * m) {
+            Some(e) if e <= u32::MAX as usize => Ok(()),
+            _ => Err(self.err(
+                "algebra weight",
+                format!(
+                    "{} × {} is too large for the 32-bit indexing of its kernels",
+                    a * n,
+                    a * m
+                ),
+            )),
+        }
+    }
+
     fn func(&self, name: &'static str) -> BackendResult<&CudaFunction> {
         self.funcs
             .get(name)
@@ -749,6 +764,7 @@ impl CudaBackend {
         raw: u64,
     ) -> BackendResult<()> {
         let (a, n, m) = (lin.a, lin.n, lin.m);
+        self.weight_fits_u32(a, n, m)?;
         let len = a * n * a * m;
         if a == HADAMARD_A {
             launch!(
@@ -801,6 +817,7 @@ impl CudaBackend {
         beta: u64,
     ) -> BackendResult<()> {
         let (a, n, m) = (lin.a, lin.n, lin.m);
+        self.weight_fits_u32(a, n, m)?;
         let coef = self.coef(a)?;
         let fold = LaunchConfig {
             grid_dim: ((a * n * m).div_ceil(32) as u32, 1, 1),
@@ -934,13 +951,14 @@ impl CudaBackend {
         let alpha = lin.alpha.map_or(0, |o| self.at(eff, o));
         let beta = self.at(eff, lin.beta);
         if a == HADAMARD_A {
+            self.weight_fits_u32(a, n, m)?;
             launch!(
                 self,
                 "fold_hadamard_kernel",
-                // Two warps (two (r, c) pairs) a block, for the same reason as the expansion's.
+                // Four warps (four (r, c) pairs, consecutive c) a block: kernels.cu's FOLD_H_WARPS.
                 LaunchConfig {
-                    grid_dim: ((n * m).div_ceil(2) as u32, 1, 1),
-                    block_dim: (64, 1, 1),
+                    grid_dim: ((n * m).div_ceil(4) as u32, 1, 1),
+                    block_dim: (128, 1, 1),
                     shared_mem_bytes: 0,
                 },
                 self.at(grads, lin.weight),
@@ -1359,6 +1377,7 @@ impl Backend for CudaBackend {
         let (mut fht_jobs, mut fht_most) = (Vec::new(), 0);
         let (mut jobs, mut most) = (Vec::new(), 0);
         for f in &all {
+            self.weight_fits_u32(f.a, f.n, f.m)?;
             let o = x.at[&f.weight];
             let (full, raw) = (self.at(&x.full, o), self.at(&x.raw, o));
             let alpha = f.alpha.map_or(0, |a| self.at(eff, a));

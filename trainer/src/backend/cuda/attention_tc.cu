@@ -16,7 +16,7 @@
 // The sum over k does not care about the order.
 //
 // Scores are kept in base 2: the query (or key) rows are scaled by log2(e)/√hd at load, so that
-// every weight is one ex2.approx (a single MUFU instruction; expf is range reduction around it),
+// every weight is one ex2 (kernels.cu: a single MUFU instruction; expf is range reduction around it),
 // and the saved log-sum-exps are converted back to natural logs, as the CPU kernels keep them.
 
 // mma.sync with TF32 operands needs compute capability 8.0; below it these kernels do not exist
@@ -26,15 +26,6 @@
 #define TC_WARPS 4
 #define TC_ROWS (16 * TC_WARPS)
 #define TC_TILE 32
-#define LOG2E 1.4426950408889634f
-#define LN2 0.6931471805599453f
-
-// 2^x to ~2 ulp (PTX ex2.approx.ftz): 2^−∞ = 0, which the masked scores rely on.
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
 
 __device__ __forceinline__ u32 tf32(float x) {
     u32 r;

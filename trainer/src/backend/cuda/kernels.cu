@@ -24,6 +24,17 @@ extern "C" __global__ void add_assign_kernel(float* dst, const float* src, u64 n
 // on f32 operands ran at TF32's speed. bf16 is the top half of an f32, rounded to nearest even;
 // a NaN stays a NaN (NVRTC has no cuda_bf16.h without the toolkit's include path).
 typedef unsigned short u16;
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+// 2^x to ~2 ulp (PTX ex2.approx.ftz), 2^−∞ = 0: for softmaxes kept in base 2, one MUFU
+// instruction a weight where expf wraps range reduction around the same one.
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 __device__ __forceinline__ u16 to_bf16(float x) {
     u32 b = __float_as_uint(x);
     if ((b & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
@@ -232,7 +243,9 @@ extern "C" __global__ void __launch_bounds__(32 * FOLD_H_WARPS) fold_hadamard_ke
     float a = alpha ? alpha[col] : 1.0f, da = 0.0f;
     // β's index of row i·n + r, stepped by n modulo beta_len rather than divided for every row.
     u32 bi = r % beta_len, step = n % beta_len;
-#pragma unroll 8
+    // Wholly unrolled, so that all 64 loads of D and Wfull are in flight at once: with a warp per
+    // (r, c) a 512 × 512 weight is only 256 warps, and their load latency is the kernel's time.
+#pragma unroll
     for (u32 i = 0; i < 32; i++) {
         u64 at = ((u64)i * n + r) * (32 * (u64)m) + col;
         float dv = d[at], wd = raw[at] * dv, b = beta[bi];
@@ -673,22 +686,45 @@ extern "C" __global__ void ce_backward_kernel(float* logits, const float* lse, c
 }
 
 // The bf16 mode's cross-entropy: logits [rows, ld] in bf16 (the GEMM writes them so, half the
-// bytes of f32), read two at a time (ld is even). Forward: as ce_forward_kernel.
+// bytes of f32), eight at a time in one 16-byte access (ld is a multiple of 32: logits_stride), the
+// softmax in base 2 (one FFMA and one ex2 a logit, the running max once per eight).
 __device__ __forceinline__ float bf16_lo(u32 w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf16_hi(u32 w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ void bf16x8(uint4 q, float* x) {
+    u32 w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        x[2 * k] = bf16_lo(w[k]);
+        x[2 * k + 1] = bf16_hi(w[k]);
+    }
+}
 
 extern "C" __global__ void ce_forward_bf16_kernel(float* lse, float* loss, const u32* logits, const u32* targets, u32 v, u32 ld) {
     __shared__ float shared[32];
     u64 row = blockIdx.x;
     const u32* l = logits + row * (ld / 2);
+    const uint4* l8 = (const uint4*)l;
+    // m and s of the base-2 logits x·log2(e); the padded columns count as −∞.
     float m = -INFINITY, s = 0.0f;
-    for (u32 i = threadIdx.x; 2 * i < v; i += blockDim.x) {
-        u32 w = l[i];
-        online_add(bf16_lo(w), m, s);
-        if (2 * i + 1 < v) online_add(bf16_hi(w), m, s);
+    for (u32 i = threadIdx.x; 8 * i < v; i += blockDim.x) {
+        float x[8], cm = -INFINITY;
+        bf16x8(l8[i], x);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            x[k] = 8 * i + k < v ? x[k] * LOG2E : -INFINITY;
+            cm = fmaxf(cm, x[k]);
+        }
+        if (cm > m) {
+            s *= ex2(m - cm);
+            m = cm;
+        }
+#pragma unroll
+        for (int k = 0; k < 8; k++) s += ex2(x[k] - m);
     }
-    float z = online_lse(m, s, shared);
+    float mx = block_max(m, shared);
+    s = block_sum(m == -INFINITY ? 0.0f : s * ex2(m - mx), shared);
     if (threadIdx.x == 0) {
+        float z = (mx + log2f(s)) * LN2;
         u32 t = targets[row];
         u32 w = l[t / 2];
         lse[row] = z;
@@ -699,18 +735,21 @@ extern "C" __global__ void ce_forward_bf16_kernel(float* lse, float* loss, const
 // In place: bf16 logits → bf16 scale·(softmax − onehot(target)), the padded columns zero.
 extern "C" __global__ void ce_backward_bf16_kernel(u32* logits, const float* lse, const u32* targets, u32 v, u32 ld, float scale) {
     u64 row = blockIdx.x;
-    u32* l = logits + row * (ld / 2);
-    float z = lse[row];
+    uint4* l8 = (uint4*)(logits + row * (ld / 2));
+    float z = lse[row] * LOG2E;
     u32 t = targets[row];
-    for (u32 i = threadIdx.x; i < ld / 2; i += blockDim.x) {
-        u32 w = l[i];
-        float pair[2] = {bf16_lo(w), bf16_hi(w)};
-        u16 out[2];
-        for (int k = 0; k < 2; k++) {
-            u32 c = 2 * i + k;
-            out[k] = c < v ? to_bf16(scale * (expf(pair[k] - z) - (c == t ? 1.0f : 0.0f))) : (u16)0;
+    for (u32 i = threadIdx.x; i < ld / 8; i += blockDim.x) {
+        float x[8];
+        bf16x8(l8[i], x);
+        u32 w[4];
+#pragma unroll
+        for (int k = 0; k < 8; k += 2) {
+            u32 c = 8 * i + k;
+            float a = c < v ? scale * (ex2(fmaf(x[k], LOG2E, -z)) - (c == t ? 1.0f : 0.0f)) : 0.0f;
+            float b = c + 1 < v ? scale * (ex2(fmaf(x[k + 1], LOG2E, -z)) - (c + 1 == t ? 1.0f : 0.0f)) : 0.0f;
+            w[k / 2] = (u32)to_bf16(a) | ((u32)to_bf16(b) << 16);
         }
-        l[i] = (u32)out[0] | ((u32)out[1] << 16);
+        l8[i] = make_uint4(w[0], w[1], w[2], w[3]);
     }
 }
 

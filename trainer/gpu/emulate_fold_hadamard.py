@@ -1,5 +1,6 @@
-"""Line-for-line numpy emulation of kernels.cu's fold_hadamard_kernel (a warp per (r, c), lane J;
-the block M through shared memory, lane k summing the xor diagonal S[k] = sum_i M[i, i ^ k], then a
+"""Line-for-line numpy emulation of kernels.cu's fold_hadamard_kernel (a block per (r, c), its
+eight warps splitting the 32 rows, lane J holding column J; lane k gathering the xor diagonal
+S[k] = sum_i M[i, i ^ k] by one shuffle a row, the warps' parts summed through shared memory, then a
 32-point FHT across the lanes by xor shuffles) against the plain formulas of the gradients it writes:
 dW[g, r, c] = sum_{I,J} h(I,g) h(g,J)/32 * beta[I n + r] D[I n + r, J m + c] alpha[J m + c],
 dbeta[o % beta_len] = sum_i raw[o, i] alpha[i] D[o, i], dalpha[i] = sum_o beta[o % beta_len] raw[o, i] D[o, i].
@@ -20,32 +21,39 @@ def shuffle_fht(s):
         hh *= 2
     return s
 
+SPLIT = 8; ROWS = 32 // SPLIT
+
 def kernel(d, raw, alpha, beta, beta_len, n, m):
     dw = np.zeros((32, n, m)); dalpha = np.zeros(32 * m); dbeta = np.zeros(beta_len)
     for r in range(n):
         for c in range(m):
             col = LANES * m + c
             a = alpha[col] if alpha is not None else np.ones(32)
-            ms = np.zeros((32, 32)); ws = np.zeros((32, 32)); da = np.zeros(32)
-            bi, step = r % beta_len, n % beta_len             # beta's index, stepped per row
-            for i in range(32):
-                dv = d[i * n + r, col]                        # [lane]
-                wd = raw[i * n + r, col] * dv
-                b = beta[bi]
-                ms[i, LANES] = b * dv * a
-                ws[i, LANES] = wd * a
-                da += b * wd
-                bi += step
-                if bi >= beta_len:
-                    bi -= beta_len
+            sp = np.zeros((SPLIT, 32)); dap = np.zeros((SPLIT, 32)); rows = np.zeros(32)
+            for w in range(SPLIT):
+                i0 = w * ROWS
+                s = np.zeros(32); da = np.zeros(32)
+                bi, step = (i0 * n + r) % beta_len, n % beta_len   # beta's index, stepped per row
+                for k in range(ROWS):
+                    i = i0 + k
+                    dv = d[i * n + r, col]                          # [lane]
+                    wd = raw[i * n + r, col] * dv
+                    b = beta[bi]
+                    s += (b * dv * a)[i ^ LANES]                    # __shfl_sync(.., i ^ lane)
+                    da += b * wd
+                    t = wd * a
+                    for hh in (16, 8, 4, 2, 1):
+                        t = t + t[LANES ^ hh]                       # xor-shuffle reduction
+                    rows[i] = t[0]
+                    bi += step
+                    if bi >= beta_len:
+                        bi -= beta_len
+                sp[w] = s; dap[w] = da
+            # warp 0: S and its FHT; warp 1: dbeta; warp 2: dalpha.
+            dw[LANES, r, c] += shuffle_fht(sp.sum(0)) / 32.0
+            np.add.at(dbeta, (LANES * n + r) % beta_len, rows)
             if alpha is not None:
-                np.add.at(dalpha, col, da)
-            s = np.zeros(32); t = np.zeros(32)
-            for i in range(32):
-                s += ms[i, i ^ LANES]                         # lane k: the xor diagonal k
-                t += ws[LANES, i]                             # lane i: row i
-            np.add.at(dbeta, (LANES * n + r) % beta_len, t)
-            dw[LANES, r, c] += shuffle_fht(s) / 32.0
+                np.add.at(dalpha, col, dap.sum(0))
     return dw, dalpha, dbeta
 
 def reference(d, raw, alpha, beta, beta_len, n, m):

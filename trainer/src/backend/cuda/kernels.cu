@@ -223,53 +223,60 @@ extern "C" __global__ void expand_hadamard_many_kernel(const u64* jobs) {
         expand_hadamard_at(idx, (float*)j[0], (float*)j[1], (const float*)j[2], (const float*)j[3], (const float*)j[4], beta_len, n, m);
 }
 
-// fold_kernel for A = 32: a warp per (r, c) and the 32 × 32 block M[i, J] = β_i·D[i, J]·α_J of
-// rows i·n + r, columns J·m + c. dW[g] = (1/32)·Σ_{i,J} h(i, g)·h(g, J)·M[i, J], and because
-// h(g, i)·h(g, J) = h(g, i XOR J) that is (1/32)·FHT(S)[g] with S[k] = Σ_i M[i, i XOR k]: lane k
-// sums one "xor diagonal" of M out of shared memory, then a length-32 FHT across the lanes (five
-// shuffles) leaves dW[g] in lane g. The same pass over D does row_dot's and col_dot's sums
-// (dβ, dα): lane J sums its column for dα, lane i row i of raw·D·α (out of shared memory) for dβ.
-// The tiles are padded to 33 so that the diagonal, row and column reads are free of bank conflicts.
-#define FOLD_H_WARPS 4
-extern "C" __global__ void __launch_bounds__(32 * FOLD_H_WARPS) fold_hadamard_kernel(float* dw, float* dalpha, float* dbeta, const float* d, const float* raw, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
-    __shared__ float ms[FOLD_H_WARPS][32][33], ws[FOLD_H_WARPS][32][33];
+// fold_kernel for A = 32: a block per (r, c) and its 32 × 32 block M[i, J] = β_i·D[i, J]·α_J of
+// rows i·n + r, columns J·m + c (lane J of every warp holds column J). dW[g] = (1/32)·Σ_{i,J}
+// h(i, g)·h(g, J)·M[i, J], and because h(g, i)·h(g, J) = h(g, i XOR J) that is (1/32)·FHT(S)[g]
+// with S[k] = Σ_i M[i, i XOR k], the "xor diagonals" of M: a warp's rows add to lane k the value
+// that lane i XOR k holds (one shuffle a row), the warps' parts meet in shared memory, and a
+// length-32 FHT across the lanes (five shuffles) leaves dW[g] in lane g. The same pass over D does
+// row_dot's and col_dot's sums (dβ, dα). The FOLD_H_SPLIT warps split the 32 rows so that a
+// 512 × 512 weight is 2,048 warps, not 256: one warp per (r, c) left the kernel latency-bound.
+#define FOLD_H_SPLIT 8
+#define FOLD_H_ROWS (32 / FOLD_H_SPLIT)
+extern "C" __global__ void __launch_bounds__(32 * FOLD_H_SPLIT) fold_hadamard_kernel(float* dw, float* dalpha, float* dbeta, const float* d, const float* raw, const float* alpha, const float* beta, u32 beta_len, u32 n, u32 m) {
+    __shared__ float sp[FOLD_H_SPLIT][32], dap[FOLD_H_SPLIT][32], rows[32];
     u32 lane = threadIdx.x % 32, w = threadIdx.x / 32;
-    // Consecutive warps of a block take consecutive c, so their strided column reads share sectors.
-    u32 pair = blockIdx.x * FOLD_H_WARPS + w;
-    // Warp-uniform, and nothing below synchronises more than the warp.
-    if (pair >= n * m) return;
-    u32 r = pair / m, c = pair % m;
+    u32 r = blockIdx.x / m, c = blockIdx.x % m;
     u64 col = (u64)lane * m + c;
-    float a = alpha ? alpha[col] : 1.0f, da = 0.0f;
+    float a = alpha ? alpha[col] : 1.0f, da = 0.0f, s = 0.0f;
+    u32 i0 = w * FOLD_H_ROWS;
     // β's index of row i·n + r, stepped by n modulo beta_len rather than divided for every row.
-    u32 bi = r % beta_len, step = n % beta_len;
-    // Wholly unrolled, so that all 64 loads of D and Wfull are in flight at once: with a warp per
-    // (r, c) a 512 × 512 weight is only 256 warps, and their load latency is the kernel's time.
+    u32 bi = (i0 * n + r) % beta_len, step = n % beta_len;
 #pragma unroll
-    for (u32 i = 0; i < 32; i++) {
+    for (u32 k = 0; k < FOLD_H_ROWS; k++) {
+        u32 i = i0 + k;
         u64 at = ((u64)i * n + r) * (32 * (u64)m) + col;
         float dv = d[at], wd = raw[at] * dv, b = beta[bi];
-        ms[w][i][lane] = b * dv * a;
-        ws[w][i][lane] = wd * a;
+        s += __shfl_sync(0xffffffff, b * dv * a, i ^ lane);
         da += b * wd;
+        float t = wd * a;
+#pragma unroll
+        for (u32 h = 16; h >= 1; h >>= 1) t += __shfl_xor_sync(0xffffffff, t, h);
+        if (lane == 0) rows[i] = t;
         bi += step;
         if (bi >= beta_len) bi -= beta_len;
     }
-    if (dalpha) atomicAdd(&dalpha[col], da);
-    __syncwarp();
-    float s = 0.0f, t = 0.0f;
-#pragma unroll 8
-    for (u32 i = 0; i < 32; i++) {
-        s += ms[w][i][i ^ lane];
-        t += ws[w][lane][i];
-    }
-    atomicAdd(&dbeta[((u64)lane * n + r) % beta_len], t);
+    sp[w][lane] = s;
+    dap[w][lane] = da;
+    __syncthreads();
+    if (w == 0) {
+        s = 0.0f;
 #pragma unroll
-    for (u32 h = 1; h < 32; h <<= 1) {
-        float o = __shfl_xor_sync(0xffffffff, s, h);
-        s = (lane & h) ? o - s : s + o;
+        for (u32 v = 0; v < FOLD_H_SPLIT; v++) s += sp[v][lane];
+#pragma unroll
+        for (u32 h = 1; h < 32; h <<= 1) {
+            float o = __shfl_xor_sync(0xffffffff, s, h);
+            s = (lane & h) ? o - s : s + o;
+        }
+        dw[((u64)lane * n + r) * m + c] += s * (1.0f / 32.0f);
+    } else if (w == 1) {
+        atomicAdd(&dbeta[(lane * n + r) % beta_len], rows[lane]);
+    } else if (w == 2 && dalpha) {
+        da = 0.0f;
+#pragma unroll
+        for (u32 v = 0; v < FOLD_H_SPLIT; v++) da += dap[v][lane];
+        atomicAdd(&dalpha[col], da);
     }
-    dw[((u64)lane * n + r) * m + c] += s * (1.0f / 32.0f);
 }
 
 // dbeta[o % beta_len] += Σ_i raw[o, i]·α[i]·d[o, i]: one warp per row o.

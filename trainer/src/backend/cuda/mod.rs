@@ -955,10 +955,10 @@ impl CudaBackend {
             launch!(
                 self,
                 "fold_hadamard_kernel",
-                // Four warps (four (r, c) pairs, consecutive c) a block: kernels.cu's FOLD_H_WARPS.
+                // A block per (r, c), its eight warps splitting the rows: kernels.cu's FOLD_H_SPLIT.
                 LaunchConfig {
-                    grid_dim: ((n * m).div_ceil(4) as u32, 1, 1),
-                    block_dim: (128, 1, 1),
+                    grid_dim: ((n * m) as u32, 1, 1),
+                    block_dim: (256, 1, 1),
                     shared_mem_bytes: 0,
                 },
                 self.at(grads, lin.weight),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repository root, with .gpu/ carried (trainer/gpu/build.sh):
-# the CUDA backend against the CPU backend (trainer/tests/cuda.rs), then `trainer bench` of the
+# the CUDA backend against the CPU backend (trainer/tests/cuda.rs), then the GPU's measured ceilings
+# (`trainer bench --ceilings`: memory bandwidth, bf16 and TF32 GEMM rates) and `trainer bench` of the
 # three seed configs (GEMM modes in $MODES, default "bf16 tf32"; attention kernels in $ATTENTIONS,
 # default "tc" (tensor cores, the default there) and "cores"). Logs go to $OUT (the device tool's) or
 # /tmp/gpu-check; the last lines printed are the summary. Exit status: the tests'.
@@ -10,6 +11,10 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 .gpu/cuda-tests --test-threads=1 --nocapture 2>&1 | tee "$out/tests.log"
 tests=${PIPESTATUS[0]}
+{
+# The GPU's measured ceilings (memory bandwidth, bf16 and TF32 GEMM rates) for the floors.
+echo "== ceilings"
+.gpu/trainer bench --ceilings --device cuda --matmul tf32
 for c in tinystories-hadamard-hash tinystories-hadamard tinystories-octonion; do
     for m in ${MODES:-bf16 tf32}; do
         # Attention on tensor cores (the default) and on CUDA cores (WALSH_ATTENTION=cores).
@@ -19,7 +24,8 @@ for c in tinystories-hadamard-hash tinystories-hadamard tinystories-octonion; do
                 --matmul "$m" --steps 10
         done
     done
-done 2>&1 | tee "$out/bench.log"
+done
+} 2>&1 | tee "$out/bench.log"
 # PROFILE=1 (or 2): every kernel's GPU time in one step of $PROFILE_CONFIG (default the hash model)
 # in matmul mode $PROFILE_MATMUL (default tf32; Nsight Compute, one metric), summed by kernel name,
 # largest first.
@@ -63,5 +69,5 @@ if [ "${PROFILE:-0}" = 2 ] && command -v ncu >/dev/null; then
 fi
 echo "== summary"
 grep -E "^test |test result" "$out/tests.log"
-grep -E "^== |tokens/s" "$out/bench.log"
+grep -E "^== |tokens/s|^ceilings|^memory|GEMM " "$out/bench.log"
 exit "$tests"

@@ -125,8 +125,12 @@ enum Command {
     Plot { run_dir: PathBuf },
     /// Time training steps on random tokens: tokens/s and the time per op.
     Bench {
-        #[arg(long, value_name = "TOML")]
-        config: PathBuf,
+        #[arg(long, value_name = "TOML", required_unless_present = "ceilings")]
+        config: Option<PathBuf>,
+        /// First measure the GPU's memory bandwidth and GEMM rates (a large copy and 8192³
+        /// products, checked), the ceilings that docs/BENCHMARKS.md's floors divide by.
+        #[arg(long)]
+        ceilings: bool,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Timed steps (after one untimed warmup step).
@@ -196,6 +200,19 @@ macro_rules! on_device {
             }
         }
     };
+}
+
+/// `trainer bench --ceilings`: a CUDA device's measured ceilings.
+fn print_ceilings(device: &Device) -> Result<()> {
+    match device {
+        Device::Cpu => anyhow::bail!("--ceilings measures a CUDA GPU: add --device cuda[:N]"),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n, matmul) => {
+            let b = walsh_trainer::backend::cuda::CudaBackend::new(*n, *matmul)?;
+            print!("{}", b.ceilings()?);
+            Ok(())
+        }
+    }
 }
 
 fn main() {
@@ -379,13 +396,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench {
             config,
+            ceilings,
             sets,
             steps,
             device,
         } => {
             let device = device.parse()?;
-            let report = on_device!(device, b => bench::bench(b, &config, &sets, steps))?;
-            print!("{report}");
+            if ceilings {
+                print_ceilings(&device)?;
+            }
+            if let Some(config) = config {
+                let report = on_device!(device, b => bench::bench(b, &config, &sets, steps))?;
+                print!("{report}");
+            }
             Ok(())
         }
     }

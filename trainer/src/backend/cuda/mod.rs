@@ -13,11 +13,14 @@
 //! Buffers are `CudaSlice<f32>`; ops pass raw device pointers (one stream, event tracking off),
 //! and every driver, NVRTC and cuBLAS result is checked and reported with the op's name.
 
+mod ceilings;
+
 use super::{
     AdamW, Backend, BackendError, BackendResult, EmbRef, LinearIn, LinearOut, LinearRef, Mark,
     MixRef,
 };
 use crate::ops::attention::AttnDims;
+pub use ceilings::Ceilings;
 use cudarc::cublas::{CudaBlas, result as blas, sys as blas_sys};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,

@@ -24,17 +24,6 @@ extern "C" __global__ void add_assign_kernel(float* dst, const float* src, u64 n
 // on f32 operands ran at TF32's speed. bf16 is the top half of an f32, rounded to nearest even;
 // a NaN stays a NaN (NVRTC has no cuda_bf16.h without the toolkit's include path).
 typedef unsigned short u16;
-#define LOG2E 1.4426950408889634f
-#define LN2 0.6931471805599453f
-
-// 2^x to ~2 ulp (PTX ex2.approx.ftz), 2^−∞ = 0: for softmaxes kept in base 2, one MUFU
-// instruction a weight where expf wraps range reduction around the same one.
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
 __device__ __forceinline__ u16 to_bf16(float x) {
     u32 b = __float_as_uint(x);
     if ((b & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
@@ -61,6 +50,19 @@ extern "C" __global__ void to_bf16_x4_kernel(u16* out, const float* in, u64 n, u
             for (u64 i = e; i < e + 4 && i < n_padded; i++) out[i] = i < n ? to_bf16(in[i]) : (u16)0;
         }
     }
+}
+
+// ---------------------------------------------------------------- base-2 exponentials
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+// 2^x to ~2 ulp (PTX ex2.approx.ftz), 2^−∞ = 0: for softmaxes kept in base 2, one MUFU
+// instruction a weight where expf wraps range reduction around the same one.
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 // ---------------------------------------------------------------- ternary quantization

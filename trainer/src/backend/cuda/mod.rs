@@ -124,8 +124,9 @@ const CE_ROWS: usize = 4096;
 const CE_SAVE: usize = 1 << 30;
 
 /// The padded vocabulary extent of the standard cross-entropy's GEMMs and the row stride of its
-/// logits: V rounded up to 32 floats (128 bytes; the bf16 kernels read 8 at a time). At V = 50,257 (odd) cuBLAS could only pick its
-/// Ampere-era `align1` TF32 kernels, ~50 TFLOP/s on an H200 (docs/BENCHMARKS.md).
+/// logits: V rounded up to 32 floats (128 bytes; the bf16 kernels read 8 at a time). At V = 50,257
+/// (odd) cuBLAS could only pick its Ampere-era `align1` TF32 kernels, ~50 TFLOP/s on an H200
+/// (docs/BENCHMARKS.md).
 fn logits_stride(vocab: usize) -> usize {
     vocab.next_multiple_of(32)
 }

@@ -439,6 +439,42 @@ impl CudaBackend {
         }
     }
 
+    /// RoPE of `len` floats at `inp` into `out` (base addresses: rope_kernel reads float pairs),
+    /// `inverse` rotating back (the backward), `acc` adding to `out`.
+    fn rope(
+        &self,
+        (out, inp, len): (u64, u64, usize),
+        (cos, sin): (&CudaSlice<f32>, &CudaSlice<f32>),
+        seq_len: usize,
+        d: usize,
+        head_dim: usize,
+        (inverse, acc): (bool, bool),
+    ) -> BackendResult<()> {
+        let pairs = len / 2;
+        if !d.is_multiple_of(2) || pairs >= 1 << 31 {
+            let msg = format!(
+                "{len} floats of width {d}: needs an even width and fewer than 2^32 floats"
+            );
+            return Err(self.err("rope", msg));
+        }
+        launch!(
+            self,
+            "rope_kernel",
+            elems(pairs as u64),
+            out,
+            inp,
+            self.ptr(cos),
+            self.ptr(sin),
+            (len / d) as u32,
+            seq_len as u32,
+            d as u32,
+            head_dim as u32,
+            inverse as i32,
+            acc as i32
+        );
+        Ok(())
+    }
+
     /// The expansion and fold kernels index an A-algebra weight's a·n × a·m elements in 32 bits.
     fn weight_fits_u32(&self, a: usize, n: usize, m: usize) -> BackendResult<()> {
         match (a * n).checked_mul(a * m) {
@@ -1699,23 +1735,8 @@ impl Backend for CudaBackend {
         d: usize,
         head_dim: usize,
     ) -> BackendResult<()> {
-        let rows = (inp.len() / d) as u64;
-        launch!(
-            self,
-            "rope_kernel",
-            elems(rows * (d / 2) as u64),
-            self.ptr(out),
-            self.ptr(inp),
-            self.ptr(cos),
-            self.ptr(sin),
-            rows,
-            seq_len as u32,
-            d as u32,
-            head_dim as u32,
-            0i32,
-            0i32
-        );
-        Ok(())
+        let io = (self.ptr(out), self.ptr(inp), inp.len());
+        self.rope(io, (cos, sin), seq_len, d, head_dim, (false, false))
     }
     fn rope_backward(
         &self,
@@ -1728,23 +1749,8 @@ impl Backend for CudaBackend {
         head_dim: usize,
         accumulate: bool,
     ) -> BackendResult<()> {
-        let rows = (dout.len() / d) as u64;
-        launch!(
-            self,
-            "rope_kernel",
-            elems(rows * (d / 2) as u64),
-            self.ptr(dinp),
-            self.ptr(dout),
-            self.ptr(cos),
-            self.ptr(sin),
-            rows,
-            seq_len as u32,
-            d as u32,
-            head_dim as u32,
-            1i32,
-            accumulate as i32
-        );
-        Ok(())
+        let io = (self.ptr(dinp), self.ptr(dout), dout.len());
+        self.rope(io, (cos, sin), seq_len, d, head_dim, (true, accumulate))
     }
 
     fn attention_saved_len(&self, batch: usize, dims: AttnDims) -> usize {

@@ -127,22 +127,31 @@ __device__ void tc_store(float* y, const float (*acc)[4], u64 b, u32 r, u32 seq,
     }
 }
 
+// Where a warp of these kernels works: (batch, head) bh = blockIdx.x of B·nh, d = nh·hd the row
+// width, the block's TC_ROWS rows from `first` (queries; keys in dk/dv), the warp's 16 from
+// `row0`, and the lane's fragment rows r0 = row0 + g and r1 = r0 + 8 (g = lane / 4, i = lane % 4).
+struct TcWarp {
+    u32 bh, h;
+    u64 b;
+    u32 d, g, i, first, row0, r0, r1;
+};
+__device__ __forceinline__ TcWarp tc_warp(u32 nh, u32 hd) {
+    u32 lane = threadIdx.x % 32, first = blockIdx.y * TC_ROWS, row0 = first + (threadIdx.x / 32) * 16;
+    return TcWarp{blockIdx.x, blockIdx.x % nh, blockIdx.x / nh, nh * hd, lane / 4, lane % 4, first, row0, row0 + lane / 4, row0 + lane / 4 + 8};
+}
+
 template <int HD>
 __device__ void flash_forward_tc(float* out, float* lse, const float* q, const float* k, const float* v, u32 seq, u32 nh, u32 hd) {
     __shared__ u32 ks[TC_TILE][HD + 4];
     __shared__ u32 vs[TC_TILE][HD + 4];
-    u32 bh = blockIdx.x, h = bh % nh;
-    u64 b = bh / nh;
-    u32 d = nh * hd;
-    u32 lane = threadIdx.x % 32, g = lane / 4, i = lane % 4;
-    u32 q0 = blockIdx.y * TC_ROWS + (threadIdx.x / 32) * 16, r0 = q0 + g, r1 = r0 + 8;
+    auto [bh, h, b, d, g, i, first, q0, r0, r1] = tc_warp(nh, hd);
     u32 qa[HD / 8][4];
     tc_load_a<HD>(qa, q, b, r0, seq, d, h, hd, rsqrtf((float)hd) * LOG2E);
     float o[HD / 8][4];
 #pragma unroll
     for (int nc = 0; nc < HD / 8; nc++) o[nc][0] = o[nc][1] = o[nc][2] = o[nc][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-    u32 end = min(blockIdx.y * TC_ROWS + TC_ROWS, seq);
+    u32 end = min(first + TC_ROWS, seq);
     for (u32 s0 = 0; s0 < end; s0 += TC_TILE) {
         __syncthreads();
         tc_load_tile<HD>(ks, k, b, s0, seq, d, h, hd);
@@ -223,11 +232,7 @@ template <int HD>
 __device__ void flash_backward_q_tc(float* dq, float* dsum, const float* dout, const float* out, const float* q, const float* k, const float* v, const float* lse, u32 seq, u32 nh, u32 hd) {
     __shared__ u32 ks[TC_TILE][HD + 4];
     __shared__ u32 vs[TC_TILE][HD + 4];
-    u32 bh = blockIdx.x, h = bh % nh;
-    u64 b = bh / nh;
-    u32 d = nh * hd;
-    u32 lane = threadIdx.x % 32, g = lane / 4, i = lane % 4;
-    u32 q0 = blockIdx.y * TC_ROWS + (threadIdx.x / 32) * 16, r0 = q0 + g, r1 = r0 + 8;
+    auto [bh, h, b, d, g, i, first, q0, r0, r1] = tc_warp(nh, hd);
     float scale = rsqrtf((float)hd);
     u32 qa[HD / 8][4], da[HD / 8][4];
     tc_load_a<HD>(qa, q, b, r0, seq, d, h, hd, scale * LOG2E);
@@ -249,7 +254,7 @@ __device__ void flash_backward_q_tc(float* dq, float* dsum, const float* dout, c
     float acc[HD / 8][4];
 #pragma unroll
     for (int nc = 0; nc < HD / 8; nc++) acc[nc][0] = acc[nc][1] = acc[nc][2] = acc[nc][3] = 0.0f;
-    u32 end = min(blockIdx.y * TC_ROWS + TC_ROWS, seq);
+    u32 end = min(first + TC_ROWS, seq);
     for (u32 s0 = 0; s0 < end; s0 += TC_TILE) {
         __syncthreads();
         tc_load_tile<HD>(ks, k, b, s0, seq, d, h, hd);
@@ -286,11 +291,7 @@ __device__ void flash_backward_kv_tc(float* dk, float* dv, const float* dout, co
     __shared__ u32 qs[TC_TILE][HD + 4];
     __shared__ u32 dos[TC_TILE][HD + 4];
     __shared__ float ls[TC_TILE], Ds[TC_TILE];
-    u32 bh = blockIdx.x, h = bh % nh;
-    u64 b = bh / nh;
-    u32 d = nh * hd;
-    u32 lane = threadIdx.x % 32, g = lane / 4, i = lane % 4;
-    u32 first = blockIdx.y * TC_ROWS, k0 = first + (threadIdx.x / 32) * 16, r0 = k0 + g, r1 = r0 + 8;
+    auto [bh, h, b, d, g, i, first, k0, r0, r1] = tc_warp(nh, hd);
     float scale = rsqrtf((float)hd);
     u32 ka[HD / 8][4], va[HD / 8][4];
     tc_load_a<HD>(ka, k, b, r0, seq, d, h, hd, scale * LOG2E);

@@ -201,9 +201,11 @@ pub enum Matmul {
     F32,
     /// Tensor cores on TF32 operands (10-bit mantissa, like an f16's) with f32 accumulation.
     Tf32,
-    /// Tensor cores on bf16 operands (8-bit mantissa) with f32 accumulation: cuBLAS rounds the
-    /// f32 operands as it loads them (`CUBLAS_COMPUTE_32F_FAST_16BF`), so no cast pass over the
-    /// activations is needed and master weights, activations and results stay f32 in memory.
+    /// Tensor cores on bf16 operands (8-bit mantissa) with f32 accumulation: the linears and the
+    /// standard cross-entropy hand cuBLAS bf16 copies (`to_bf16_x4_kernel`; a linear's input copy
+    /// is what the forward saves for the backward), the cross-entropy keeps its logits in bf16;
+    /// master weights, optimizer state and the other activations stay f32. The GEMMs left on f32
+    /// operands (the hash cross-entropy's) run as `CUBLAS_COMPUTE_32F_FAST_16BF`.
     Bf16,
 }
 

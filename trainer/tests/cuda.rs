@@ -54,7 +54,7 @@ fn tolerances(matmul: Matmul) -> (f64, f32, f32) {
 /// with bf16 operands, whose worst step over the 13 tiny models was 0.64-0.89 % in fourteen runs
 /// of fifteen on an H200 and 1.28 % in one (each run differs: the GPU's atomics make it
 /// nondeterministic); TF32's 0.50-0.95 % (eight runs), f32's 0.16-0.19 %. The CPU alone, its
-/// initial weights perturbed by a relative 2^-11 or 2^-8, drifts up to 1.20 % or 1.83 %
+/// initial weights perturbed by a relative 2^-11 or 2^-8, drifts up to 1.17 % or 1.73 %
 /// (`cargo run --release -p walsh-trainer --example drift_sensitivity`): these bars sit at the
 /// models' own sensitivity, not above a GPU error.
 fn drift_bar(matmul: Matmul) -> f64 {

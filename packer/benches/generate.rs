@@ -4,8 +4,8 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::path::Path;
 use std::time::Duration;
-use walsh_canister::{Engine, Generation, SamplingParams};
-use walsh_packer::{PackOptions, config_file, init, pack};
+use walsh_engine::{Engine, Generation, SamplingParams};
+use walsh_spec::{PackOptions, config_file, init, pack};
 
 const NEW_TOKENS: usize = 64;
 
@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
                 .expect("starts");
                 let mut tokens = 0;
                 while g.finish_reason().is_none() {
-                    let next = walsh_canister::sampler::argmax(g.logits()) as u32;
+                    let next = walsh_spec::sampler::argmax(g.logits()) as u32;
                     g.force(next).expect("steps");
                     tokens += 1;
                 }

@@ -5,12 +5,12 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use walsh_canister::blob::hex;
-use walsh_canister::ic::upload::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use walsh_packer::ic::agent::AgentTransport;
 use walsh_packer::ic::dfx::{self, Dirs, IdentityChoice};
 use walsh_packer::ic::upload::{self, LocalBlob, Plan, UploadOptions};
 use walsh_packer::ic::{Client, RetryPolicy, Transport, download, report};
+use walsh_spec::blob::hex;
+use walsh_spec::upload::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
 /// Which canister, over which network, as whom.
 #[derive(clap::Args)]

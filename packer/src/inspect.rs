@@ -1,8 +1,8 @@
 //! `packer inspect`: what a blob holds and what it costs.
 
 use std::fmt::Write;
-use walsh_canister::blob::{Blob, hex};
-use walsh_canister::config::TensorKind;
+use walsh_spec::blob::{Blob, hex};
+use walsh_spec::config::TensorKind;
 
 fn human(n: usize) -> String {
     if n >= 1 << 20 {
@@ -46,8 +46,8 @@ pub fn report(blob: &Blob<'_>, tensors: bool) -> String {
         c.vocab_size
     );
     let emb_desc = match c.embedding {
-        walsh_canister::config::Embedding::Standard => "standard (tied)".to_string(),
-        walsh_canister::config::Embedding::Hash => format!(
+        walsh_spec::config::Embedding::Standard => "standard (tied)".to_string(),
+        walsh_spec::config::Embedding::Hash => format!(
             "hash, {} buckets × 2 (tied, factorized logits)",
             c.hash_buckets
         ),

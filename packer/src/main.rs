@@ -5,9 +5,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use walsh_canister::blob::{self, DType};
-use walsh_canister::{Engine, SamplingParams};
-use walsh_packer::{Checkpoint, PackOptions, Packing, config_file, init, inspect, pack, run};
+use walsh_engine::{Engine, SamplingParams};
+use walsh_packer::{inspect, run};
+use walsh_spec::blob::{self, DType};
+use walsh_spec::{Checkpoint, PackOptions, Packing, config_file, init, pack};
 
 #[cfg(feature = "ic")]
 mod ic_cli;
@@ -118,7 +119,7 @@ enum Command {
         #[command(flatten)]
         target: ic_cli::Target,
         /// Bytes per upload_chunk call (an ingress message is at most 2 MiB).
-        #[arg(long, default_value_t = walsh_canister::ic::upload::MAX_CHUNK_SIZE, value_parser = ic_cli::chunk_size_parser())]
+        #[arg(long, default_value_t = walsh_spec::upload::MAX_CHUNK_SIZE, value_parser = ic_cli::chunk_size_parser())]
         chunk_size: u32,
         /// Upload even if the canister already serves this blob.
         #[arg(long)]
@@ -207,7 +208,7 @@ fn real_main() -> Result<()> {
             };
             let tok = std::fs::read_to_string(&tok_path)
                 .with_context(|| format!("cannot read {}", tok_path.display()))?;
-            walsh_canister::Tokenizer::from_json(&tok, cfg.vocab_size)
+            walsh_engine::Tokenizer::from_json(&tok, cfg.vocab_size)
                 .with_context(|| format!("{} does not suit this config", tok_path.display()))?;
             let ckpt = init::random_checkpoint(&cfg, seed, tok);
             ckpt.save(&output)?;
@@ -237,10 +238,10 @@ fn real_main() -> Result<()> {
         } => {
             let engine = load_engine(&path)?;
             let t0 = std::time::Instant::now();
-            let tokens = walsh_packer::eval::read_text(&engine, &text)?;
+            let tokens = walsh_engine::eval::read_text(&engine, &text)?;
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let window = window.unwrap_or(engine.config().block_size);
-            let r = walsh_packer::eval::evaluate(&engine, &tokens, window, threads)?;
+            let r = walsh_engine::eval::evaluate(&engine, &tokens, window, threads)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use std::time::Instant;
-use walsh_canister::{Engine, GenerateError, Generation, SamplingParams};
+use walsh_engine::{Engine, GenerateError, Generation, SamplingParams};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TopToken {

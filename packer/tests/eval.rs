@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use walsh_canister::Engine;
-use walsh_packer::eval::{evaluate, read_text};
+use walsh_engine::Engine;
+use walsh_engine::eval::{evaluate, read_text};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -27,7 +27,7 @@ fn windows_score_what_token_by_token_decoding_scores() {
     let eos = engine.config().eos_token_id;
     assert_eq!(text.tokens.iter().filter(|&&t| t == eos).count(), 17);
     // A short prefix, in windows of 16: each window decoded one token at a time instead.
-    let short = walsh_packer::eval::TokenText {
+    let short = walsh_engine::eval::TokenText {
         tokens: text.tokens[..16 * 5 + 3].to_vec(),
         bytes: 1000,
         documents: 1,

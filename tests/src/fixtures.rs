@@ -3,8 +3,8 @@
 
 use crate::root;
 use candid::Principal;
-use walsh_canister::{Engine, SamplingParams};
-use walsh_packer::{PackOptions, config_file, init, pack};
+use walsh_engine::{Engine, SamplingParams};
+use walsh_spec::{PackOptions, config_file, init, pack};
 
 pub fn controller() -> Principal {
     Principal::self_authenticating(b"walsh test controller")

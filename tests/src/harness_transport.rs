@@ -3,11 +3,11 @@
 //! network's failures (a dropped connection, a lost reply, a damaged chunk) injected where a
 //! test asks for them. Nothing of the canister is stood in for.
 
-use crate::ic::{CallError as HarnessError, Harness, Reply};
 use candid::Principal;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use walsh_canister::ic::api::UploadChunk;
+use walsh_ic_harness::{CallError as HarnessError, Harness, Reply};
+use walsh_interface::UploadChunk;
 use walsh_packer::ic::{CallError, Transport};
 
 /// A network failure, injected into one call.

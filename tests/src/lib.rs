@@ -1,10 +1,9 @@
 //! Shared parts of the workspace integration tests (the tests themselves are in `tests/tests/`):
-//! the IC emulation harness, the canister build they run, and the packer's upload client over the
-//! harness.
+//! the canister build they run in the IC emulation harness (`walsh-ic-harness`), and the
+//! packer's upload client over the harness.
 
 pub mod fixtures;
 pub mod harness_transport;
-pub mod ic;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,13 +1,13 @@
-//! The real canister wasm in the IC emulation harness (`walsh_tests::ic`): install, generate,
+//! The real canister wasm in the IC emulation harness (`walsh_ic_harness`): install, generate,
 //! chunked uploads, refused commits, upgrades, the instruction budget and bad inputs.
 
 use candid::{Encode, Principal};
 use sha2::{Digest, Sha256};
-use walsh_canister::ic::api::*;
-use walsh_canister::{Engine, SamplingParams};
-use walsh_packer::PackOptions;
+use walsh_engine::{Engine, SamplingParams};
+use walsh_ic_harness::{CallError, Harness};
+use walsh_interface::*;
+use walsh_spec::PackOptions;
 use walsh_tests::fixtures::{controller, native_tokens, random_blob as blob, stranger};
-use walsh_tests::ic::{CallError, Harness};
 use walsh_tests::root;
 
 fn wasm() -> &'static [u8] {
@@ -380,7 +380,7 @@ fn budget_ends_generation_cleanly() {
         &["block_size=2048"],
         8,
         PackOptions {
-            embeddings: walsh_canister::blob::DType::Int8,
+            embeddings: walsh_spec::blob::DType::Int8,
             ..PackOptions::default()
         },
     );
@@ -424,16 +424,10 @@ fn figures() {
     for (config, embeddings) in [
         (
             "tinystories-hadamard-hash.toml",
-            walsh_canister::blob::DType::Int8,
+            walsh_spec::blob::DType::Int8,
         ),
-        (
-            "tinystories-hadamard.toml",
-            walsh_canister::blob::DType::F16,
-        ),
-        (
-            "tinystories-octonion.toml",
-            walsh_canister::blob::DType::F16,
-        ),
+        ("tinystories-hadamard.toml", walsh_spec::blob::DType::F16),
+        ("tinystories-octonion.toml", walsh_spec::blob::DType::F16),
     ] {
         let mut h = Harness::new();
         let install = h

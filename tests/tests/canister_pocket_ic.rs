@@ -17,9 +17,9 @@ mod scenarios {
     use candid::{CandidType, Decode, Deserialize, Encode, Principal};
     use pocket_ic::{PocketIc, PocketIcBuilder, RejectResponse};
     use sha2::{Digest, Sha256};
-    use walsh_canister::ic::api::*;
-    use walsh_canister::{Engine, SamplingParams};
-    use walsh_packer::PackOptions;
+    use walsh_engine::{Engine, SamplingParams};
+    use walsh_interface::*;
+    use walsh_spec::PackOptions;
     use walsh_tests::fixtures::{controller, native_tokens, random_blob as blob, stranger};
     use walsh_tests::root;
 
@@ -419,7 +419,7 @@ mod scenarios {
             &["block_size=2048"],
             8,
             PackOptions {
-                embeddings: walsh_canister::blob::DType::Int8,
+                embeddings: walsh_spec::blob::DType::Int8,
                 ..PackOptions::default()
             },
         );

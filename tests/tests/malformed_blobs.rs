@@ -6,11 +6,11 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
-use walsh_canister::blob::{self, BlobError, BlobWriter, DType, WriterTensor};
-use walsh_canister::config::{Algebra, ConfigError, Embedding, ModelConfig};
-use walsh_canister::{Engine, LoadError, MAX_ENGINE_HEAP, Model, Tokenizer, TokenizerError};
-use walsh_packer::init::random_checkpoint;
-use walsh_packer::{PackOptions, Packing, pack};
+use walsh_engine::{Engine, LoadError, MAX_ENGINE_HEAP, Model, Tokenizer, TokenizerError};
+use walsh_spec::blob::{self, BlobError, BlobWriter, DType, WriterTensor};
+use walsh_spec::config::{Algebra, ConfigError, Embedding, ModelConfig};
+use walsh_spec::init::random_checkpoint;
+use walsh_spec::{PackOptions, Packing, pack};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures

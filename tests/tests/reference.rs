@@ -10,10 +10,10 @@
 #![allow(clippy::needless_range_loop)]
 
 use std::collections::BTreeMap;
-use walsh_canister::blob::{self, DType};
-use walsh_canister::config::{Algebra, Embedding, ModelConfig, TensorKind};
-use walsh_canister::{Engine, SamplingParams};
-use walsh_packer::{Checkpoint, PackOptions, Packing};
+use walsh_engine::{Engine, SamplingParams};
+use walsh_spec::blob::{self, DType};
+use walsh_spec::config::{Algebra, Embedding, ModelConfig, TensorKind};
+use walsh_spec::{Checkpoint, PackOptions, Packing};
 
 const TOKENIZER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tokenizer-gpt2.json");
 /// The GPT-2 vocabulary.
@@ -68,13 +68,13 @@ fn config(
 
 /// A random checkpoint with every tensor scrambled, so every norm gain and scale matters.
 fn checkpoint(cfg: &ModelConfig, seed: u64) -> Checkpoint {
-    let mut ckpt = walsh_packer::init::random_checkpoint(cfg, seed, tokenizer_json());
-    walsh_packer::init::scramble(&mut ckpt, seed.wrapping_mul(0x9E37_79B9).wrapping_add(17));
+    let mut ckpt = walsh_spec::init::random_checkpoint(cfg, seed, tokenizer_json());
+    walsh_spec::init::scramble(&mut ckpt, seed.wrapping_mul(0x9E37_79B9).wrapping_add(17));
     ckpt
 }
 
 fn pack(ckpt: &Checkpoint, packing: Packing, embeddings: DType) -> Vec<u8> {
-    walsh_packer::pack(
+    walsh_spec::pack(
         ckpt,
         PackOptions {
             packing,
@@ -539,7 +539,7 @@ fn cayley_dickson(x: &[f64], y: &[f64]) -> Vec<f64> {
 
 #[test]
 fn engine_sign_table_is_the_spec_table() {
-    assert_eq!(walsh_canister::octonion::SIGNS, SPEC_SIGNS);
+    assert_eq!(walsh_spec::octonion::SIGNS, SPEC_SIGNS);
     // The table as transcribed, used through the reference's part product with scalar parts,
     // is the Cayley–Dickson octonion product (SPEC §2.2), and e_i² = −1 for i ≥ 1.
     let mut rng = Lcg(3);
@@ -724,7 +724,7 @@ fn hash_logits_equal_the_explicit_embedding_matrix() {
         standard.tensors.remove("tok_emb.hash2");
         standard.tensors.insert(
             "tok_emb.weight".into(),
-            walsh_packer::Tensor {
+            walsh_spec::Tensor {
                 shape: vec![VOCAB, d],
                 data: explicit,
             },
@@ -934,7 +934,7 @@ fn f16_and_int8_embeddings_load_and_stay_close() {
         let ckpt = if scrambled {
             checkpoint(&cfg, seed)
         } else {
-            walsh_packer::init::random_checkpoint(&cfg, seed, tokenizer_json())
+            walsh_spec::init::random_checkpoint(&cfg, seed, tokenizer_json())
         };
         let tokens = Lcg(seed).tokens(cfg.block_size);
         let exact = Reference::new(&ckpt).forward(&tokens);

@@ -9,15 +9,13 @@ use indicatif::ProgressBar;
 use std::cell::RefCell;
 use std::future::Future;
 use std::time::{Duration, Instant};
-use walsh_canister::ic::api::{
-    GenerateResult, ModelInfo, ModelInfoResult, ModelSource, UploadStatus,
-};
-use walsh_packer::PackOptions;
+use walsh_ic_harness::Harness;
+use walsh_interface::{GenerateResult, ModelInfo, ModelInfoResult, ModelSource, UploadStatus};
 use walsh_packer::ic::upload::{self, LocalBlob, Plan, UploadOptions};
 use walsh_packer::ic::{CallError, Client, Error, RetryPolicy, download};
+use walsh_spec::PackOptions;
 use walsh_tests::fixtures::{controller, native_tokens, random_blob, stranger};
 use walsh_tests::harness_transport::{Fault, HarnessTransport};
-use walsh_tests::ic::Harness;
 use walsh_tests::root;
 
 fn block_on<F: Future>(f: F) -> F::Output {
@@ -348,7 +346,7 @@ mod fees {
 #[test]
 #[ignore]
 fn throughput() {
-    use walsh_canister::blob::DType;
+    use walsh_spec::blob::DType;
     for (config, embeddings) in [
         ("tinystories-hadamard-hash.toml", DType::Int8),
         ("tinystories-hadamard.toml", DType::F16),

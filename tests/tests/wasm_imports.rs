@@ -42,7 +42,7 @@ fn canister_wasm_imports_only_ic0_and_uses_simd() {
         simd,
         "no f32x4 arithmetic found: is +simd128 enabled for wasm32?"
     );
-    let known: Vec<String> = walsh_tests::ic::ic0_function_names()
+    let known: Vec<String> = walsh_ic_harness::ic0_function_names()
         .map(|n| format!("ic0.{n}"))
         .collect();
     for i in &imports {

@@ -6,9 +6,9 @@
 //!
 //! `cargo run --release -p walsh-trainer --example drift_sensitivity` (a few minutes on 2 cores).
 
-use walsh_canister::config::{Algebra, Embedding, ModelConfig};
-use walsh_canister::sampler::SplitMix64;
-use walsh_packer::init::random_checkpoint;
+use walsh_spec::config::{Algebra, Embedding, ModelConfig};
+use walsh_spec::init::random_checkpoint;
+use walsh_spec::sampler::SplitMix64;
 use walsh_trainer::backend::cpu::CpuBackend;
 use walsh_trainer::backend::{AdamW, Backend};
 use walsh_trainer::model::Model;

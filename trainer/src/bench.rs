@@ -16,7 +16,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use walsh_canister::sampler::SplitMix64;
+use walsh_spec::sampler::SplitMix64;
 
 /// A backend whose every op is timed: on an asynchronous backend by two [`Mark`]s (CUDA events)
 /// around it, read once the pass is over ([`Timed::settle`]), so the queue never drains between
@@ -511,7 +511,7 @@ pub fn bench<B: Backend<Elem = f32>>(
     let (mcfg, tcfg) = load_run_config(config, sets)?;
     let seq = tcfg.seq_len_for(mcfg.block_size);
     let batch = tcfg.batch_size;
-    let ckpt = walsh_packer::init::random_checkpoint(&mcfg, tcfg.seed, String::new());
+    let ckpt = walsh_spec::init::random_checkpoint(&mcfg, tcfg.seed, String::new());
     let mut model = Model::new(Timed::new(backend), mcfg.clone(), &ckpt.tensors)?;
     let mut opt = Optimizer::new(&model)?;
     let decay = model.layout.decay_ranges();

@@ -6,7 +6,7 @@ use crate::backend::Backend;
 use crate::model::{Model, ModelError};
 use crate::train::batches::eval_batches;
 use num_traits::ToPrimitive;
-use walsh_canister::sampler::{Sampler, SamplingParams};
+use walsh_spec::sampler::{Sampler, SamplingParams};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvalResult {

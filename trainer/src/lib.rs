@@ -1,5 +1,5 @@
 //! The Walsh trainer, for the model defined in `docs/SPEC.md` (described by
-//! [`walsh_canister::config::ModelConfig`]).
+//! [`walsh_spec::config::ModelConfig`]).
 //!
 //! Data flows [`prepare`] (text → token files, read by [`TokenFile`]) → [`train`] (AdamW over the
 //! [`model`], written once over the [`backend::Backend`] operations; [`backend::cpu`] runs the
@@ -16,4 +16,4 @@ pub mod prepare;
 pub mod train;
 
 pub use prepare::TokenFile;
-pub use walsh_canister::config::ModelConfig;
+pub use walsh_spec::config::ModelConfig;

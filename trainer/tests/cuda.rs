@@ -23,9 +23,9 @@
 #![cfg(feature = "cuda")]
 
 use std::collections::BTreeMap;
-use walsh_canister::config::{Algebra, Embedding, ModelConfig};
-use walsh_packer::Tensor;
-use walsh_packer::init::{random_checkpoint, scramble};
+use walsh_spec::Tensor;
+use walsh_spec::config::{Algebra, Embedding, ModelConfig};
+use walsh_spec::init::{random_checkpoint, scramble};
 use walsh_trainer::backend::cpu::CpuBackend;
 use walsh_trainer::backend::cuda::{CudaBackend, Matmul};
 use walsh_trainer::backend::{AdamW, Backend};
@@ -120,7 +120,7 @@ fn combos() -> Vec<ModelConfig> {
 }
 
 fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut rng = walsh_canister::sampler::SplitMix64::new(seed);
+    let mut rng = walsh_spec::sampler::SplitMix64::new(seed);
     (0..n)
         .map(|_| (rng.next_u64() % vocab as u64) as u32)
         .collect()
@@ -356,7 +356,7 @@ fn attention_matches_the_cpu_reference() {
             head_dim,
         };
         let n = q_len(batch, dims);
-        let mut rng = walsh_canister::sampler::SplitMix64::new(seq as u64 * 31 + head_dim as u64);
+        let mut rng = walsh_spec::sampler::SplitMix64::new(seq as u64 * 31 + head_dim as u64);
         let mut random = |scale: f32| -> Vec<f32> {
             (0..n)
                 .map(|_| (rng.next_u64() as f64 / u64::MAX as f64 * 2.0 - 1.0) as f32 * scale)
@@ -391,7 +391,7 @@ fn attention_matches_the_cpu_reference() {
 
 /// Fresh random numbers: a clock seed, printed, so that a failure can be replayed
 /// (`WALSH_OP_SEED=…`).
-fn op_rng() -> walsh_canister::sampler::SplitMix64 {
+fn op_rng() -> walsh_spec::sampler::SplitMix64 {
     let seed = std::env::var("WALSH_OP_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -401,12 +401,12 @@ fn op_rng() -> walsh_canister::sampler::SplitMix64 {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     eprintln!("op tests: WALSH_OP_SEED={seed}");
-    walsh_canister::sampler::SplitMix64::new(seed)
+    walsh_spec::sampler::SplitMix64::new(seed)
 }
 
 /// `n` uniform values in [centre − scale, centre + scale].
 fn uniform(
-    rng: &mut walsh_canister::sampler::SplitMix64,
+    rng: &mut walsh_spec::sampler::SplitMix64,
     n: usize,
     centre: f32,
     scale: f32,

@@ -5,7 +5,7 @@
 //! Each check takes the scalar L = Σ out ⊙ R for a fixed random R (so dout = R) and reports, per
 //! gradient tensor, max|analytic − numeric| / max|numeric|.
 
-use walsh_canister::config::Algebra;
+use walsh_spec::config::Algebra;
 use walsh_trainer::ops::algebra_linear::{
     LinearDims, algebra_linear_backward, algebra_linear_forward,
 };
@@ -251,7 +251,7 @@ fn algebra_linear_forward_matches_the_engine() {
         let mut u = vec![0.0f32; case.rows * d.in_dim];
         let mut z = vec![0.0f32; case.rows * d.out_dim];
         algebra_linear_forward(&mut out, &mut u, &mut z, &x, &weff, &alpha, &beta, d);
-        let engine = walsh_canister::algebra_linear::AlgebraLinear {
+        let engine = walsh_engine::algebra_linear::AlgebraLinear {
             algebra: d.algebra,
             in_dim: d.in_dim,
             out_dim: d.out_dim,
@@ -297,7 +297,7 @@ fn rmsnorm_gradients_and_engine() {
     rmsnorm_forward(&mut out, &mut rs, &x, &g);
     let mut want = vec![0.0f32; d];
     for (xr, yr) in x.chunks(d).zip(out.chunks(d)) {
-        walsh_canister::math::rmsnorm(xr, &g, &mut want);
+        walsh_engine::math::rmsnorm(xr, &g, &mut want);
         for (a, b) in yr.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5);
         }
@@ -324,7 +324,7 @@ fn swiglu_gradients_and_engine() {
     let mut out = vec![0.0f32; n];
     swiglu_forward(&mut out, &a, &b);
     for ((o, a), b) in out.iter().zip(&a).zip(&b) {
-        assert!((o - walsh_canister::math::silu(*a) * b).abs() < 1e-6);
+        assert!((o - walsh_engine::math::silu(*a) * b).abs() < 1e-6);
     }
 }
 
@@ -626,7 +626,7 @@ fn head_mixing_gradients_and_engine() {
             &|q: &[Vec<f64>]| weighted(&fwd(q).0, &r),
         );
         // The engine runs head mixing as an AlgebraLinear over each group of A heads.
-        let engine = walsh_canister::algebra_linear::AlgebraLinear {
+        let engine = walsh_engine::algebra_linear::AlgebraLinear {
             algebra: dims.algebra,
             in_dim: a * hd,
             out_dim: a * hd,

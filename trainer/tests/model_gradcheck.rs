@@ -5,8 +5,8 @@
 //! weight is the gradient with respect to its effective weight γ·Wq.
 
 use std::collections::BTreeMap;
-use walsh_canister::config::{Algebra, Embedding, ModelConfig};
-use walsh_packer::init::{random_checkpoint, scramble};
+use walsh_spec::config::{Algebra, Embedding, ModelConfig};
+use walsh_spec::init::{random_checkpoint, scramble};
 use walsh_trainer::backend::cpu::CpuBackend;
 use walsh_trainer::model::Model;
 

@@ -7,9 +7,9 @@ mod common;
 
 use common::{config as config_path, data};
 use std::sync::atomic::AtomicBool;
-use walsh_canister::Engine;
-use walsh_canister::blob::DType;
-use walsh_packer::{Checkpoint, PackOptions, Packing, pack};
+use walsh_engine::Engine;
+use walsh_spec::blob::DType;
+use walsh_spec::{Checkpoint, PackOptions, Packing, pack};
 use walsh_trainer::TokenFile;
 use walsh_trainer::backend::cpu::CpuBackend;
 use walsh_trainer::model::Model;

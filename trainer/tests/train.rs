@@ -8,7 +8,7 @@ use common::data;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use walsh_packer::Checkpoint;
+use walsh_spec::Checkpoint;
 use walsh_trainer::train::{TrainOptions, train_cpu};
 
 fn tiny() -> PathBuf {

@@ -7,7 +7,7 @@ use super::transport::{CallError, Transport};
 use candid::utils::ArgumentEncoder;
 use candid::{CandidType, Deserialize, Principal};
 use std::cell::Cell;
-use walsh_canister::ic::api::{
+use walsh_interface::{
     AbortResult, CommitResult, DownloadResult, ModelInfo, ModelInfoResult, UploadBegin,
     UploadChunk, UploadResult, UploadStatus,
 };

@@ -8,10 +8,10 @@ use super::transport::Transport;
 use futures_util::{StreamExt, stream};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
-use walsh_canister::blob::{self, hex};
-use walsh_canister::ic::MAX_DOWNLOAD_CHUNK;
-use walsh_canister::ic::api::ModelInfo;
-use walsh_canister::ic::upload::MAX_BLOB_SIZE;
+use walsh_interface::ModelInfo;
+use walsh_spec::blob::{self, hex};
+use walsh_spec::upload::MAX_BLOB_SIZE;
+use walsh_spec::upload::MAX_DOWNLOAD_CHUNK;
 
 /// Reads the active blob, `concurrency` queries at a time, advancing `progress` (whose length
 /// it sets). Returns the bytes only once they match `model_info`.

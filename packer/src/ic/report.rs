@@ -1,6 +1,6 @@
 //! The canister's answers, for people.
 
-use walsh_canister::ic::api::{ModelInfo, ModelSource};
+use walsh_interface::{ModelInfo, ModelSource};
 
 /// `model_info` as a few aligned lines.
 pub fn model_info(i: &ModelInfo) -> String {

@@ -12,10 +12,11 @@ use futures_util::{StreamExt, stream};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use std::ops::Range;
-use walsh_canister::Engine;
-use walsh_canister::blob::hex;
-use walsh_canister::ic::api::{ModelInfo, UploadBegin, UploadStatus};
-use walsh_canister::ic::upload::{MAX_BLOB_SIZE, MAX_CHUNK_SIZE, UploadError};
+use walsh_engine::Engine;
+use walsh_interface::UploadError;
+use walsh_interface::{ModelInfo, UploadBegin, UploadStatus};
+use walsh_spec::blob::hex;
+use walsh_spec::upload::{MAX_BLOB_SIZE, MAX_CHUNK_SIZE};
 
 /// A blob checked with the engine the canister runs.
 pub struct LocalBlob {

@@ -6,7 +6,7 @@ use crate::ops::algebra_linear::LinearDims;
 use crate::ops::head_mixing::MixDims;
 use std::collections::HashMap;
 use std::ops::Range;
-use walsh_canister::config::{Embedding, ModelConfig, TensorKind, TensorSpec};
+use walsh_spec::config::{Embedding, ModelConfig, TensorKind, TensorSpec};
 
 /// Tensors start at multiples of this many elements (256 bytes in f32), so a GPU backend can use
 /// aligned vector loads on every tensor.

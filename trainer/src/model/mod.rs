@@ -14,8 +14,8 @@ use crate::ops::rope::rope_table;
 use crate::ops::{Real, cast};
 pub use layout::{LayerRefs, ParamLayout, TensorSlot};
 use std::collections::BTreeMap;
-use walsh_canister::config::ModelConfig;
-use walsh_packer::Tensor;
+use walsh_spec::Tensor;
+use walsh_spec::config::ModelConfig;
 
 /// What one layer's forward saves.
 struct LayerActs<B: Backend> {

@@ -5,10 +5,10 @@
 //! from weff equals SPEC's y = γ·β ⊙ concat(z(Wq)). By the STE the gradient of weff is the
 //! gradient of the latent weight, so the backward accumulates it straight into `dweight`.
 
-use super::{Real, axpy, cast, dot, rows_per_task};
+use super::{Real, axpy, dot, rows_per_task};
 use rayon::prelude::*;
-use walsh_canister::config::Algebra;
-use walsh_canister::octonion::SIGNS;
+use walsh_spec::config::Algebra;
+use walsh_spec::octonion::SIGNS;
 
 /// The shape of one AlgebraLinear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,29 +49,9 @@ impl LinearDims {
     }
 }
 
-/// In place, orthonormal fast Walsh–Hadamard transform over `parts` equal slices of `x` (Sylvester
-/// order): x_g ← parts^{−1/2} Σ_j (−1)^{popcount(g AND j)} x_j. Symmetric and its own inverse.
-pub fn fht_parts<T: Real>(x: &mut [T], parts: usize) {
-    debug_assert!(parts.is_power_of_two() && x.len().is_multiple_of(parts));
-    let width = x.len() / parts;
-    let mut h = 1;
-    while h < parts {
-        for block in (0..parts).step_by(2 * h) {
-            for j in block..block + h {
-                let (lo, hi) = x.split_at_mut((j + h) * width);
-                let a = &mut lo[j * width..(j + 1) * width];
-                for (p, q) in a.iter_mut().zip(&mut hi[..width]) {
-                    let (s, d) = (*p + *q, *p - *q);
-                    *p = s;
-                    *q = d;
-                }
-            }
-        }
-        h *= 2;
-    }
-    let scale = T::one() / cast::<T>(parts as f64).sqrt();
-    x.iter_mut().for_each(|v| *v *= scale);
-}
+/// The orthonormal fast Walsh–Hadamard transform over the part index, as the engine runs it
+/// (SPEC §2.2): one implementation for every stage.
+pub use walsh_spec::hadamard::fht_parts;
 
 /// The part map of one row: z (A·n) from u (A·m). Dense and hadamard are block-diagonal
 /// (z_g = W[g] u_g; hadamard's transforms happen around it), octonion is

@@ -9,7 +9,7 @@ use super::algebra_linear::{
 };
 use super::{Real, rows_per_task};
 use rayon::prelude::*;
-use walsh_canister::config::Algebra;
+use walsh_spec::config::Algebra;
 
 /// The shape of one head-mixing call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

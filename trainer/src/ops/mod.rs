@@ -22,15 +22,32 @@ pub mod swiglu;
 pub mod ternary;
 
 use num_traits::{Float, FromPrimitive, NumAssign};
+use walsh_spec::hadamard::FhtScalar;
 
 /// The float type an op runs in (`f32` in training, `f64` in the gradient checks).
 pub trait Real:
-    Float + NumAssign + FromPrimitive + Send + Sync + std::fmt::Debug + std::iter::Sum + 'static
+    Float
+    + NumAssign
+    + FromPrimitive
+    + FhtScalar
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + std::iter::Sum
+    + 'static
 {
 }
 
 impl<T> Real for T where
-    T: Float + NumAssign + FromPrimitive + Send + Sync + std::fmt::Debug + std::iter::Sum + 'static
+    T: Float
+        + NumAssign
+        + FromPrimitive
+        + FhtScalar
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + std::iter::Sum
+        + 'static
 {
 }
 

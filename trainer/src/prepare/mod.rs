@@ -16,8 +16,9 @@ pub mod tokenizer;
 pub mod tokens;
 
 pub use source::{Document, DocumentReader, Format, Source, collect_sources};
-pub use tokenizer::{DEFAULT_TOKENIZER, EOS, LoadedTokenizer, default_tokenizer_path};
+pub use tokenizer::{DEFAULT_TOKENIZER, LoadedTokenizer, default_tokenizer_path};
 pub use tokens::{FORMAT, Sidecar, TokenFile, TokenWidth, token_file_paths};
+use walsh_spec::text::END_OF_TEXT;
 
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -261,7 +262,7 @@ fn renumber_written(
     let json = renumber::renumber_tokenizer(&tok.json, &map)?;
     let renumbered = tokenizer::load_tokenizer(json, "the renumbered tokenizer")?;
     if renumbered.eos_token_id != tok.eos_token_id || renumbered.vocab_size != tok.vocab_size {
-        bail!("renumbering moved {EOS} or changed the vocabulary size (a bug)");
+        bail!("renumbering moved {END_OF_TEXT} or changed the vocabulary size (a bug)");
     }
     for w in writers.iter_mut() {
         w.map_tokens(true, |id| map[id as usize])?;

@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The separator between documents in a `.txt` file.
-pub const TXT_SEPARATOR: &str = "<|endoftext|>";
+use walsh_spec::text::END_OF_TEXT;
 
 /// How a source file holds its documents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,7 +242,7 @@ fn next_txt(
     scanned: &mut usize,
     segment: &mut u64,
 ) -> Result<Option<String>> {
-    let sep = TXT_SEPARATOR.as_bytes();
+    let sep = END_OF_TEXT.as_bytes();
     loop {
         let raw = if let Some(pos) = find(&pending[*scanned..], sep) {
             let end = *scanned + pos;
@@ -270,10 +269,9 @@ fn next_txt(
         *segment += 1;
         let text = String::from_utf8(raw)
             .map_err(|_| anyhow!("{}: document {number} is not valid UTF-8", path.display()))?;
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
+        let Some(trimmed) = walsh_spec::text::document(&text) else {
             continue;
-        }
+        };
         return Ok(Some(if trimmed.len() == text.len() {
             text
         } else {

@@ -10,8 +10,7 @@ use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
 
-/// The end-of-text token every tokenizer must have; it follows every document.
-pub const EOS: &str = "<|endoftext|>";
+use walsh_spec::text::END_OF_TEXT;
 
 /// The default tokenizer, relative to the working directory or to the repository root.
 pub const DEFAULT_TOKENIZER: &str = "models/tokenizer-gpt2.json";
@@ -48,7 +47,7 @@ pub struct LoadedTokenizer {
     pub width: TokenWidth,
 }
 
-/// Parses a `tokenizer.json` (`origin` names it in errors) and checks it has [`EOS`] and a
+/// Parses a `tokenizer.json` (`origin` names it in errors) and checks it has [`END_OF_TEXT`] and a
 /// vocabulary that fits in u32 ids. Truncation and padding are switched off: every document is
 /// encoded whole.
 pub fn load_tokenizer(json: Vec<u8>, origin: &str) -> Result<LoadedTokenizer> {
@@ -58,9 +57,9 @@ pub fn load_tokenizer(json: Vec<u8>, origin: &str) -> Result<LoadedTokenizer> {
         .with_truncation(None)
         .map_err(|e| anyhow!("{origin}: cannot disable truncation ({e})"))?;
     tokenizer.with_padding(None);
-    let eos_token_id = tokenizer
-        .token_to_id(EOS)
-        .ok_or_else(|| anyhow!("{origin}: the tokenizer has no {EOS} token in its vocabulary"))?;
+    let eos_token_id = tokenizer.token_to_id(END_OF_TEXT).ok_or_else(|| {
+        anyhow!("{origin}: the tokenizer has no {END_OF_TEXT} token in its vocabulary")
+    })?;
     let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0);
     let vocab_size = (tokenizer.get_vocab_size(true) as u64).max(u64::from(max_id) + 1);
     let width = TokenWidth::for_vocab(vocab_size).with_context(|| origin.to_owned())?;
@@ -84,9 +83,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Trains a byte-level BPE (GPT-2's pre-tokenization, no prefix space, so decoding gives back the
-/// text exactly) of `vocab_size` ids on the documents, with [`EOS`] as its special token (id 0),
+/// text exactly) of `vocab_size` ids on the documents, with [`END_OF_TEXT`] as its special token (id 0),
 /// and returns its `tokenizer.json`. `vocab_size` must leave room for the 256 byte symbols and
-/// [`EOS`]; a small corpus may give fewer ids than asked.
+/// [`END_OF_TEXT`]; a small corpus may give fewer ids than asked.
 pub fn train_bpe<I>(documents: I, vocab_size: u32) -> Result<Vec<u8>>
 where
     I: Iterator<Item = String> + Send,
@@ -94,7 +93,7 @@ where
     if vocab_size < 257 {
         bail!(
             "--train-tokenizer {vocab_size}: the vocabulary needs at least 257 ids \
-             (256 bytes and {EOS})"
+             (256 bytes and {END_OF_TEXT})"
         );
     }
     let mut trainer = BpeTrainerBuilder::new()
@@ -102,7 +101,7 @@ where
         .min_frequency(0)
         .show_progress(false)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .special_tokens(vec![AddedToken::from(EOS, true)])
+        .special_tokens(vec![AddedToken::from(END_OF_TEXT, true)])
         .build();
     let byte_level = ByteLevel::default().add_prefix_space(false);
     let mut tokenizer = TokenizerBuilder::new()

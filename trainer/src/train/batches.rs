@@ -4,7 +4,7 @@
 //! to save, and a resumed run draws exactly the windows the unbroken run would have.
 
 use crate::TokenFile;
-use walsh_canister::sampler::SplitMix64;
+use walsh_spec::sampler::SplitMix64;
 
 /// `batch` windows of `seq + 1` tokens: inputs are the first `seq`, targets the last `seq`.
 pub struct Batch {

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use walsh_canister::config::ModelConfig;
+use walsh_spec::config::ModelConfig;
+use walsh_spec::config_file::{ConfigFile, ConfigFileError, split_set};
 
 /// The `[train]` table. Every field has a default; unknown fields are an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,21 +75,8 @@ impl Default for TrainConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is not valid TOML: {msg}")]
-    Toml { path: PathBuf, msg: String },
-    #[error("{path}: [{table}] {msg}")]
-    Table {
-        path: PathBuf,
-        table: &'static str,
-        msg: String,
-    },
-    #[error("--set {0}: expected key=value (e.g. train.lr=1e-3 or n_layer=4)")]
-    BadSet(String),
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     #[error("{path}: {msg}")]
     Invalid { path: PathBuf, msg: String },
     #[error("--set {key}: no such setting; [train] has {train}; [model] has {model}")]
@@ -98,22 +86,6 @@ pub enum RunConfigError {
         model: String,
     },
 }
-
-/// The fields of SPEC §1 (a bare `--set` key must name one of them or a training field).
-const MODEL_KEYS: &[&str] = &[
-    "name",
-    "vocab_size",
-    "n_embd",
-    "n_layer",
-    "n_head",
-    "block_size",
-    "algebra",
-    "head_mixing",
-    "embedding",
-    "hash_buckets",
-    "rope_theta",
-    "eos_token_id",
-];
 
 impl TrainConfig {
     /// The fields that differ from `other` among those that decide the trained weights (all but
@@ -185,96 +157,40 @@ pub fn load_run_config(
     path: &Path,
     overrides: &[String],
 ) -> Result<(ModelConfig, TrainConfig), RunConfigError> {
-    let p = || path.to_path_buf();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| RunConfigError::Read { path: p(), source })?;
-    let mut doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| RunConfigError::Toml {
-            path: p(),
-            msg: e.to_string(),
-        })?;
+    let mut file = ConfigFile::read(path)?;
     let train_keys: Vec<String> = match toml::Value::try_from(TrainConfig::default()) {
         Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
         _ => Vec::new(),
     };
+    let model_keys = ModelConfig::keys();
     for o in overrides {
-        let (k, v) = o
-            .split_once('=')
-            .ok_or_else(|| RunConfigError::BadSet(o.clone()))?;
-        let k = k.trim();
+        let (k, v) = split_set(o)?;
         let (table, key) = if let Some(key) = k.strip_prefix("train.") {
             ("train", key)
         } else if let Some(key) = k.strip_prefix("model.") {
             ("model", key)
         } else if train_keys.iter().any(|t| t == k) {
             ("train", k)
-        } else if MODEL_KEYS.contains(&k) {
+        } else if model_keys.contains(&k) {
             ("model", k)
         } else {
             return Err(RunConfigError::UnknownKey {
                 key: k.to_string(),
                 train: train_keys.join(", "),
-                model: MODEL_KEYS.join(", "),
+                model: model_keys.join(", "),
             });
         };
         if key.is_empty() {
-            return Err(RunConfigError::BadSet(o.clone()));
+            return Err(ConfigFileError::BadSet(o.clone()).into());
         }
-        let value = walsh_packer::config_file::set_value(v);
-        match doc
-            .entry(table)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        {
-            toml::Value::Table(t) => {
-                t.insert(key.to_string(), value);
-            }
-            _ => {
-                return Err(RunConfigError::Toml {
-                    path: p(),
-                    msg: format!("`{table}` is not a table"),
-                });
-            }
-        }
+        file.set(table, key, v)?;
     }
-    let table = |name: &'static str| -> Result<Option<toml::Value>, RunConfigError> {
-        match doc.get(name) {
-            None => Ok(None),
-            Some(v @ toml::Value::Table(_)) => Ok(Some(v.clone())),
-            Some(_) => Err(RunConfigError::Toml {
-                path: p(),
-                msg: format!("`{name}` is not a table"),
-            }),
-        }
-    };
-    let model: ModelConfig = table("model")?
-        .ok_or_else(|| RunConfigError::Invalid {
-            path: p(),
-            msg: "no [model] table".into(),
-        })?
-        .try_into()
-        .map_err(|e: toml::de::Error| RunConfigError::Table {
-            path: p(),
-            table: "model",
-            msg: e.to_string(),
-        })?;
-    model.validate().map_err(|e| RunConfigError::Invalid {
-        path: p(),
-        msg: e.to_string(),
+    let model = file.model()?;
+    let train: TrainConfig = file.table("train")?.unwrap_or_default();
+    train.check(&model).map_err(|msg| RunConfigError::Invalid {
+        path: path.to_path_buf(),
+        msg,
     })?;
-    let train: TrainConfig = match table("train")? {
-        Some(t) => t
-            .try_into()
-            .map_err(|e: toml::de::Error| RunConfigError::Table {
-                path: p(),
-                table: "train",
-                msg: e.to_string(),
-            })?,
-        None => TrainConfig::default(),
-    };
-    train
-        .check(&model)
-        .map_err(|msg| RunConfigError::Invalid { path: p(), msg })?;
     Ok((model, train))
 }
 

@@ -19,9 +19,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use walsh_canister::config::ModelConfig;
-use walsh_canister::sampler::SamplingParams;
-use walsh_packer::Checkpoint;
+use walsh_spec::Checkpoint;
+use walsh_spec::config::ModelConfig;
+use walsh_spec::sampler::SamplingParams;
 
 /// What `trainer train` was asked to do.
 #[derive(Debug, Clone)]
@@ -165,7 +165,7 @@ pub fn train<B: Backend<Elem = f32>>(
         }
         None => {
             let ckpt =
-                walsh_packer::init::random_checkpoint(&mcfg, tcfg.seed, tokenizer_json.clone());
+                walsh_spec::init::random_checkpoint(&mcfg, tcfg.seed, tokenizer_json.clone());
             let model = Model::new(backend, mcfg.clone(), &ckpt.tensors)?;
             let opt = state::Optimizer::new(&model)?;
             (model, opt, 0, 0, 0.0)

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
-use walsh_packer::Checkpoint;
-use walsh_packer::checkpoint::{read_safetensors, safetensors_bytes};
+use walsh_spec::Checkpoint;
+use walsh_spec::checkpoint::{read_safetensors, safetensors_bytes};
 
 pub const FORMAT: &str = "walsh-train-state-v1";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";

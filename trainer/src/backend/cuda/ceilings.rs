@@ -9,7 +9,7 @@ use super::{CudaBackend, Matmul};
 use crate::backend::{Backend, BackendResult};
 use cudarc::driver::CudaSlice;
 use std::fmt;
-use walsh_canister::sampler::SplitMix64;
+use walsh_spec::sampler::SplitMix64;
 
 /// Floats in each of the copy's two buffers: 1 GiB, far past the 60 MB of an H200's L2.
 const COPY_FLOATS: usize = 1 << 28;

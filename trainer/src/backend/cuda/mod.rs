@@ -29,7 +29,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-use walsh_canister::octonion::SIGNS;
+use walsh_spec::octonion::SIGNS;
 
 const KERNELS: &str = concat!(include_str!("kernels.cu"), include_str!("attention_tc.cu"));
 const KERNEL_NAMES: &[&str] = &[

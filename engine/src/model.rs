@@ -2,11 +2,11 @@
 //! forward pass over a block of new positions (the whole prompt at once, or one decode step).
 
 use crate::algebra_linear::{AlgebraLinear, LinearScratch};
-use crate::blob::{Blob, BlobError};
-use crate::config::{Algebra, Embedding, ModelConfig};
 use crate::kv_cache::KvCache;
 use crate::math::{dot, matvec, rmsnorm, silu, softmax};
 use thiserror::Error;
+use walsh_spec::blob::{Blob, BlobError};
+use walsh_spec::config::{Algebra, Embedding, ModelConfig};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ForwardError {

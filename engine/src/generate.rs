@@ -5,9 +5,9 @@
 use crate::Engine;
 use crate::kv_cache::KvCache;
 use crate::model::ForwardError;
-use crate::sampler::{Sampler, SamplingParams};
 use crate::tokenizer::TokenizerError;
 use thiserror::Error;
+use walsh_spec::sampler::{Sampler, SamplingParams};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum GenerateError {

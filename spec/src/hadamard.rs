@@ -1,9 +1,31 @@
-//! The fast Walsh–Hadamard transform (Sylvester order, orthonormal) over the algebra's part index.
+//! The fast Walsh–Hadamard transform (Sylvester order, orthonormal) over the algebra's part index:
+//! one implementation, used by the engine (f32) and by the trainer's reference ops (f32 and f64).
+
+use std::ops::{Add, MulAssign, Sub};
+
+/// The numbers the transform runs on.
+pub trait FhtScalar: Copy + Add<Output = Self> + Sub<Output = Self> + MulAssign {
+    /// 1/√n in this type, computed as the engine always has: √ in the type itself, then 1/x.
+    fn inv_sqrt(n: usize) -> Self;
+}
+
+impl FhtScalar for f32 {
+    fn inv_sqrt(n: usize) -> Self {
+        1.0 / (n as f32).sqrt()
+    }
+}
+
+impl FhtScalar for f64 {
+    fn inv_sqrt(n: usize) -> Self {
+        1.0 / (n as f64).sqrt()
+    }
+}
 
 /// In place, orthonormal FHT over `parts` equal slices of `x` (x.len() = parts · width, parts a
 /// power of two): x_g ← parts^{−1/2} Σ_j (−1)^{popcount(g AND j)} x_j, elementwise in the slices.
-/// Butterflies in a fixed order, so every target computes the same bits.
-pub fn fht_parts(x: &mut [f32], parts: usize) {
+/// Symmetric and its own inverse. Butterflies in a fixed order, so every target computes the same
+/// bits.
+pub fn fht_parts<T: FhtScalar>(x: &mut [T], parts: usize) {
     debug_assert!(parts.is_power_of_two());
     debug_assert_eq!(x.len() % parts, 0);
     let width = x.len() / parts;
@@ -23,7 +45,7 @@ pub fn fht_parts(x: &mut [f32], parts: usize) {
         }
         h *= 2;
     }
-    let scale = 1.0 / (parts as f32).sqrt();
+    let scale = T::inv_sqrt(parts);
     for v in x.iter_mut() {
         *v *= scale;
     }

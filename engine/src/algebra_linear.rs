@@ -1,9 +1,9 @@
 //! AlgebraLinear of SPEC §2.2 on ternary weights: dense, octonion and hadamard.
 
-use crate::config::Algebra;
-use crate::hadamard::fht_parts;
 use crate::math::matvec;
-use crate::octonion::SIGNS;
+use walsh_spec::config::Algebra;
+use walsh_spec::hadamard::fht_parts;
+use walsh_spec::octonion::SIGNS;
 
 #[derive(Debug, Clone)]
 pub struct AlgebraLinear {

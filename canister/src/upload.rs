@@ -5,15 +5,8 @@
 use candid::{CandidType, Deserialize};
 use sha2::{Digest, Sha256};
 use std::ops::Range;
-use thiserror::Error;
-
-/// Largest chunk: an ingress message is at most 2 MiB (2,097,152 bytes) including the Candid
-/// envelope and the request's own fields; 1,900,000 bytes leaves ~190 KB of headroom.
-pub const MAX_CHUNK_SIZE: u32 = 1_900_000;
-/// Smallest chunk: anything smaller only multiplies update calls.
-pub const MIN_CHUNK_SIZE: u32 = 1024;
-/// Largest blob: it is read into the heap at commit beside the model being replaced.
-pub const MAX_BLOB_SIZE: u64 = 1 << 30;
+pub use walsh_interface::UploadError;
+use walsh_spec::upload::{MAX_BLOB_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count, chunk_range};
 
 /// Where upload bytes go: one of two slots in stable memory (the other holds the active blob).
 pub trait BlobStore {
@@ -33,38 +26,8 @@ pub struct UploadSession {
     pub started_at_ns: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum UploadError {
-    #[error("no upload in progress: call upload_begin first")]
-    NoUpload,
-    #[error("total_size {0} is out of range: 1..={MAX_BLOB_SIZE} bytes")]
-    BadSize(u64),
-    #[error(
-        "chunk_size {0} is out of range: {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE} bytes (ingress messages are limited to 2 MiB)"
-    )]
-    BadChunkSize(u32),
-    #[error("sha256 must be 32 bytes, got {0}")]
-    BadSha(usize),
-    #[error("chunk index {index} is out of range: this upload has {chunks} chunks")]
-    BadIndex { index: u32, chunks: u32 },
-    #[error("chunk {index} must be {expected} bytes, got {got}")]
-    BadChunkLen { index: u32, expected: u64, got: u64 },
-    #[error("{missing} of {chunks} chunks are missing (first missing: {first}); see upload_status")]
-    Incomplete {
-        missing: u32,
-        chunks: u32,
-        first: u32,
-    },
-    #[error(
-        "SHA-256 mismatch: upload_begin declared {declared}, the received bytes hash to {received}"
-    )]
-    ShaMismatch { declared: String, received: String },
-    #[error("cannot reserve stable memory: {0}")]
-    Storage(String),
-}
-
 fn hex(b: &[u8]) -> String {
-    crate::blob::hex(b)
+    walsh_spec::blob::hex(b)
 }
 
 impl UploadSession {
@@ -88,7 +51,7 @@ impl UploadSession {
         store
             .reserve(slot, total_size)
             .map_err(UploadError::Storage)?;
-        let chunks = total_size.div_ceil(u64::from(chunk_size)) as usize;
+        let chunks = chunk_count(total_size, chunk_size) as usize;
         Ok(UploadSession {
             slot,
             total_size,
@@ -105,15 +68,12 @@ impl UploadSession {
 
     /// The byte range chunk `index` covers (the last chunk may be short).
     pub fn range(&self, index: u32) -> Result<Range<u64>, UploadError> {
-        if index >= self.chunks() {
-            return Err(UploadError::BadIndex {
+        chunk_range(self.total_size, self.chunk_size, u64::from(index)).ok_or(
+            UploadError::BadIndex {
                 index,
                 chunks: self.chunks(),
-            });
-        }
-        let start = u64::from(index) * u64::from(self.chunk_size);
-        let end = (start + u64::from(self.chunk_size)).min(self.total_size);
-        Ok(start..end)
+            },
+        )
     }
 
     /// Stores a chunk. Sending a chunk again overwrites it (retries are harmless); what was

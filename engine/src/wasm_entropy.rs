@@ -4,8 +4,8 @@
 //! from these seeds — generation is deterministic by design — so the bytes come from SplitMix64
 //! over a counter: distinct across requests, the same on every replica.
 
-use crate::sampler::SplitMix64;
 use std::cell::RefCell;
+use walsh_spec::sampler::SplitMix64;
 
 thread_local! {
     static STREAM: RefCell<SplitMix64> = RefCell::new(SplitMix64::new(0x5741_4C53_4842_4C42));

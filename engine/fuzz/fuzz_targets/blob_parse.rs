@@ -9,7 +9,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
-use walsh_canister::{Engine, blob};
+use walsh_engine::Engine;
+use walsh_spec::blob;
 
 fn check(bytes: &[u8]) {
     if blob::parse(bytes).is_ok() {

@@ -99,7 +99,7 @@ fn check_component(
     if !allowed.contains(&ty) {
         return Err(unsupported(format!(
             "type {:?} is not one of {allowed:?}",
-            crate::config::one_line(ty)
+            walsh_spec::config::one_line(ty)
         )));
     }
     if ty == "Sequence" {
@@ -128,7 +128,7 @@ fn check_component(
 /// model's type made explicit (else the crate would try other model kinds too).
 fn check_components(json: &str) -> Result<String, TokenizerError> {
     let mut v: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| TokenizerError::Load(crate::config::one_line(&e.to_string())))?;
+        .map_err(|e| TokenizerError::Load(walsh_spec::config::one_line(&e.to_string())))?;
     let obj = v
         .as_object()
         .ok_or_else(|| TokenizerError::Load("tokenizer.json is not a JSON object".into()))?;
@@ -157,7 +157,7 @@ impl Tokenizer {
     pub fn from_json(json: &str, model_vocab: usize) -> Result<Self, TokenizerError> {
         let checked = check_components(json)?;
         let inner = tokenizers::Tokenizer::from_str(&checked)
-            .map_err(|e| TokenizerError::Load(crate::config::one_line(&e.to_string())))?;
+            .map_err(|e| TokenizerError::Load(walsh_spec::config::one_line(&e.to_string())))?;
         let t = Tokenizer { inner };
         if t.vocab_size() > model_vocab {
             return Err(TokenizerError::VocabTooLarge {
@@ -177,14 +177,14 @@ impl Tokenizer {
         let enc = self
             .inner
             .encode(text, false)
-            .map_err(|e| TokenizerError::Encode(crate::config::one_line(&e.to_string())))?;
+            .map_err(|e| TokenizerError::Encode(walsh_spec::config::one_line(&e.to_string())))?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         self.inner
             .decode(ids, false)
-            .map_err(|e| TokenizerError::Decode(crate::config::one_line(&e.to_string())))
+            .map_err(|e| TokenizerError::Decode(walsh_spec::config::one_line(&e.to_string())))
     }
 
     /// The text of one token (for `--logprobs`), e.g. "Ġthe" shown as " the".

@@ -1,11 +1,11 @@
 //! The trainer's checkpoint format, which the packer reads: a directory with `config.json`,
 //! `model.safetensors` (f32 latent weights named per SPEC §3) and `tokenizer.json`.
 
+use crate::config::{ConfigError, ModelConfig};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-use walsh_canister::config::{ConfigError, ModelConfig};
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {

@@ -1,10 +1,10 @@
-//! The IC emulation harness (`walsh_tests::ic`) on small canisters written in WAT: the System
+//! The IC emulation harness (`walsh_ic_harness`) on small canisters written in WAT: the System
 //! API, rollback of traps and queries, inspect_message, upgrades, module validation and the
 //! IC-style instruction metering.
 
 use std::time::{Duration, Instant};
 
-use walsh_tests::ic::{CallError, Harness, Limits, Principal, Reply, ic0_functions};
+use walsh_ic_harness::{CallError, Harness, Limits, Principal, Reply, ic0_functions};
 
 /// A canister exercising most of the System API. Memory layout: 16..76 constant strings,
 /// 1024.. cells for `poke`/`peek`, 2048 the argument size of init/post_upgrade, 4096 a cell
@@ -273,7 +273,7 @@ fn installed() -> Harness {
     ic
 }
 
-fn bytes(r: Result<walsh_tests::ic::CallReport, CallError>) -> Vec<u8> {
+fn bytes(r: Result<walsh_ic_harness::CallReport, CallError>) -> Vec<u8> {
     match r.expect("call succeeds").reply {
         Reply::Data(d) => d,
         Reply::Reject { code, message } => panic!("rejected ({code}): {message}"),

@@ -1,4 +1,4 @@
-//! `packer eval`: the loss and bits per byte of a blob on text, through the canister's engine —
+//! The loss and bits per byte of a blob on text, through the canister's engine —
 //! what the shipped model scores, with its 2-bit weights and packed embeddings, not what the f32
 //! checkpoint scored in training.
 //!
@@ -8,12 +8,9 @@
 //! model's context from the start (a remainder shorter than a window is left out), every position
 //! predicting the next token. So the two commands give the same numbers for the same model.
 
+use crate::Engine;
 use std::path::Path;
 use thiserror::Error;
-use walsh_canister::Engine;
-
-/// The separator of documents in a `.txt` file.
-pub const SEPARATOR: &str = "<|endoftext|>";
 
 #[derive(Debug, Error)]
 pub enum EvalError {
@@ -67,11 +64,7 @@ pub fn read_text(engine: &Engine, paths: &[impl AsRef<Path>]) -> Result<TokenTex
             source,
         })?;
         let before = text.documents;
-        for doc in all
-            .split(SEPARATOR)
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-        {
+        for doc in walsh_spec::text::documents(&all) {
             let ids = engine
                 .tokenizer
                 .encode(doc)

@@ -1,11 +1,9 @@
 //! Checkpoint → blob (SPEC §2.1 and §4): ternary absmean quantization with γ folded into β.
 
+use crate::blob::{BlobWriter, DType, WriterTensor, encode_f16, encode_f32, encode_int8_rows};
 use crate::checkpoint::Checkpoint;
-use walsh_canister::blob::{
-    BlobWriter, DType, WriterTensor, encode_f16, encode_f32, encode_int8_rows,
-};
-use walsh_canister::config::TensorKind;
-use walsh_canister::ternary;
+use crate::config::TensorKind;
+use crate::ternary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packing {

@@ -4,7 +4,7 @@
 //! PocketIC.
 //!
 //! ```no_run
-//! use walsh_tests::ic::{Harness, Principal};
+//! use walsh_ic_harness::{Harness, Principal};
 //! let wasm = std::fs::read("target/wasm32-unknown-unknown/release/walsh_canister.wasm").unwrap();
 //! let admin = Principal::from_slice(&[1; 29]);
 //! let mut ic = Harness::new();

@@ -101,6 +101,35 @@ fn invalid(field: &'static str, value: impl ToString, rule: &'static str) -> Con
 }
 
 impl ModelConfig {
+    /// The names of the fields, in order, as they appear in config.json and in a TOML `[model]`
+    /// table: read off the type's own serialization, so no list repeats them.
+    pub fn keys() -> &'static [&'static str] {
+        static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| {
+            let any = ModelConfig {
+                name: String::new(),
+                vocab_size: 2,
+                n_embd: 1,
+                n_layer: 1,
+                n_head: 1,
+                block_size: 1,
+                algebra: Algebra::Dense,
+                head_mixing: false,
+                embedding: Embedding::Standard,
+                hash_buckets: default_hash_buckets(),
+                rope_theta: default_rope_theta(),
+                eos_token_id: 0,
+            };
+            match serde_json::to_value(any) {
+                Ok(serde_json::Value::Object(m)) => m
+                    .keys()
+                    .map(|k| &*Box::leak(k.clone().into_boxed_str()))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        })
+    }
+
     /// Parses and validates a config.json.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let cfg: ModelConfig = serde_json::from_slice(bytes)

@@ -1,6 +1,10 @@
-//! The Candid types of the canister's interface (`candid/walsh.did`).
+//! The Candid types of the canister's interface (`candid/walsh.did`): what the canister answers
+//! and what its clients decode. A crate of its own so that clients (`packer upload`) link the
+//! interface, not the canister.
 
 use candid::{CandidType, Deserialize, Principal};
+use thiserror::Error;
+use walsh_spec::upload::{MAX_BLOB_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
 #[derive(Debug, Clone, CandidType, Deserialize)]
 pub struct GenerateRequest {
@@ -29,18 +33,6 @@ pub enum FinishReason {
     Budget,
     #[serde(rename = "stop")]
     Stop,
-}
-
-impl From<crate::FinishReason> for FinishReason {
-    fn from(f: crate::FinishReason) -> Self {
-        match f {
-            crate::FinishReason::Eos => FinishReason::Eos,
-            crate::FinishReason::Length => FinishReason::Length,
-            crate::FinishReason::Context => FinishReason::Context,
-            crate::FinishReason::Budget => FinishReason::Budget,
-            crate::FinishReason::Stop => FinishReason::Stop,
-        }
-    }
 }
 
 #[derive(Debug, Clone, CandidType, Deserialize)]
@@ -154,4 +146,35 @@ pub enum AbortResult {
 pub enum DownloadResult {
     Ok(serde_bytes::ByteBuf),
     Err(String),
+}
+
+/// Why an upload step was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UploadError {
+    #[error("no upload in progress: call upload_begin first")]
+    NoUpload,
+    #[error("total_size {0} is out of range: 1..={MAX_BLOB_SIZE} bytes")]
+    BadSize(u64),
+    #[error(
+        "chunk_size {0} is out of range: {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE} bytes (ingress messages are limited to 2 MiB)"
+    )]
+    BadChunkSize(u32),
+    #[error("sha256 must be 32 bytes, got {0}")]
+    BadSha(usize),
+    #[error("chunk index {index} is out of range: this upload has {chunks} chunks")]
+    BadIndex { index: u32, chunks: u32 },
+    #[error("chunk {index} must be {expected} bytes, got {got}")]
+    BadChunkLen { index: u32, expected: u64, got: u64 },
+    #[error("{missing} of {chunks} chunks are missing (first missing: {first}); see upload_status")]
+    Incomplete {
+        missing: u32,
+        chunks: u32,
+        first: u32,
+    },
+    #[error(
+        "SHA-256 mismatch: upload_begin declared {declared}, the received bytes hash to {received}"
+    )]
+    ShaMismatch { declared: String, received: String },
+    #[error("cannot reserve stable memory: {0}")]
+    Storage(String),
 }

@@ -2,11 +2,17 @@
 # Builds the walsh canister's wasm: cargo for wasm32 (release), then ic-wasm to shrink it and to add
 # the `candid:service` metadata that dfx, icp-cli and dashboards read.
 #   deploy/build-canister.sh [OUTPUT.wasm]       (default: target/walsh.wasm)
-# dfx.json and icp.yaml both call this script, so both tools deploy the same canister.
+# dfx.json and icp.yaml both call this script, so both tools deploy the same canister (dfx writes
+# target/walsh.wasm; `icp build` passes its own path, .icp/cache/artifacts/walsh).
+#
+# ic-wasm is taken from $IC_WASM, else from PATH, else from target/icp-tools (where the tests'
+# npm install puts it), else from target/ic-wasm/bin; if none of these has it, this script
+# installs it there itself with `cargo install ic-wasm` (crates.io; about two minutes, once).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/target/walsh.wasm}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
+ic_wasm_version=0.11.1
 
 if command -v rustup >/dev/null; then
   rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
@@ -16,14 +22,16 @@ find_ic_wasm() {
   if [ -n "${IC_WASM:-}" ]; then echo "$IC_WASM"; return; fi
   if command -v ic-wasm >/dev/null; then command -v ic-wasm; return; fi
   for p in "$root/node_modules/@icp-sdk/ic-wasm-linux-x64/bin/ic-wasm" \
-           "$root/target/icp-tools/node_modules/@icp-sdk/ic-wasm-linux-x64/bin/ic-wasm"; do
+           "$root/target/icp-tools/node_modules/@icp-sdk/ic-wasm-linux-x64/bin/ic-wasm" \
+           "$root/target/ic-wasm/bin/ic-wasm"; do
     if [ -x "$p" ]; then echo "$p"; return; fi
   done
+  return 1
 }
-ic_wasm="$(find_ic_wasm || true)"
-if [ -z "$ic_wasm" ]; then
-  echo "error: ic-wasm not found. Install it with 'npm install -g @icp-sdk/ic-wasm-linux-x64' (or the package for your platform) or 'cargo install ic-wasm'." >&2
-  exit 1
+if ! ic_wasm="$(find_ic_wasm)"; then
+  echo "ic-wasm not found (IC_WASM, PATH, target/icp-tools, target/ic-wasm): installing ic-wasm $ic_wasm_version into target/ic-wasm with cargo" >&2
+  cargo install ic-wasm --locked --version "$ic_wasm_version" --root "$root/target/ic-wasm" >&2
+  ic_wasm="$root/target/ic-wasm/bin/ic-wasm"
 fi
 
 (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release --locked \
@@ -32,4 +40,4 @@ raw="$target_dir/wasm32-unknown-unknown/release/walsh_canister.wasm"
 mkdir -p "$(dirname "$out")"
 "$ic_wasm" "$raw" -o "$out" shrink
 "$ic_wasm" "$out" -o "$out" metadata candid:service -f "$root/candid/walsh.did" -v public
-echo "built $out ($(wc -c <"$out") bytes)"
+echo "built $out ($(wc -c <"$out") bytes; ic-wasm: $ic_wasm)"

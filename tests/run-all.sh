@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Every test of the project, on a machine that has only the Rust toolchain. CI runs exactly this.
+# Every test of the project. CI runs exactly this. Needs the Rust toolchain (rustup) and access to
+# crates.io; where Node.js and npm are on PATH it also runs the icp-cli build test (icp-cli comes
+# only from npm), and says so either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +15,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # tests run only on a GPU machine (trainer/gpu/check.sh), but here it must at least compile.
 cargo clippy -p walsh-trainer --features cuda --all-targets -- -D warnings
 cargo test --workspace
+if command -v npm >/dev/null; then
+  cargo test -p walsh-tests --test icp_build -- --ignored
+else
+  echo "not run: tests/tests/icp_build.rs (icp build through icp.yaml) needs Node.js and npm, which are not on PATH"
+fi

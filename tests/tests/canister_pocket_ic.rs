@@ -1,16 +1,9 @@
 //! The scenarios of `canister.rs` against a real PocketIC server (through the `pocket-ic` crate)
-//! instead of our wasmtime harness. They run only with the `pocket-ic` feature and
-//! `POCKET_IC_BIN` naming a PocketIC server binary; otherwise every test says it was skipped:
+//! instead of our wasmtime harness. They are built only with the `pocket-ic` feature (so a plain
+//! `cargo test` neither builds nor counts them) and then need `POCKET_IC_BIN` naming a PocketIC
+//! server binary: without it each test fails, saying so.
 //!
 //! `POCKET_IC_BIN=/path/to/pocket-ic cargo test -p walsh-tests --features pocket-ic --test canister_pocket_ic`
-
-#[cfg(not(feature = "pocket-ic"))]
-#[test]
-fn pocket_ic_scenarios() {
-    eprintln!(
-        "skipped: PocketIC scenarios need `--features pocket-ic` and POCKET_IC_BIN (PocketIC server binary)"
-    );
-}
 
 #[cfg(feature = "pocket-ic")]
 mod scenarios {
@@ -29,13 +22,13 @@ mod scenarios {
         id: Principal,
     }
 
-    /// The canister installed on a fresh PocketIC instance with `controller()` as its controller,
-    /// or `None` (after saying so) where no PocketIC server binary is given.
-    fn installed(test: &str) -> Option<Ic> {
-        if std::env::var_os("POCKET_IC_BIN").is_none() {
-            eprintln!("skipped: {test} needs POCKET_IC_BIN (PocketIC server binary)");
-            return None;
-        }
+    /// The canister installed on a fresh PocketIC instance with `controller()` as its controller.
+    /// Panics where no PocketIC server binary is given: a scenario that cannot run must not pass.
+    fn installed(test: &str) -> Ic {
+        assert!(
+            std::env::var_os("POCKET_IC_BIN").is_some(),
+            "{test} needs POCKET_IC_BIN naming a PocketIC server binary"
+        );
         let pic = PocketIcBuilder::new().with_application_subnet().build();
         // Created by the controller (so it is the controller), with 100T cycles.
         let id = pic.create_canister_with_settings(Some(controller()), None);
@@ -46,7 +39,7 @@ mod scenarios {
             Encode!().unwrap(),
             Some(controller()),
         );
-        Some(Ic { pic, id })
+        Ic { pic, id }
     }
 
     fn query<T: CandidType + for<'de> Deserialize<'de>>(
@@ -155,9 +148,7 @@ mod scenarios {
 
     #[test]
     fn embedded_model_generates_like_the_native_engine() {
-        let Some(ic) = installed("embedded_model_generates_like_the_native_engine") else {
-            return;
-        };
+        let ic = installed("embedded_model_generates_like_the_native_engine");
         let info = model_info(&ic);
         assert!(matches!(info.source, ModelSource::Embedded));
         assert_eq!(info.config.name, "tinystories-hadamard-hash");
@@ -178,9 +169,7 @@ mod scenarios {
 
     #[test]
     fn upload_out_of_order_with_duplicates_then_upgrade() {
-        let Some(ic) = installed("upload_out_of_order_with_duplicates_then_upgrade") else {
-            return;
-        };
+        let ic = installed("upload_out_of_order_with_duplicates_then_upgrade");
         let tiny = blob("tiny.toml", &[], 5, PackOptions::default());
         assert!(upload_status(&ic).is_none());
         let sha = Sha256::digest(&tiny).to_vec();
@@ -240,9 +229,7 @@ mod scenarios {
 
     #[test]
     fn refused_commits_keep_the_serving_model() {
-        let Some(ic) = installed("refused_commits_keep_the_serving_model") else {
-            return;
-        };
+        let ic = installed("refused_commits_keep_the_serving_model");
         let tiny = blob("tiny.toml", &[], 6, PackOptions::default());
         // Declared SHA-256 does not match what arrives.
         assert!(matches!(
@@ -287,9 +274,7 @@ mod scenarios {
 
     #[test]
     fn non_controllers_cannot_upload() {
-        let Some(ic) = installed("non_controllers_cannot_upload") else {
-            return;
-        };
+        let ic = installed("non_controllers_cannot_upload");
         let req = UploadBegin {
             total_size: 4096,
             sha256: serde_bytes::ByteBuf::from(vec![0; 32]),
@@ -337,9 +322,7 @@ mod scenarios {
 
     #[test]
     fn bad_inputs_get_clear_answers() {
-        let Some(ic) = installed("bad_inputs_get_clear_answers") else {
-            return;
-        };
+        let ic = installed("bad_inputs_get_clear_answers");
         let g = ok(generate(&ic, "", 5));
         assert_eq!(g.prompt_tokens, 0);
         let g = ok(generate(&ic, "Once", 0));
@@ -379,9 +362,7 @@ mod scenarios {
 
     #[test]
     fn sampling_matches_the_native_engine() {
-        let Some(ic) = installed("sampling_matches_the_native_engine") else {
-            return;
-        };
+        let ic = installed("sampling_matches_the_native_engine");
         let req = GenerateRequest {
             prompt: "Once upon a time".into(),
             max_tokens: 30,
@@ -410,9 +391,7 @@ mod scenarios {
 
     #[test]
     fn budget_ends_generation_cleanly() {
-        let Some(ic) = installed("budget_ends_generation_cleanly") else {
-            return;
-        };
+        let ic = installed("budget_ends_generation_cleanly");
         // The default config with a 2048-token context: far more tokens than fit one query.
         let long = blob(
             "tinystories-hadamard-hash.toml",

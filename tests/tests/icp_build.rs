@@ -1,6 +1,10 @@
 //! Builds the canister through `icp.yaml` with the real icp-cli (from the npm registry, offline
 //! build) and checks the wasm it produces: only `ic0` imports, the canister's methods exported,
 //! and the Candid interface in its `candid:service` metadata.
+//!
+//! icp-cli comes only from npm, so this test needs Node.js and npm, which a machine with only the
+//! Rust toolchain lacks: it is `#[ignore]`d, and `tests/run-all.sh` runs it (`--ignored`) where
+//! `npm` is on PATH and says plainly that it did not where not.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +47,7 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
 }
 
 #[test]
+#[ignore = "needs Node.js and npm (icp-cli comes from npm): tests/run-all.sh runs it where npm exists"]
 fn icp_build_produces_a_valid_canister() {
     let Some((icp, ic_wasm)) = tools() else {
         return;

@@ -16,7 +16,7 @@ use walsh_engine::Engine;
 use walsh_interface::UploadError;
 use walsh_interface::{ModelInfo, UploadBegin, UploadStatus};
 use walsh_spec::blob::hex;
-use walsh_spec::upload::{MAX_BLOB_SIZE, MAX_CHUNK_SIZE};
+use walsh_spec::upload::{MAX_BLOB_SIZE, MAX_CHUNK_SIZE, chunk_range};
 
 /// A blob checked with the engine the canister runs.
 pub struct LocalBlob {
@@ -98,9 +98,10 @@ pub struct SendPlan {
 
 impl SendPlan {
     fn range(&self, index: u32) -> Range<usize> {
-        let start = u64::from(index) * u64::from(self.chunk_size);
-        let end = (start + u64::from(self.chunk_size)).min(self.total_size);
-        start as usize..end as usize
+        // Indices come from the canister's reply: one past the end is an empty range here, and
+        // the canister refuses it when it is sent.
+        let r = chunk_range(self.total_size, self.chunk_size, u64::from(index)).unwrap_or(0..0);
+        r.start as usize..r.end as usize
     }
 
     /// Bytes still to send.

@@ -13,7 +13,9 @@
 //! Buffers are `CudaSlice<f32>`; ops pass raw device pointers (one stream, event tracking off),
 //! and every driver, NVRTC and cuBLAS result is checked and reported with the op's name. What a
 //! backward needs from its forward travels in the buffers the model keeps and passes (`u` of a
-//! linear, `att` of attention, `saved` of the cross-entropy), not in the backend.
+//! linear, `att` of attention, `saved` of the cross-entropy), not in the backend. What the
+//! backend keeps between calls is scratch, constants, and one per-step derivation of the
+//! weights: `linear`'s expanded matrices, found by `eff`'s address (its comment says why).
 
 #[macro_use]
 mod launch;

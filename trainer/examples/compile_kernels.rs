@@ -1,5 +1,6 @@
-//! Compiles kernels.cu with NVRTC for sm_90 without a GPU, to catch CUDA C errors on a machine
-//! that has only the NVRTC library (e.g. from the `nvidia-cuda-nvrtc` wheel):
+//! Compiles the CUDA backend's kernels (every `.cu` file of trainer/src/backend/cuda, as the one
+//! program the backend compiles) with NVRTC for sm_90 without a GPU, to catch CUDA C errors on a
+//! machine that has only the NVRTC library (e.g. from the `nvidia-cuda-nvrtc` wheel):
 //! `LD_LIBRARY_PATH=…/nvidia/cu13/lib cargo run -p walsh-trainer --features cuda --example compile_kernels [OUT.ptx]`
 //! With a path, it writes the PTX there, for `ptxas -arch=sm_90` (the `nvidia-cuda-nvcc` wheel)
 //! to check the inline assembly that NVRTC passes through unread.
@@ -8,7 +9,7 @@ fn main() {
     match walsh_trainer::backend::cuda::compile_kernels(9, 0) {
         Ok(ptx) => {
             let src = ptx.to_src();
-            println!("kernels.cu: {} bytes of PTX for sm_90", src.len());
+            println!("CUDA kernels: {} bytes of PTX for sm_90", src.len());
             if let Some(path) = std::env::args().nth(1)
                 && let Err(e) = std::fs::write(&path, src)
             {
@@ -17,7 +18,7 @@ fn main() {
             }
         }
         Err(e) => {
-            eprintln!("kernels.cu does not compile: {e}");
+            eprintln!("the CUDA kernels do not compile: {e}");
             std::process::exit(1);
         }
     }

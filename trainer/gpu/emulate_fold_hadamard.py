@@ -1,5 +1,5 @@
-"""Line-for-line numpy emulation of kernels.cu's fold_hadamard_kernel (a block per (r, c), its
-eight warps splitting the 32 rows, lane J holding column J; lane k gathering the xor diagonal
+"""Line-for-line numpy emulation of fold_hadamard_kernel (trainer/src/backend/cuda/linear.cu: a block
+per (r, c), its eight warps splitting the 32 rows, lane J holding column J; lane k gathering the xor diagonal
 S[k] = sum_i M[i, i ^ k] by one shuffle a row, the warps' parts summed through shared memory, then a
 32-point FHT across the lanes by xor shuffles) against the plain formulas of the gradients it writes:
 dW[g, r, c] = sum_{I,J} h(I,g) h(g,J)/32 * beta[I n + r] D[I n + r, J m + c] alpha[J m + c],

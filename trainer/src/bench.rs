@@ -123,6 +123,18 @@ impl<B: Backend> Backend for Timed<B> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    // Every trait method is forwarded, those with defaults too: a default here silently replaces
+    // the inner backend's own (`sync` was not forwarded, so `trainer bench`'s whole-step time did
+    // not wait for the last step's queued optimizer work).
+    fn sync(&self) -> BackendResult<()> {
+        self.inner.sync()
+    }
+    fn mark(&self) -> BackendResult<Option<Mark>> {
+        self.inner.mark()
+    }
+    fn elapsed(&self, from: &Mark, to: &Mark) -> BackendResult<f64> {
+        self.inner.elapsed(from, to)
+    }
     fn zeros(&self, len: usize) -> BackendResult<B::Buf> {
         self.clock("alloc", || self.inner.zeros(len))
     }
@@ -382,16 +394,21 @@ impl<B: Backend> Backend for Timed<B> {
                 .swiglu_backward(dgate, dup, dout, gate, up, accumulate)
         })
     }
+    fn cross_entropy_saved_len(&self, rows: usize, emb: &EmbRef) -> usize {
+        self.inner.cross_entropy_saved_len(rows, emb)
+    }
     fn cross_entropy_forward(
         &self,
         lse: &mut B::Buf,
+        saved: &mut B::Buf,
         h: &B::Buf,
         targets: &B::Tokens,
         eff: &B::Buf,
         emb: &EmbRef,
     ) -> BackendResult<f64> {
         self.clock("cross-entropy fwd", || {
-            self.inner.cross_entropy_forward(lse, h, targets, eff, emb)
+            self.inner
+                .cross_entropy_forward(lse, saved, h, targets, eff, emb)
         })
     }
     fn cross_entropy_backward(
@@ -402,12 +419,13 @@ impl<B: Backend> Backend for Timed<B> {
         h: &B::Buf,
         targets: &B::Tokens,
         lse: &B::Buf,
+        saved: &mut B::Buf,
         eff: &B::Buf,
         emb: &EmbRef,
     ) -> BackendResult<()> {
         self.clock("cross-entropy bwd", || {
             self.inner
-                .cross_entropy_backward(dh, grads, dloss, h, targets, lse, eff, emb)
+                .cross_entropy_backward(dh, grads, dloss, h, targets, lse, saved, eff, emb)
         })
     }
     fn logits(

@@ -642,7 +642,7 @@ fn embedding_and_loss_on<B: Backend<Elem = f32>>(
     tokens: &[u32],
     h: &[f32],
     dy: &[f32],
-    interleave: bool,
+    recompute: bool,
 ) -> (f64, Vec<Vec<f32>>) {
     let d = match emb {
         walsh_trainer::backend::EmbRef::Standard { d, .. }
@@ -658,21 +658,30 @@ fn embedding_and_loss_on<B: Backend<Elem = f32>>(
     b.embed_backward(&mut grads, &dyb, &toks, emb).unwrap();
     let hb = b.upload(h).unwrap();
     let mut lse = b.zeros(n).unwrap();
+    // With `recompute`, an empty saved buffer: the forward keeps nothing, the backward recomputes
+    // the logits (what the CUDA bf16 mode keeps otherwise).
+    let kept = if recompute {
+        0
+    } else {
+        b.cross_entropy_saved_len(n, emb)
+    };
+    let mut saved = b.zeros(kept).unwrap();
     let loss = b
-        .cross_entropy_forward(&mut lse, &hb, &toks, &eff, emb)
+        .cross_entropy_forward(&mut lse, &mut saved, &hb, &toks, &eff, emb)
         .unwrap();
     let rows = 4;
     let first = b.upload(&h[..rows * d]).unwrap();
-    if interleave {
-        // Another forward in between: the backward cannot reuse what the first one kept.
-        let mut lse2 = b.zeros(rows).unwrap();
-        let toks2 = b.upload_tokens(&tokens[..rows]).unwrap();
-        b.cross_entropy_forward(&mut lse2, &first, &toks2, &eff, emb)
-            .unwrap();
-    }
-    let mut dh = b.upload(&vec![0.5; n * d]).unwrap();
-    b.cross_entropy_backward(&mut dh, &mut grads, 0.5, &hb, &toks, &lse, &eff, emb)
+    // Another forward in between, with buffers of its own: the backward reads the first one's.
+    let mut lse2 = b.zeros(rows).unwrap();
+    let mut saved2 = b.zeros(b.cross_entropy_saved_len(rows, emb)).unwrap();
+    let toks2 = b.upload_tokens(&tokens[..rows]).unwrap();
+    b.cross_entropy_forward(&mut lse2, &mut saved2, &first, &toks2, &eff, emb)
         .unwrap();
+    let mut dh = b.upload(&vec![0.5; n * d]).unwrap();
+    b.cross_entropy_backward(
+        &mut dh, &mut grads, 0.5, &hb, &toks, &lse, &mut saved, &eff, emb,
+    )
+    .unwrap();
     let mut logits = b.zeros(rows * emb.vocab()).unwrap();
     b.logits(&mut logits, &first, &eff, emb).unwrap();
     let out = [&e, &lse, &dh, &grads, &logits].map(|v| b.download(v).unwrap());
@@ -719,8 +728,8 @@ fn embeddings_and_cross_entropy_alone_match_the_cpu() {
         let cpu_backend = CpuBackend::<f32>::new();
         let (lc, cpu) = embedding_and_loss_on(&cpu_backend, &emb, &params, &tokens, &h, &dy, false);
         // f32 GEMMs to f32 rounding; the standard embedding's bf16 mode (its own code path: bf16
-        // copies of the table and h, bf16 logits kept from the forward for the backward, or
-        // recomputed when another forward came between) within bf16 rounding.
+        // copies of the table and h, bf16 logits kept from the forward for the backward in
+        // `saved`, or recomputed when `saved` is empty) within bf16 rounding.
         let modes: &[(Matmul, bool, f64, f32)] = if buckets == 0 {
             &[
                 (Matmul::F32, false, 1e-5, 1e-4),
@@ -730,12 +739,12 @@ fn embeddings_and_cross_entropy_alone_match_the_cpu() {
         } else {
             &[(Matmul::F32, false, 1e-5, 1e-4)]
         };
-        for &(matmul, interleave, tol_loss, tol) in modes {
+        for &(matmul, recompute, tol_loss, tol) in modes {
             let b = gpu(matmul);
-            let (lg, gpu) = embedding_and_loss_on(&b, &emb, &params, &tokens, &h, &dy, interleave);
+            let (lg, gpu) = embedding_and_loss_on(&b, &emb, &params, &tokens, &h, &dy, recompute);
             let what = format!(
                 "embedding + cross-entropy, buckets {buckets}, {n} rows, {matmul:?}{}",
-                if interleave { ", recomputed" } else { "" }
+                if recompute { ", recomputed" } else { "" }
             );
             eprintln!("{what}: loss cpu {lc} gpu {lg}");
             assert!(

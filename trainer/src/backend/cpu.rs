@@ -367,9 +367,12 @@ impl<T: Real> Backend for CpuBackend<T> {
         Ok(())
     }
 
+    /// The reference keeps nothing in `saved` (`cross_entropy_saved_len` is 0): its backward
+    /// recomputes the logits.
     fn cross_entropy_forward(
         &self,
         lse: &mut Vec<T>,
+        _saved: &mut Vec<T>,
         h: &Vec<T>,
         targets: &Vec<u32>,
         eff: &Vec<T>,
@@ -406,6 +409,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         h: &Vec<T>,
         targets: &Vec<u32>,
         lse: &Vec<T>,
+        _saved: &mut Vec<T>,
         eff: &Vec<T>,
         emb: &EmbRef,
     ) -> BackendResult<()> {

@@ -380,16 +380,29 @@ pub trait Backend {
         accumulate: bool,
     ) -> BackendResult<()>;
 
-    /// Mean cross-entropy of the tied logits of `h` [N, d] against `targets`; saves `lse` [N].
+    /// Length of what [`Backend::cross_entropy_forward`] keeps for its backward in `saved`,
+    /// besides `lse`, for `rows` rows: nothing in the CPU reference (its backward recomputes the
+    /// logits), the bf16 logits in the CUDA bf16 mode (its backward turns them into their gradient
+    /// in place).
+    fn cross_entropy_saved_len(&self, rows: usize, emb: &EmbRef) -> usize {
+        let _ = (rows, emb);
+        0
+    }
+    /// Mean cross-entropy of the tied logits of `h` [N, d] against `targets`; saves `lse` [N] and,
+    /// in `saved`, what [`Backend::cross_entropy_saved_len`] says (a shorter `saved`, an empty
+    /// one say, keeps nothing and leaves the backward to recompute).
     fn cross_entropy_forward(
         &self,
         lse: &mut Self::Buf,
+        saved: &mut Self::Buf,
         h: &Self::Buf,
         targets: &Self::Tokens,
         eff: &Self::Buf,
         emb: &EmbRef,
     ) -> BackendResult<f64>;
-    /// `dloss` is ∂(objective)/∂(mean loss) — 1/accumulation steps in training.
+    /// `dloss` is ∂(objective)/∂(mean loss) — 1/accumulation steps in training. `lse` and
+    /// `saved` are the forward's of the same `h`, `targets` and `eff`; the backward may overwrite
+    /// `saved` (the CUDA bf16 mode does), so a forward has one backward.
     #[allow(clippy::too_many_arguments)]
     fn cross_entropy_backward(
         &self,
@@ -399,6 +412,7 @@ pub trait Backend {
         h: &Self::Buf,
         targets: &Self::Tokens,
         lse: &Self::Buf,
+        saved: &mut Self::Buf,
         eff: &Self::Buf,
         emb: &EmbRef,
     ) -> BackendResult<()>;

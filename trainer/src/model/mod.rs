@@ -54,6 +54,9 @@ struct Acts<B: Backend> {
     hf: B::Buf,
     hf_rstd: B::Buf,
     lse: B::Buf,
+    /// What the cross-entropy forward keeps for its backward besides `lse`
+    /// ([`Backend::cross_entropy_saved_len`]); allocated by the first forward with targets.
+    ce_saved: Option<B::Buf>,
     grad: Option<Scratch<B>>,
 }
 
@@ -289,19 +292,22 @@ impl<B: Backend> Model<B> {
             eff,
             layout.norm.clone(),
         )?;
-        match &acts.targets {
-            Some(t) => Ok(Some(b.cross_entropy_forward(
-                &mut acts.lse,
-                &acts.hf,
-                t,
-                eff,
-                &layout.emb,
-            )?)),
-            None => Ok(None),
+        let Some(t) = &acts.targets else {
+            return Ok(None);
+        };
+        if acts.ce_saved.is_none() {
+            let len = b.cross_entropy_saved_len(acts.batch * acts.seq, &layout.emb);
+            acts.ce_saved = Some(b.zeros(len)?);
         }
+        let Some(saved) = acts.ce_saved.as_mut() else {
+            unreachable!("allocated above")
+        };
+        let loss = b.cross_entropy_forward(&mut acts.lse, saved, &acts.hf, t, eff, &layout.emb)?;
+        Ok(Some(loss))
     }
 
-    /// Accumulates into `grads` the gradient of `dloss` × (the last forward's mean loss).
+    /// Accumulates into `grads` the gradient of `dloss` × (the last forward's mean loss). Once per
+    /// forward: the cross-entropy's backward may consume what its forward kept (`ce_saved`).
     pub fn backward(&mut self, dloss: f64) -> Result<(), ModelError> {
         let b = &self.backend;
         let cfg = &self.config;
@@ -316,6 +322,7 @@ impl<B: Backend> Model<B> {
             .targets
             .as_ref()
             .expect("backward follows a forward with targets");
+        let ce_saved = (acts.ce_saved.as_mut()).expect("a forward with targets allocated it");
         if acts.grad.is_none() {
             acts.grad = Some(Scratch::new(b, cfg, acts.batch * acts.seq)?);
         }
@@ -336,6 +343,7 @@ impl<B: Backend> Model<B> {
             &acts.hf,
             targets,
             &acts.lse,
+            ce_saved,
             eff,
             &layout.emb,
         )?;
@@ -549,6 +557,7 @@ impl<B: Backend> Acts<B> {
             hf: b.zeros(n * d)?,
             hf_rstd: b.zeros(n)?,
             lse: b.zeros(n)?,
+            ce_saved: None,
             grad: None,
         })
     }

@@ -1,5 +1,5 @@
 // ---------------------------------------------------------------- attention on tensor cores
-// The flash attention of kernels.cu with its products on tensor cores: mma.sync m16n8k8 with TF32
+// The flash attention of attention.cu with its products on tensor cores: mma.sync m16n8k8 with TF32
 // operands and f32 accumulation, for the TF32 and bf16 GEMM modes (the f32 mode keeps the exact
 // CUDA-core kernels). Same inputs, outputs and saved row log-sum-exps as those kernels.
 //
@@ -16,7 +16,7 @@
 // The sum over k does not care about the order.
 //
 // Scores are kept in base 2: the query (or key) rows are scaled by log2(e)/√hd at load, so that
-// every weight is one ex2 (kernels.cu: a single MUFU instruction; expf is range reduction around it),
+// every weight is one ex2 (common.cu: a single MUFU instruction; expf is range reduction around it),
 // and the saved log-sum-exps are converted back to natural logs, as the CPU kernels keep them.
 
 // mma.sync with TF32 operands needs compute capability 8.0; below it these kernels do not exist

@@ -7,7 +7,7 @@ use walsh_canister::config::{ConfigError, ModelConfig};
 
 #[derive(Debug, Error)]
 pub enum ConfigFileError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -18,7 +18,7 @@ pub enum ConfigFileError {
     NoModel { path: PathBuf },
     #[error("{path}: [model] {msg}")]
     Model { path: PathBuf, msg: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Invalid { path: PathBuf, source: ConfigError },
     #[error("--set {0}: expected key=value")]
     BadSet(String),

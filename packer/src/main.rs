@@ -314,15 +314,19 @@ fn real_main() -> Result<()> {
             let t0 = std::time::Instant::now();
             let bar = eval_bar(json);
             bar.set_message("reading and tokenizing the text");
-            let tokens = walsh_packer::eval::read_text(&engine, &text)?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            bar.set_length(walsh_packer::eval::positions(&tokens, window) as u64);
-            bar.set_message("tokens scored");
-            let r = walsh_packer::eval::evaluate(&engine, &tokens, window, threads, &|k| {
-                bar.inc(k as u64)
-            });
+            let scored = (|| {
+                let tokens = walsh_packer::eval::read_text(&engine, &text)?;
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                bar.set_length(walsh_packer::eval::positions(&tokens, window) as u64);
+                bar.set_message("tokens scored");
+                let r = walsh_packer::eval::evaluate(&engine, &tokens, window, threads, &|k| {
+                    bar.inc(k as u64)
+                })?;
+                Ok::<_, walsh_packer::eval::EvalError>((tokens, r))
+            })();
+            // Cleared on failure too, so that the error line stands alone.
             bar.finish_and_clear();
-            let r = r?;
+            let (tokens, r) = scored?;
             if json {
                 outln!("{}", serde_json::to_string(&r)?);
             } else {

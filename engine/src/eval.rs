@@ -14,7 +14,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum EvalError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         source: std::io::Error,
@@ -27,6 +27,8 @@ pub enum EvalError {
     Tokenizer(String),
     #[error("forward: {0}")]
     Forward(String),
+    #[error("a window of {window} positions: it must be 1 to {block_size}, the model's context")]
+    Window { window: usize, block_size: usize },
 }
 
 /// A text as the model sees it.
@@ -88,19 +90,35 @@ fn nll(logits: &[f32], target: u32) -> f64 {
     max + sum.ln() - logits[target as usize] as f64
 }
 
-/// Scores `text` in windows of `window` positions (at most the model's context), on `threads`
+/// How many positions [`evaluate`] will score: what a progress bar counts to.
+pub fn positions(text: &TokenText, window: usize) -> usize {
+    let n = text.tokens.len();
+    if n < 2 || window == 0 {
+        return 0;
+    }
+    let window = window.min(n - 1);
+    (n - 1) / window * window
+}
+
+/// Scores `text` in windows of `window` positions (1 to the model's context), on `threads`
 /// threads. Each window runs as one prefill from an empty cache, so windows are independent.
+/// `progress(k)` is called from the worker threads as each window's `k` positions are scored.
 pub fn evaluate(
     engine: &Engine,
     text: &TokenText,
     window: usize,
     threads: usize,
+    progress: &(dyn Fn(usize) + Sync),
 ) -> Result<EvalReport, EvalError> {
+    let block_size = engine.config().block_size;
+    if !(1..=block_size).contains(&window) {
+        return Err(EvalError::Window { window, block_size });
+    }
     let n = text.tokens.len();
     if n < 2 {
         return Err(EvalError::TooShort(n));
     }
-    let window = window.clamp(1, engine.config().block_size).min(n - 1);
+    let window = window.min(n - 1);
     let windows = (n - 1) / window;
     let vocab = engine.config().vocab_size;
     let score = |w: usize| -> Result<f64, EvalError> {
@@ -112,11 +130,13 @@ pub fn evaluate(
             .model
             .forward(inputs, &mut cache, true)
             .map_err(|e| EvalError::Forward(e.to_string()))?;
-        Ok(targets
+        let sum = targets
             .iter()
             .zip(logits.chunks_exact(vocab))
             .map(|(&t, row)| nll(row, t))
-            .sum())
+            .sum();
+        progress(window);
+        Ok(sum)
     };
     // Windows are split over the threads in contiguous runs, each run summed in order and the
     // runs added in order: the same total whatever the thread count's timing.

@@ -66,7 +66,7 @@ impl Target {
         } else {
             format!("{} ({})", network.name, network.url)
         };
-        println!("canister {canister} on {on}, as {} ({caller})", id.name);
+        outln!("canister {canister} on {on}, as {} ({caller})", id.name);
         Ok(AgentTransport::connect(network, canister, id.identity).await?)
     }
 }
@@ -105,7 +105,7 @@ fn summary<T: Transport>(client: &Client<'_, T>, bytes: u64, started: Instant) -
 pub fn upload(path: &Path, target: &Target, chunk_size: u32, force: bool) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let blob = LocalBlob::new(bytes).with_context(|| path.display().to_string())?;
-    println!(
+    outln!(
         "{}: {} bytes, sha256 {}, model {} ({} parameters): valid",
         path.display(),
         blob.bytes.len(),
@@ -124,24 +124,26 @@ pub fn upload(path: &Path, target: &Target, chunk_size: u32, force: bool) -> Res
         let started = Instant::now();
         let mut sent = 0;
         match upload::plan(&client, &blob, &opts).await? {
-            Plan::AlreadyActive(_) => println!(
-                "the canister already serves this blob: nothing to send (--force uploads it again)"
-            ),
+            Plan::AlreadyActive(_) => {
+                outln!(
+                    "the canister already serves this blob: nothing to send (--force uploads it again)"
+                )
+            }
             Plan::Send(plan) => {
                 if let Some(r) = &plan.replaced {
-                    println!(
+                    outln!(
                         "replaced an unfinished upload of another blob (sha256 {}, {} of {} chunks had arrived)",
                         r.sha256, r.received, r.chunks
                     );
                 }
                 if plan.resumed {
-                    println!(
+                    outln!(
                         "resuming: {} of {} chunks are already on the canister",
                         plan.chunks - plan.missing.len() as u32,
                         plan.chunks
                     );
                 }
-                println!(
+                outln!(
                     "sending {} chunks of up to {} bytes, {} at a time",
                     plan.missing.len(),
                     plan.chunk_size,
@@ -159,7 +161,7 @@ pub fn upload(path: &Path, target: &Target, chunk_size: u32, force: bool) -> Res
                     anyhow::bail!("{e}{resume}");
                 }
                 sent = plan.missing_bytes();
-                println!("committing: the canister checks the SHA-256 and loads the model");
+                outln!("committing: the canister checks the SHA-256 and loads the model");
                 upload::commit(&client, &blob).await?;
             }
         }
@@ -167,12 +169,12 @@ pub fn upload(path: &Path, target: &Target, chunk_size: u32, force: bool) -> Res
             .model_info()
             .await?
             .context("the canister reports no model after the commit")?;
-        println!(
+        outln!(
             "live on canister {}:\n{}",
             client.canister(),
             report::model_info(&info)
         );
-        println!("{}", summary(&client, sent, started));
+        outln!("{}", summary(&client, sent, started));
         Ok(())
     })
 }
@@ -190,20 +192,15 @@ pub fn download(target: &Target, output: &Path) -> Result<()> {
         std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, output)
             .with_context(|| format!("cannot write {}", output.display()))?;
-        println!(
+        outln!(
             "wrote {} ({} bytes, sha256 {}): the blob canister {} serves, checksum verified\n{}",
             output.display(),
             bytes.len(),
-            hex(&sha2_digest(&bytes)),
+            hex(&walsh_packer::inspect::sha256(&bytes)),
             client.canister(),
             report::model_info(&info)
         );
-        println!("{}", summary(&client, bytes.len() as u64, started));
+        outln!("{}", summary(&client, bytes.len() as u64, started));
         Ok(())
     })
-}
-
-fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
 }

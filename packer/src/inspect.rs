@@ -18,8 +18,14 @@ fn millions(n: usize) -> String {
     format!("{:.2}M", n as f64 / 1e6)
 }
 
-/// The report as text; `tensors` lists every tensor too.
-pub fn report(blob: &Blob<'_>, tensors: bool) -> String {
+/// SHA-256 of `bytes`: of a whole file, what `sha256sum` prints.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// The report as text on the blob `file` holds; `tensors` lists every tensor too.
+pub fn report(blob: &Blob<'_>, file: &[u8], tensors: bool) -> String {
     let c = &blob.config;
     let (emb, brain) = c.param_counts();
     let total = emb + brain;
@@ -106,10 +112,9 @@ pub fn report(blob: &Blob<'_>, tensors: bool) -> String {
     );
     let _ = writeln!(
         s,
-        "compression  tensors {:.1}x smaller than f32 ({}), {:.1}x vs int8 ({})",
-        (4 * total) as f64 / tensor_bytes as f64,
+        "compression  {:.1} bits per parameter in the tensors (f32 would take 32 bits, {}; int8 8 bits, {})",
+        (8 * tensor_bytes) as f64 / total.max(1) as f64,
         human(4 * total),
-        total as f64 / tensor_bytes as f64,
         human(total)
     );
     let packing = blob
@@ -118,7 +123,16 @@ pub fn report(blob: &Blob<'_>, tensors: bool) -> String {
         .find(|t| t.kind == TensorKind::AlgebraWeight)
         .map_or("-", |t| t.dtype.name());
     let _ = writeln!(s, "packing      {packing}");
-    let _ = writeln!(s, "sha256       {}", hex(&blob.sha256));
+    let _ = writeln!(
+        s,
+        "sha256       {} (of the file, as sha256sum prints it)",
+        hex(&sha256(file))
+    );
+    let _ = writeln!(
+        s,
+        "checksum     {} (SPEC §4: the SHA-256 of all but the last 32 bytes, which hold it; model_info's sha256)",
+        hex(&blob.sha256)
+    );
     if tensors {
         let _ = writeln!(
             s,

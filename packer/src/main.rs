@@ -3,12 +3,28 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use walsh_engine::{Engine, SamplingParams};
 use walsh_packer::{inspect, run};
 use walsh_spec::blob::{self, DType};
 use walsh_spec::{Checkpoint, PackOptions, Packing, config_file, init, pack};
+
+/// `println!` that returns the write's error instead of panicking (a closed pipe, `| head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// `print!` likewise.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!($($arg)*))?
+    };
+}
 
 #[cfg(feature = "ic")]
 mod ic_cli;
@@ -43,22 +59,28 @@ enum EmbeddingArg {
 enum Command {
     /// Pack a checkpoint directory (config.json, model.safetensors, tokenizer.json) into a blob.
     Pack {
+        /// The checkpoint directory (`trainer train` writes them; `packer init` writes random ones).
         checkpoint: PathBuf,
+        /// The .walsh file to write.
         #[arg(short, long)]
         output: PathBuf,
         /// Ternary layout: 4 weights per byte, or 16 per u32 in SIMD tiles.
         #[arg(long, value_enum, default_value = "4x")]
         packing: PackingArg,
-        /// How to store the embedding tables.
+        /// How to store the embedding tables: f16 holds magnitudes up to 65504, int8 (a scale
+        /// per row) rows up to about 8.3e6, f32 anything finite.
         #[arg(long, value_enum, default_value = "f16")]
         embeddings: EmbeddingArg,
     },
     /// Write a randomly initialised checkpoint of a config (SPEC §3.1).
     Init {
+        /// A TOML config whose [model] table is the model (configs/*.toml).
         #[arg(long)]
         config: PathBuf,
+        /// The checkpoint directory to write.
         #[arg(short, long)]
         output: PathBuf,
+        /// Seed of the random weights: the same seed gives the same checkpoint.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// tokenizer.json to ship with it (default: models/tokenizer-gpt2.json).
@@ -70,6 +92,7 @@ enum Command {
     },
     /// Show a blob's config, parameter counts, tensors and sizes.
     Inspect {
+        /// The .walsh file.
         blob: PathBuf,
         /// List every tensor.
         #[arg(long)]
@@ -77,18 +100,23 @@ enum Command {
     },
     /// Generate text with the canister's engine, natively.
     Run {
+        /// The .walsh file.
         blob: PathBuf,
+        /// The text to continue.
         prompt: String,
-        #[arg(long, default_value_t = 100)]
+        /// Tokens to generate at most (fewer if the model ends the text or its context fills).
+        #[arg(long, default_value_t = 100, value_parser = at_least_one)]
         max_tokens: usize,
-        /// 0 = greedy.
+        /// Sampling temperature, a finite number >= 0; 0 = greedy (always the likeliest token).
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
-        /// 0 = off.
-        #[arg(long, default_value_t = 0)]
+        /// Sample only from the K likeliest tokens; 0 = off.
+        #[arg(long, default_value_t = 0, value_name = "K")]
         top_k: usize,
-        #[arg(long, default_value_t = 1.0)]
+        /// Sample only from the likeliest tokens whose probabilities add up to P, in (0, 1]; 1 = off.
+        #[arg(long, default_value_t = 1.0, value_name = "P")]
         top_p: f32,
+        /// Seed of the sampler (with a temperature above 0): the same seed gives the same text.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Print the K most likely next tokens and their log-probabilities at every step.
@@ -101,11 +129,13 @@ enum Command {
     /// Loss and bits per byte of a blob on text (.txt, documents separated by <|endoftext|>),
     /// through the canister's engine: what the packed model scores.
     Eval {
+        /// The .walsh file.
         blob: PathBuf,
+        /// Text files to score (.txt, documents separated by <|endoftext|>), as one text.
         #[arg(required = true, value_name = "TEXT")]
         text: Vec<PathBuf>,
-        /// Positions per window (default and most: the model's context).
-        #[arg(long)]
+        /// Positions per window, 1 to the model's context (the default).
+        #[arg(long, value_name = "N", value_parser = at_least_one)]
         window: Option<usize>,
         /// Print the result as JSON.
         #[arg(long)]
@@ -115,6 +145,7 @@ enum Command {
     /// upload, and the model serves when it returns.
     #[cfg(feature = "ic")]
     Upload {
+        /// The .walsh file (checked with the engine before a byte is sent).
         blob: PathBuf,
         #[command(flatten)]
         target: ic_cli::Target,
@@ -130,9 +161,19 @@ enum Command {
     Download {
         #[command(flatten)]
         target: ic_cli::Target,
+        /// The .walsh file to write (only once the download is verified).
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+/// A count that must be at least 1, said plainly (clap's ranged parser names u64::MAX).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
 }
 
 fn default_tokenizer() -> Result<PathBuf> {
@@ -157,9 +198,38 @@ fn load_engine(path: &Path) -> Result<Engine> {
 
 fn main() {
     if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
+        if is_broken_pipe(&e) {
+            // The reader went away (`packer run … | head`): what it wanted it has. Exit quietly
+            // and successfully, as ripgrep does.
+            std::process::exit(0);
+        }
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// Whether writing to stdout failed because nobody reads it any more.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes on one line, each once: some errors (the engine's `invalid blob:
+/// {0}` among them) quote their cause in their own message and also return it as their source.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if line.ends_with(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line.replace('\n', " ")
 }
 
 fn real_main() -> Result<()> {
@@ -191,8 +261,8 @@ fn real_main() -> Result<()> {
             std::fs::rename(&tmp, &output)
                 .with_context(|| format!("cannot write {}", output.display()))?;
             let parsed = blob::parse(&bytes)?;
-            println!("wrote {} ({} bytes)", output.display(), bytes.len());
-            print!("{}", inspect::report(&parsed, false));
+            outln!("wrote {} ({} bytes)", output.display(), bytes.len());
+            out!("{}", inspect::report(&parsed, &bytes, false));
         }
         Command::Init {
             config,
@@ -213,7 +283,7 @@ fn real_main() -> Result<()> {
             let ckpt = init::random_checkpoint(&cfg, seed, tok);
             ckpt.save(&output)?;
             let (emb, brain) = cfg.param_counts();
-            println!(
+            outln!(
                 "wrote {} ({} parameters: {} brain, {} embedding; seed {seed})",
                 output.display(),
                 emb + brain,
@@ -228,7 +298,7 @@ fn real_main() -> Result<()> {
             let bytes = read_blob(&path)?;
             let parsed = blob::parse(&bytes)
                 .with_context(|| format!("{} is not a valid blob", path.display()))?;
-            print!("{}", inspect::report(&parsed, tensors));
+            out!("{}", inspect::report(&parsed, &bytes, tensors));
         }
         Command::Eval {
             blob: path,
@@ -237,15 +307,31 @@ fn real_main() -> Result<()> {
             json,
         } => {
             let engine = load_engine(&path)?;
+            let block_size = engine.config().block_size;
+            let window = window.unwrap_or(block_size);
+            if window > block_size {
+                bail!("--window {window} exceeds the model's context of {block_size} positions");
+            }
             let t0 = std::time::Instant::now();
-            let tokens = walsh_engine::eval::read_text(&engine, &text)?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let window = window.unwrap_or(engine.config().block_size);
-            let r = walsh_engine::eval::evaluate(&engine, &tokens, window, threads)?;
+            let bar = eval_bar(json);
+            bar.set_message("reading and tokenizing the text");
+            let scored = (|| {
+                let tokens = walsh_engine::eval::read_text(&engine, &text)?;
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                bar.set_length(walsh_engine::eval::positions(&tokens, window) as u64);
+                bar.set_message("tokens scored");
+                let r = walsh_engine::eval::evaluate(&engine, &tokens, window, threads, &|k| {
+                    bar.inc(k as u64)
+                })?;
+                Ok::<_, walsh_engine::eval::EvalError>((tokens, r))
+            })();
+            // Cleared on failure too, so that the error line stands alone.
+            bar.finish_and_clear();
+            let (tokens, r) = scored?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                outln!("{}", serde_json::to_string(&r)?);
             } else {
-                println!(
+                outln!(
                     "loss {:.4} nats/token, {:.4} bits/byte over {} tokens ({} windows; {} documents, {} tokens, {} bytes) in {:.1} s",
                     r.loss,
                     r.bits_per_byte,
@@ -276,6 +362,9 @@ fn real_main() -> Result<()> {
                 top_p,
                 seed,
             };
+            // Everything that can be refused (the sampling settings, the prompt's length) is,
+            // before a byte is printed.
+            let started = run::start(&engine, &prompt, max_tokens, params)?;
             if max_tokens > engine.config().block_size {
                 eprintln!(
                     "note: --max-tokens {max_tokens} exceeds the model's context of {}; generation stops when it is full",
@@ -285,12 +374,15 @@ fn real_main() -> Result<()> {
             let mut shown = 0usize;
             let mut ids = Vec::new();
             let stream = !json && logprobs == 0;
+            let mut stdout = std::io::stdout().lock();
             if stream {
-                print!("{prompt}");
+                write!(stdout, "{prompt}")?;
+                stdout.flush()?;
             }
-            let result = run::run(&engine, &prompt, max_tokens, params, logprobs, |tok| {
+            let mut write_error = None;
+            let result = started.finish(logprobs, |tok| {
                 if !stream {
-                    return;
+                    return ControlFlow::Continue(());
                 }
                 ids.push(tok);
                 // Decode the whole tail each time: one token can end in the middle of a UTF-8
@@ -299,29 +391,42 @@ fn real_main() -> Result<()> {
                     && text.len() > shown
                     && !text.ends_with('\u{FFFD}')
                 {
-                    print!("{}", &text[shown..]);
-                    let _ = std::io::stdout().flush();
+                    if let Err(e) =
+                        write!(stdout, "{}", &text[shown..]).and_then(|()| stdout.flush())
+                    {
+                        // Nobody reads any more (or the disk is full): stop generating.
+                        write_error = Some(e);
+                        return ControlFlow::Break(());
+                    }
                     shown = text.len();
                 }
+                ControlFlow::Continue(())
             })?;
+            if let Some(e) = write_error {
+                return Err(e.into());
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&result)?);
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&result)?)?;
             } else {
                 if stream {
                     if result.text.len() > shown {
-                        print!("{}", &result.text[shown..]);
+                        write!(stdout, "{}", &result.text[shown..])?;
                     }
-                    println!();
+                    writeln!(stdout)?;
                 } else {
-                    println!("{prompt}{}", result.text);
+                    writeln!(stdout, "{prompt}{}", result.text)?;
                     for (i, s) in result.steps.iter().enumerate() {
-                        println!("step {i:>3}: {:?} ({:.3})", s.text, s.logprob);
+                        writeln!(stdout, "step {i:>3}: {:?} ({:.3})", s.text, s.logprob)?;
                         for t in &s.top {
-                            println!("          {:>7.3}  {:>6}  {:?}", t.logprob, t.token, t.text);
+                            writeln!(
+                                stdout,
+                                "          {:>7.3}  {:>6}  {:?}",
+                                t.logprob, t.token, t.text
+                            )?;
                         }
                     }
                 }
-                let _ = std::io::stdout().flush();
+                stdout.flush()?;
                 eprintln!(
                     "[{} prompt tokens prefilled in {:.1} ms; {} tokens generated in {:.2} s = {:.1} tokens/s; finish: {}]",
                     result.prompt_tokens,
@@ -332,7 +437,7 @@ fn real_main() -> Result<()> {
                     result.finish_reason
                 );
             }
-            if result.generated_tokens == 0 && max_tokens > 0 && result.finish_reason != "eos" {
+            if result.generated_tokens == 0 && result.finish_reason != "eos" {
                 bail!("no tokens were generated");
             }
         }
@@ -347,4 +452,51 @@ fn real_main() -> Result<()> {
         Command::Download { target, output } => ic_cli::download(&target, &output)?,
     }
     Ok(())
+}
+
+/// `packer eval`'s progress on stderr: drawn only when stderr is a terminal, never with --json.
+fn eval_bar(json: bool) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "[{elapsed_precise}] {wide_bar} {human_pos}/{human_len} {msg} ({per_sec}, ETA {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--help` describes every argument of every command.
+    #[test]
+    fn every_argument_is_documented() {
+        let mut undocumented = Vec::new();
+        let mut cli = Cli::command();
+        cli.build();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    undocumented.push(format!("packer {} {}", sub.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(undocumented.is_empty(), "undocumented: {undocumented:?}");
+    }
+
+    #[test]
+    fn a_cause_quoted_by_its_error_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("invalid blob: {0}")]
+        struct Quoting(#[source] std::io::Error);
+        let e = anyhow::Error::new(Quoting(std::io::Error::other("truncated")))
+            .context("cannot load x.walsh");
+        assert_eq!(one_line(&e), "cannot load x.walsh: invalid blob: truncated");
+    }
 }

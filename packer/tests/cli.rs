@@ -1,7 +1,9 @@
 //! The `packer` command line end to end: init → pack → inspect → run, and the errors a user sees.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use walsh_spec::Checkpoint;
+use walsh_spec::config::TensorKind;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -31,6 +33,33 @@ fn fails(args: &[&str]) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(err.starts_with("error: "), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one clear line: {err}");
+    said_once(&err);
+    err
+}
+
+/// No part of an error line is said twice ("…(os error 2): No such file or directory (os
+/// error 2)").
+fn said_once(err: &str) {
+    let parts: Vec<&str> = err.trim_end().split(": ").collect();
+    for (i, a) in parts.iter().enumerate() {
+        for b in &parts[i + 1..] {
+            assert!(a.len() < 12 || a != b, "{a:?} said twice: {err}");
+        }
+    }
+}
+
+/// Fails before printing anything on stdout; the error line.
+fn fails_silently(args: &[&str]) -> String {
+    let out = packer(args);
+    assert!(!out.status.success(), "packer {args:?} should fail");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "packer {args:?} printed before it failed"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.starts_with("error: "), "{err}");
+    said_once(&err);
     err
 }
 
@@ -173,6 +202,180 @@ fn errors_are_one_clear_line() {
     );
     let e = fails(&["run", "models/walsh-default.walsh", "Hi", "--top-p", "0"]);
     assert!(e.contains("top_p"), "{e}");
+
+    // A missing file is said once, not "(os error 2): No such file or directory (os error 2)".
+    let e = fails(&[
+        "eval",
+        "models/walsh-default.walsh",
+        "/nonexistent/valid.txt",
+    ]);
+    assert!(
+        e.contains("cannot read /nonexistent/valid.txt: No such file"),
+        "{e}"
+    );
+    let e = fails(&["init", "--config", "/nonexistent.toml", "-o", "/tmp/never"]);
+    assert!(
+        e.contains("cannot read /nonexistent.toml: No such file"),
+        "{e}"
+    );
+}
+
+/// The engine's errors quote their cause and also chain it; the line says it once.
+#[test]
+fn a_truncated_blob_is_said_once() {
+    let bytes = std::fs::read(root().join("models/walsh-default.walsh")).unwrap();
+    let cut = tmp("cut.walsh");
+    std::fs::write(&cut, &bytes[..100_000]).unwrap();
+    let e = fails(&["run", cut.to_str().unwrap(), "Hi"]);
+    assert_eq!(e.matches("header says").count(), 1, "{e}");
+    let _ = std::fs::remove_file(&cut);
+}
+
+/// Sampling settings and the prompt's length are checked before the prompt is echoed.
+#[test]
+fn run_refuses_before_it_prints() {
+    let blob = "models/walsh-default.walsh";
+    let e = fails_silently(&["run", blob, "Hi", "--top-p", "2"]);
+    assert!(e.contains("top_p 2"), "{e}");
+    let e = fails_silently(&["run", blob, "Hi", "--temperature", "NaN"]);
+    assert!(e.contains("temperature NaN"), "{e}");
+    let e = fails_silently(&["run", blob, "Hi", "--temperature=-1"]);
+    assert!(e.contains("temperature -1"), "{e}");
+    let e = fails_silently(&["run", blob, &"word ".repeat(300)]);
+    assert!(e.contains("prompt is 301 tokens"), "{e}");
+    let e = fails_silently(&["run", blob, "Hi", "--max-tokens", "0"]);
+    assert!(e.contains("must be at least 1"), "{e}");
+}
+
+/// `packer run … | head`: the reader leaves, and packer stops quietly with status 0.
+#[test]
+fn a_closed_pipe_ends_run_quietly() {
+    for extra in [&[][..], &["--json"][..], &["--logprobs", "3"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_packer"))
+            .current_dir(root())
+            .args(["run", "models/walsh-default.walsh", "Once upon a time"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("packer runs");
+        // Close the read end before packer writes its first byte.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("packer ends");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    }
+    // `packer inspect … | head` likewise.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_packer"))
+        .current_dir(root())
+        .args(["inspect", "models/walsh-default.walsh", "--tensors"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("packer runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("packer ends");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// A finite value beyond f16's or int8's range is named before anything is written, with the
+/// embedding format that holds it.
+#[test]
+fn pack_names_a_value_its_embedding_format_cannot_hold() {
+    let ck = tmp("range");
+    let ck_s = ck.to_str().unwrap();
+    ok(&["init", "--config", "configs/tiny.toml", "-o", ck_s]);
+    let mut ckpt = Checkpoint::load(&ck).unwrap();
+    let emb = ckpt
+        .config
+        .tensors()
+        .into_iter()
+        .find(|t| t.kind == TensorKind::Embedding)
+        .expect("an embedding table")
+        .name;
+    let out = ck.with_extension("walsh");
+    let out_s = out.to_str().unwrap();
+    let mut set = |v: f32| {
+        ckpt.tensors.get_mut(&emb).unwrap().data[70] = v;
+        ckpt.save(&ck).unwrap();
+    };
+
+    set(1.0e5);
+    let e = fails(&["pack", ck_s, "-o", out_s]);
+    assert!(
+        e.contains(&format!("tensor `{emb}` element 70 is 1e5"))
+            && e.contains("f16 holds magnitudes up to 65504")
+            && e.contains("--embeddings int8"),
+        "{e}"
+    );
+    assert!(!e.contains("packer bug"), "{e}");
+    assert!(!out.exists());
+    ok(&["pack", ck_s, "-o", out_s, "--embeddings", "int8"]);
+
+    set(-2.0e7);
+    let e = fails(&["pack", ck_s, "-o", out_s, "--embeddings", "int8"]);
+    assert!(
+        e.contains("element 70 is -2e7") && e.contains("--embeddings f32"),
+        "{e}"
+    );
+    ok(&["pack", ck_s, "-o", out_s, "--embeddings", "f32"]);
+    ok(&["inspect", out_s]);
+
+    let _ = std::fs::remove_dir_all(&ck);
+    let _ = std::fs::remove_file(&out);
+}
+
+/// `packer eval`'s numbers are checked: a window of 0 or beyond the context is refused.
+#[test]
+fn eval_refuses_windows_it_cannot_score() {
+    let text = root().join("trainer/tests/fixtures/tinystories-val.txt");
+    let text = text.to_str().unwrap();
+    let out = packer(&["eval", "models/walsh-default.walsh", text, "--window", "0"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--window") && err.contains("must be at least 1"),
+        "{err}"
+    );
+    let e = fails(&[
+        "eval",
+        "models/walsh-default.walsh",
+        text,
+        "--window",
+        "257",
+    ]);
+    assert!(
+        e.contains("--window 257 exceeds the model's context of 256"),
+        "{e}"
+    );
+}
+
+/// Progress goes to stderr only when it is a terminal: piped, stderr stays empty.
+#[test]
+fn eval_shows_progress_only_on_a_terminal() {
+    let text = root().join("trainer/tests/fixtures/tinystories-val.txt");
+    let text = text.to_str().unwrap();
+    let out = packer(&["eval", "models/walsh-default.walsh", text, "--window", "64"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // On a terminal (util-linux `script` gives it one), the bar shows tokens scored.
+    let bin = env!("CARGO_BIN_EXE_packer");
+    let cmd = format!("{bin} eval models/walsh-default.walsh {text} --window 64");
+    match Command::new("script")
+        .current_dir(root())
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+    {
+        Ok(out) => {
+            let all = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{all}");
+            assert!(all.contains("tokens scored"), "{all}");
+            assert!(all.contains("loss "), "{all}");
+        }
+        Err(e) => eprintln!("skipped the terminal half: no `script` ({e})"),
+    }
 }
 
 /// The shipped default is the trained model docs/MODELS.md describes (its SHA-256 is recorded
@@ -180,17 +383,34 @@ fn errors_are_one_clear_line() {
 #[test]
 fn default_model_is_the_documented_trained_one() {
     let info = ok(&["inspect", "models/walsh-default.walsh"]);
-    let sha = info
-        .lines()
-        .find_map(|l| l.strip_prefix("sha256"))
-        .map(str::trim)
-        .expect("inspect prints the sha256");
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("inspect prints the {name}: {info}"))
+            .to_string()
+    };
+    // `sha256` is the file's, as sha256sum prints it; `checksum` the blob's own (SPEC §4).
+    let bytes = std::fs::read(root().join("models/walsh-default.walsh")).unwrap();
+    let sha = field("sha256");
+    assert_eq!(
+        sha,
+        walsh_spec::blob::hex(&walsh_packer::inspect::sha256(&bytes))
+    );
+    let checksum = field("checksum");
+    assert_eq!(
+        checksum,
+        walsh_spec::blob::hex(&walsh_packer::inspect::sha256(&bytes[..bytes.len() - 32]))
+    );
+    assert!(info.contains("bits per parameter"), "{info}");
     assert!(info.contains("tinystories-hadamard-hash"), "{info}");
     let doc = std::fs::read_to_string(root().join("docs/MODELS.md")).unwrap();
-    assert!(
-        doc.contains(sha),
-        "models/walsh-default.walsh (sha256 {sha}) is not the model docs/MODELS.md describes"
-    );
+    for (what, value) in [("sha256", &sha), ("checksum", &checksum)] {
+        assert!(
+            doc.contains(value.as_str()),
+            "models/walsh-default.walsh ({what} {value}) is not the model docs/MODELS.md describes"
+        );
+    }
     let text = ok(&[
         "run",
         "models/walsh-default.walsh",

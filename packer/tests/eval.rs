@@ -32,7 +32,7 @@ fn windows_score_what_token_by_token_decoding_scores() {
         bytes: 1000,
         documents: 1,
     };
-    let r = evaluate(&engine, &short, 16, 2).unwrap();
+    let r = evaluate(&engine, &short, 16, 2, &|_| {}).unwrap();
     assert_eq!((r.windows, r.predicted), (5, 80));
     let vocab = engine.config().vocab_size;
     let mut total = 0.0f64;
@@ -64,8 +64,8 @@ fn windows_score_what_token_by_token_decoding_scores() {
     let bpb = r.loss / std::f64::consts::LN_2 * 83.0 / 1000.0;
     assert!((r.bits_per_byte - bpb).abs() < 1e-12);
     // The thread count changes nothing.
-    let one = evaluate(&engine, &text, 256, 1).unwrap();
-    let three = evaluate(&engine, &text, 256, 3).unwrap();
+    let one = evaluate(&engine, &text, 256, 1, &|_| {}).unwrap();
+    let three = evaluate(&engine, &text, 256, 3, &|_| {}).unwrap();
     assert_eq!(one.loss.to_bits(), three.loss.to_bits());
 }
 

@@ -155,18 +155,46 @@ fn an_invalid_blob_is_refused_before_connecting() {
     assert!(!e.contains("cannot reach"), "{e}");
 }
 
-/// Serves every HTTP request with `status` and `body` until the test ends.
-fn serve(status: &str, body: Vec<u8>) -> String {
+/// An HTTP answer: status line, content type, body.
+type Answer = (&'static str, &'static str, Vec<u8>);
+
+/// Serves every HTTP request with what `answer` gives for its request line (`GET /api/v2/status
+/// HTTP/1.1`) until the test ends. Each request is read whole, body included, before the answer.
+fn serve_with(answer: impl Fn(&str) -> Answer + Send + 'static) -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", l.local_addr().expect("addr"));
-    let status = status.to_string();
     std::thread::spawn(move || {
         for mut conn in l.incoming().flatten() {
-            // The request: headers, and whatever body arrived with them (ignored).
+            let mut req = Vec::new();
             let mut buf = [0u8; 65536];
-            let _ = conn.read(&mut buf);
+            let head_end = loop {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+                if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + 4);
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&req[..head_end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while req.len() < head_end + length {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let (status, content_type, body) = answer(head.lines().next().unwrap_or(""));
             let head = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/cbor\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
             );
             let _ = conn.write_all(head.as_bytes());
@@ -176,16 +204,115 @@ fn serve(status: &str, body: Vec<u8>) -> String {
     url
 }
 
-#[test]
-fn an_endpoint_that_is_not_a_local_replica_is_a_network_mismatch() {
-    let (dir, pem) = setup();
-    // A status without a root key (what a replica that is not a local one answers), as
-    // self-described CBOR: {"ic_api_version": "0.18.0"}.
-    let mut status = vec![0xd9, 0xd9, 0xf7, 0xa1, 0x6e];
+/// Serves every HTTP request with `status` and a CBOR `body`.
+fn serve(status: &'static str, body: Vec<u8>) -> String {
+    serve_with(move |_| (status, "application/cbor", body.clone()))
+}
+
+/// A replica's status as self-described CBOR: {"ic_api_version": "0.18.0"}, and a root key
+/// (three made-up bytes) when `root_key`.
+fn status_cbor(root_key: bool) -> Vec<u8> {
+    let mut status = vec![0xd9, 0xd9, 0xf7, if root_key { 0xa2 } else { 0xa1 }, 0x6e];
     status.extend_from_slice(b"ic_api_version");
     status.push(0x66);
     status.extend_from_slice(b"0.18.0");
-    let url = serve("200 OK", status);
+    if root_key {
+        status.push(0x68);
+        status.extend_from_slice(b"root_key");
+        status.extend_from_slice(&[0x43, 1, 2, 3]);
+    }
+    status
+}
+
+fn upload_to(dir: &Path, pem: &Path, url: &str) -> String {
+    let blob = default_blob();
+    fails(
+        dir,
+        &[
+            "upload",
+            blob.to_str().expect("utf-8"),
+            "--canister",
+            CANISTER,
+            "--network",
+            url,
+            "--pem",
+            pem.to_str().expect("utf-8"),
+        ],
+    )
+}
+
+/// A web server's "404 Not Found" is not a missing canister: packer says the URL is not a
+/// replica. Only the IC's own answer for a missing canister says the canister does not exist.
+#[test]
+fn a_web_server_is_not_a_replica_and_its_404_is_not_a_missing_canister() {
+    let (dir, pem) = setup();
+    let page = || {
+        b"<!DOCTYPE HTML>\n<html><head><title>Error response</title></head><body><h1>Error response</h1><p>Error code: 404</p><p>Message: File not found.</p></body></html>".to_vec()
+    };
+    // Python's http.server: an HTML 404 for every path.
+    let url = serve_with(move |_| ("404 File not found", "text/html;charset=utf-8", page()));
+    let e = upload_to(dir.path(), &pem, &url);
+    assert!(
+        e.contains(&format!("{url} is not an IC replica"))
+            && e.contains("HTTP 404 with a web page"),
+        "{e}"
+    );
+    assert!(!e.contains("does not exist"), "{e}");
+    // Go's net/http: "404 page not found" in plain text.
+    let url = serve_with(|_| {
+        (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            b"404 page not found\n".to_vec(),
+        )
+    });
+    let e = upload_to(dir.path(), &pem, &url);
+    assert!(
+        e.contains("is not an IC replica") && e.contains("HTTP 404 (404 page not found)"),
+        "{e}"
+    );
+    assert!(!e.contains("does not exist"), "{e}");
+    // Something that answers the status like a local replica, and its API with web pages.
+    let url = serve_with(move |line| {
+        if line.starts_with("GET /api/v2/status") {
+            ("200 OK", "application/cbor", status_cbor(true))
+        } else {
+            ("404 File not found", "text/html", page())
+        }
+    });
+    let e = upload_to(dir.path(), &pem, &url);
+    assert!(
+        e.contains("is not an IC replica") && e.contains("HTTP 404"),
+        "{e}"
+    );
+    assert!(!e.contains("does not exist"), "{e}");
+    // The IC's own answer (a boundary node's, dfx's gateway's) for a canister that is not there.
+    let url = serve_with(|line| {
+        if line.starts_with("GET /api/v2/status") {
+            ("200 OK", "application/cbor", status_cbor(true))
+        } else {
+            (
+                "400 Bad Request",
+                "text/plain; charset=utf-8",
+                b"error: canister_not_found\ndetails: The specified canister does not exist."
+                    .to_vec(),
+            )
+        }
+    });
+    let e = upload_to(dir.path(), &pem, &url);
+    assert!(
+        e.contains(&format!(
+            "canister {CANISTER} does not exist on network {url}"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_endpoint_that_is_not_a_local_replica_is_a_network_mismatch() {
+    let (dir, pem) = setup();
+    // A status without a root key: what a replica that is not a local one answers.
+    let url = serve("200 OK", status_cbor(false));
     let blob = default_blob();
     let e = fails(
         dir.path(),
@@ -220,5 +347,9 @@ fn an_endpoint_that_is_not_a_local_replica_is_a_network_mismatch() {
             pem.to_str().expect("utf-8"),
         ],
     );
-    assert!(e.contains("does not answer like an IC replica"), "{e}");
+    assert!(
+        e.contains(&format!("{url} is not an IC replica"))
+            && e.contains("not the CBOR a replica sends"),
+        "{e}"
+    );
 }

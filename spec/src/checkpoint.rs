@@ -9,17 +9,17 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Config { path: PathBuf, source: ConfigError },
     #[error("{path} is not a valid safetensors file: {msg}")]
     SafeTensors { path: PathBuf, msg: String },

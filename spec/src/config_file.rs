@@ -28,7 +28,7 @@ pub enum ConfigFileError {
         table: String,
         msg: String,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: the [model] table breaks a rule of SPEC §1")]
     Invalid { path: PathBuf, source: ConfigError },
     #[error("--set {0}: expected key=value (e.g. n_layer=4)")]
     BadSet(String),

@@ -4,6 +4,7 @@ use crate::blob::{BlobWriter, DType, WriterTensor, encode_f16, encode_f32, encod
 use crate::checkpoint::Checkpoint;
 use crate::config::TensorKind;
 use crate::ternary;
+use half::f16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packing {
@@ -54,6 +55,59 @@ pub enum PackError {
     Tokenizer(serde_json::Error),
     #[error("embeddings can be stored as f32, f16 or int8, not {0}")]
     EmbeddingDtype(&'static str),
+    /// A finite value the chosen storage cannot hold; `fits` is the smallest embedding format
+    /// that holds the whole tensor.
+    #[error(
+        "tensor `{tensor}` element {index} is {value:e}, which {} cannot hold ({}): pack with --embeddings {}",
+        .dtype.name(), range_note(*.dtype), .fits.name()
+    )]
+    OutOfRange {
+        tensor: String,
+        index: usize,
+        value: f32,
+        dtype: DType,
+        fits: DType,
+    },
+    /// Folding γ into β (SPEC §2.1) left f32's range.
+    #[error("tensor `{tensor}` element {index}: β × γ = {beta:e} × {gamma:e} overflows f32")]
+    FoldOverflow {
+        tensor: String,
+        index: usize,
+        beta: f32,
+        gamma: f32,
+    },
+}
+
+fn range_note(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "f16 holds magnitudes up to 65504",
+        DType::Int8 => {
+            "int8 keeps each row's scale, max|row| / 127, as f16: rows up to about 8.3e6 in magnitude"
+        }
+        _ => "f32 holds magnitudes up to 3.4e38",
+    }
+}
+
+/// The first element of `data` (rows of `cols` values) that `dtype` cannot store as
+/// `encode_f16` / `encode_int8_rows` / `encode_f32` write it: its index and value.
+fn first_out_of_range(data: &[f32], cols: usize, dtype: DType) -> Option<(usize, f32)> {
+    match dtype {
+        DType::F16 => data
+            .iter()
+            .position(|v| !f16::from_f32(*v).is_finite())
+            .map(|i| (i, data[i])),
+        DType::Int8 => data.chunks(cols.max(1)).enumerate().find_map(|(r, row)| {
+            // The row's largest magnitude sets its scale, as in `encode_int8_rows`.
+            let (j, max) = row.iter().enumerate().fold((0, 0f32), |(bj, bm), (j, v)| {
+                if v.abs() > bm { (j, v.abs()) } else { (bj, bm) }
+            });
+            (!f16::from_f32(max / 127.0).is_finite()).then(|| (r * cols + j, row[j]))
+        }),
+        _ => data
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| (i, data[i])),
+    }
 }
 
 pub fn pack(ckpt: &Checkpoint, opts: PackOptions) -> Result<Vec<u8>, PackError> {
@@ -92,15 +146,38 @@ pub fn pack(ckpt: &Checkpoint, opts: PackOptions) -> Result<Vec<u8>, PackError> 
             // The config lists `.weight` before `.beta`, so its γ is known here.
             let gamma = gammas[spec.name.trim_end_matches(".beta")];
             data.iter_mut().for_each(|v| *v *= gamma);
+            if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+                return Err(PackError::FoldOverflow {
+                    tensor: spec.name.clone(),
+                    index,
+                    beta: t.data[index],
+                    gamma,
+                });
+            }
         }
         let dtype = if spec.kind == TensorKind::Embedding {
             opts.embeddings
         } else {
             DType::F32
         };
+        let cols = spec.shape[spec.shape.len() - 1];
+        if let Some((index, value)) = first_out_of_range(&data, cols, dtype) {
+            // The checkpoint's values are finite (validated above): f32 always fits.
+            let fits = [DType::F16, DType::Int8]
+                .into_iter()
+                .find(|&d| first_out_of_range(&data, cols, d).is_none())
+                .unwrap_or(DType::F32);
+            return Err(PackError::OutOfRange {
+                tensor: spec.name.clone(),
+                index,
+                value,
+                dtype,
+                fits,
+            });
+        }
         let bytes = match dtype {
             DType::F16 => encode_f16(&data),
-            DType::Int8 => encode_int8_rows(&data, spec.shape[spec.shape.len() - 1]),
+            DType::Int8 => encode_int8_rows(&data, cols),
             _ => encode_f32(&data),
         };
         out.push(WriterTensor {
@@ -131,5 +208,22 @@ mod tests {
         // 0.9/0.542 = 1.66 → 1; 0.2/0.542 = 0.37 → 0; 0.4/0.542 = 0.74 → 1.
         assert_eq!(q, vec![1, 0, 0, -1, 0, 1]);
         assert_eq!(quantize_ternary(&[0.0; 4]).0, vec![0; 4]);
+    }
+
+    #[test]
+    fn range_checks_match_the_encoders() {
+        // f16's largest finite value is 65504; 65519 still rounds to it, 65520 to infinity.
+        assert_eq!(first_out_of_range(&[1.0, 65519.0], 2, DType::F16), None);
+        assert_eq!(
+            first_out_of_range(&[1.0, -65520.0], 2, DType::F16),
+            Some((1, -65520.0))
+        );
+        // int8: the row's scale max/127 is stored as f16.
+        assert_eq!(first_out_of_range(&[8.0e6, 1.0], 2, DType::Int8), None);
+        assert_eq!(
+            first_out_of_range(&[0.0, 1.0, 2.0, -9.0e6], 2, DType::Int8),
+            Some((3, -9.0e6))
+        );
+        assert_eq!(first_out_of_range(&[3.0e38], 1, DType::F32), None);
     }
 }

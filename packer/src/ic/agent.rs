@@ -91,6 +91,86 @@ fn http_text(p: &HttpErrorPayload) -> String {
     String::from_utf8_lossy(&p.content).trim().to_string()
 }
 
+/// The code of an error answer in the IC's own plain-text format — `error: <code>` then
+/// `details: <text>` (API boundary nodes, and dfx's and PocketIC's gateways), or the bare code —
+/// if the answer is one.
+fn ic_error_code(text: &str) -> Option<&str> {
+    let first = text.lines().next()?.trim();
+    let code = first.strip_prefix("error: ").unwrap_or(first);
+    let is_code = !code.is_empty()
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    is_code.then_some(code)
+}
+
+/// Whether an HTTP answer is a web page: replicas and boundary nodes answer their API in CBOR and
+/// their errors in plain text, never in HTML.
+fn is_html(p: &HttpErrorPayload) -> bool {
+    p.content_type
+        .as_deref()
+        .is_some_and(|t| t.to_ascii_lowercase().contains("html"))
+        || String::from_utf8_lossy(&p.content)
+            .trim_start()
+            .starts_with('<')
+}
+
+/// The start of an answer, on one line and short, to quote in an error.
+fn excerpt(text: &str) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(120) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    }
+}
+
+/// An HTTP error status from `network`, sorted by who answered: the replica (or the boundary
+/// node in front of it) in its own format, or something that is not a replica at all.
+fn classify_http(p: &HttpErrorPayload, network: &Network, canister: Principal) -> CallError {
+    let text = http_text(p);
+    let not_a_replica = |what: String| CallError::NotAReplica {
+        url: network.url.clone(),
+        detail: what,
+    };
+    if ic_error_code(&text) == Some("canister_not_found") {
+        return CallError::CanisterNotFound {
+            canister,
+            network: network.name.clone(),
+        };
+    }
+    if is_html(p) {
+        // A proxy's own error page in front of a replica that is down or overloaded may pass.
+        if matches!(p.status, 502..=504) {
+            return CallError::Transient(format!(
+                "{} answered HTTP {} with a web page (a proxy whose replica is down?)",
+                network.url, p.status
+            ));
+        }
+        return not_a_replica(format!(
+            "it answered HTTP {} with a web page ({})",
+            p.status,
+            excerpt(&text)
+        ));
+    }
+    match p.status {
+        429 | 500 | 502..=599 => {
+            CallError::Transient(format!("the replica answered HTTP {}: {text}", p.status))
+        }
+        // A replica answers 404 only for a path it does not serve: not its API at all, or an API
+        // older than this client's (ic-agent 0.49 calls /api/v4).
+        404 | 405 | 501 => not_a_replica(format!(
+            "it answered HTTP {} ({}) where a replica serves its API",
+            p.status,
+            if text.is_empty() {
+                "no text".to_string()
+            } else {
+                excerpt(&text)
+            }
+        )),
+        _ => CallError::Rejected(format!("HTTP {}: {text}", p.status)),
+    }
+}
+
 /// Sorts an ic-agent error by what the operator should do about it.
 pub fn classify(e: AgentError, network: &Network, canister: Principal) -> CallError {
     let not_found = || CallError::CanisterNotFound {
@@ -130,18 +210,7 @@ pub fn classify(e: AgentError, network: &Network, canister: Principal) -> CallEr
         AgentError::TimeoutWaitingForResponse() => {
             CallError::Transient("the replica did not answer the call in time".into())
         }
-        AgentError::HttpError(p) => {
-            let text = http_text(&p);
-            match p.status {
-                429 | 500..=599 => {
-                    CallError::Transient(format!("the replica answered HTTP {}: {text}", p.status))
-                }
-                _ if text.contains("not found") || text.contains("canister_not_found") => {
-                    not_found()
-                }
-                _ => CallError::Rejected(format!("HTTP {}: {text}", p.status)),
-            }
-        }
+        AgentError::HttpError(p) => classify_http(&p, network, canister),
         AgentError::CertifiedReject { reject, .. }
         | AgentError::UncertifiedReject { reject, .. } => {
             let code = reject.error_code.as_deref().unwrap_or("");
@@ -181,8 +250,9 @@ pub fn classify(e: AgentError, network: &Network, canister: Principal) -> CallEr
             ),
         },
         AgentError::InvalidReplicaStatus | AgentError::InvalidCborData(_) => {
-            CallError::NetworkMismatch {
-                detail: format!("{} does not answer like an IC replica ({e})", network.url),
+            CallError::NotAReplica {
+                url: network.url.clone(),
+                detail: format!("its answer is not the CBOR a replica sends ({e})"),
             }
         }
         other => CallError::Other(other.to_string()),
@@ -261,6 +331,37 @@ mod tests {
             classify(http(403, "no"), &n, c),
             CallError::Rejected(_)
         ));
+        // The boundary node's (and dfx's gateway's) answer for a canister that does not exist.
+        assert!(matches!(
+            classify(
+                http(
+                    400,
+                    "error: canister_not_found\ndetails: The specified canister does not exist."
+                ),
+                &n,
+                c
+            ),
+            CallError::CanisterNotFound { .. }
+        ));
+        // A web server's "not found" is not a missing canister.
+        for (status, body) in [
+            (
+                404,
+                "<html><body><h1>404 Not Found</h1>File not found</body></html>",
+            ),
+            (404, "404 page not found"),
+            (
+                501,
+                "<!DOCTYPE HTML><title>Error response</title>Unsupported method ('POST')",
+            ),
+        ] {
+            let e = classify(http(status, body), &n, c);
+            assert!(
+                matches!(e, CallError::NotAReplica { .. }),
+                "{status} {body}: {e:?}"
+            );
+        }
+        assert!(classify(http(502, "<html>Bad Gateway</html>"), &n, c).is_transient());
         let e = classify(AgentError::CertificateVerificationFailed(), &n, c).to_string();
         assert!(
             e.contains("network mismatch") && e.contains("root key it reported"),

@@ -59,7 +59,7 @@ pub enum DfxError {
     },
     #[error("{path} is not valid JSON: {detail}")]
     BadJson { path: PathBuf, detail: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -35,6 +35,11 @@ pub enum CallError {
         "network mismatch: {detail} (use --network local for a dfx replica on this machine, --network ic for mainnet)"
     )]
     NetworkMismatch { detail: String },
+    /// The URL does not answer like an IC replica: a web server, another service, a wrong port.
+    #[error(
+        "{url} is not an IC replica: {detail} (--network takes `local`, `ic` or the URL of a replica's HTTP API, e.g. http://127.0.0.1:4943)"
+    )]
+    NotAReplica { url: String, detail: String },
     /// Anything else; not retried.
     #[error("{0}")]
     Other(String),

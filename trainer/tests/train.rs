@@ -38,6 +38,7 @@ fn opts(out: &Path, extra: &[&str]) -> TrainOptions {
         sets,
         out: Some(out.to_path_buf()),
         resume: None,
+        overwrite: false,
         stop_after: None,
         progress: false,
         verbose: false,

@@ -74,7 +74,7 @@ impl Default for TrainConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

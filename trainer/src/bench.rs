@@ -623,7 +623,10 @@ impl fmt::Display for CpuEstimate {
             self.total_steps
         )?;
         if self.is_large() {
-            write!(f, "; lower --set batch_size=… or --steps, or use --device cuda")?;
+            write!(
+                f,
+                "; lower --set batch_size=… or --steps, or use --device cuda"
+            )?;
         }
         Ok(())
     }

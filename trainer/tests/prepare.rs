@@ -533,7 +533,11 @@ fn one_document_is_split_by_position() {
         shakespeare.to_path_buf()
     } else {
         let book = dir.path().join("book.txt");
-        std::fs::write(&book, stories(&fixture("tinystories-train.txt")).join("\n\n")).unwrap();
+        std::fs::write(
+            &book,
+            stories(&fixture("tinystories-train.txt")).join("\n\n"),
+        )
+        .unwrap();
         book
     };
     let out = dir.path().join("out");

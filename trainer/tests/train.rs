@@ -232,7 +232,10 @@ fn errors_name_their_cause_once() {
     o.config = dir.path().join("missing.toml");
     let e = format!("{:#}", train_cpu(&o, &no_stop).unwrap_err());
     assert_eq!(e.matches("os error").count(), 1, "{e}");
-    assert!(e.contains("cannot read") && e.contains("missing.toml"), "{e}");
+    assert!(
+        e.contains("cannot read") && e.contains("missing.toml"),
+        "{e}"
+    );
 }
 
 /// The names in `dir` that start with a dot (swap leftovers).
@@ -277,10 +280,9 @@ fn a_run_directory_in_use_needs_resume_or_overwrite() {
     assert_eq!(second.steps, 2);
     let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2, "{csv}");
-    let best: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("best/train_state.json")).unwrap(),
-    )
-    .unwrap();
+    let best: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("best/train_state.json")).unwrap())
+            .unwrap();
     assert_eq!(best["step"], 2, "best/ is the new run's");
 
     // --resume and --overwrite together make no sense.

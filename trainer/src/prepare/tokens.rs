@@ -200,7 +200,8 @@ impl TokenWriter {
         let from = from.min(self.tokens);
         let w = self.width.bytes();
         let file = self.out.get_mut();
-        file.seek(SeekFrom::Start(from * w as u64)).with_context(ctx)?;
+        file.seek(SeekFrom::Start(from * w as u64))
+            .with_context(ctx)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).with_context(ctx)?;
         let tail = bytes

@@ -204,9 +204,14 @@ pub fn config_differences(a: &ModelConfig, a_is: &str, b: &ModelConfig, b_is: &s
         .filter(|k| x.get(*k) != y.get(*k))
         .map(|k| {
             let show = |v: Option<&serde_json::Value>| {
-                v.map(|v| v.to_string()).unwrap_or_else(|| "(absent)".into())
+                v.map(|v| v.to_string())
+                    .unwrap_or_else(|| "(absent)".into())
             };
-            format!("{k} = {} in {a_is}, {} in {b_is}", show(x.get(k)), show(y.get(k)))
+            format!(
+                "{k} = {} in {a_is}, {} in {b_is}",
+                show(x.get(k)),
+                show(y.get(k))
+            )
         })
         .collect()
 }
@@ -232,7 +237,12 @@ pub fn check_resumed_model(
             );
         }
     }
-    let diff = config_differences(ckpt, "the checkpoint", config, &config_path.display().to_string());
+    let diff = config_differences(
+        ckpt,
+        "the checkpoint",
+        config,
+        &config_path.display().to_string(),
+    );
     if !diff.is_empty() {
         bail!(
             "{} holds a different model than {}: {}",

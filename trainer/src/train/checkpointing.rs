@@ -160,18 +160,20 @@ pub fn remove_leftovers(dir: &Path) -> Result<()> {
 /// Syncs the directory that holds `path`, so that renames inside it survive a power cut (Unix;
 /// elsewhere a no-op).
 pub fn sync_parent(path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync the directory {}", parent.display()))?;
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => sync_dir(Path::new(".")),
     }
+}
+
+/// Syncs directory `dir`'s entries to disk (Unix; elsewhere a no-op).
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = dir;
     Ok(())
 }
 
@@ -185,6 +187,7 @@ pub fn save<B: Backend<Elem = f32>>(
     tokenizer_json: &str,
 ) -> Result<()> {
     state::save(dir, model, opt, st, tokenizer_json)
+        .and_then(|()| sync_dir(dir))
         .and_then(|()| sync_parent(dir))
         .and_then(|()| remove_leftovers(dir))
         .with_context(|| format!("cannot write the checkpoint {}", dir.display()))

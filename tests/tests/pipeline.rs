@@ -64,6 +64,7 @@ fn text_to_tokens_to_trained_model_to_blob_to_canister_to_text() {
         sets: vec![format!("data={}", data.path().display())],
         out: Some(run.path().to_path_buf()),
         resume: None,
+        overwrite: false,
         stop_after: None,
         progress: false,
         verbose: false,

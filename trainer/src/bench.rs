@@ -32,6 +32,8 @@ pub struct Timed<B> {
     clock_name: std::cell::Cell<&'static str>,
     /// Off: ops run untimed and unsynchronised (for the whole-step tokens/s).
     pub enabled: std::cell::Cell<bool>,
+    /// Bytes of the buffers allocated or uploaded so far (what [`cpu_estimate`] extrapolates).
+    pub allocated: std::cell::Cell<u64>,
 }
 
 impl<B: Backend> Timed<B> {
@@ -42,6 +44,7 @@ impl<B: Backend> Timed<B> {
             pending: RefCell::new(Vec::new()),
             clock_name: std::cell::Cell::new("host clock"),
             enabled: std::cell::Cell::new(true),
+            allocated: std::cell::Cell::new(0),
         }
     }
 
@@ -74,6 +77,11 @@ impl<B: Backend> Timed<B> {
         }
         self.add(op, start.elapsed());
         out
+    }
+
+    fn count(&self, elements: usize) {
+        let bytes = (elements * std::mem::size_of::<B::Elem>()) as u64;
+        self.allocated.set(self.allocated.get() + bytes);
     }
 
     fn add(&self, op: &'static str, d: Duration) {
@@ -136,9 +144,11 @@ impl<B: Backend> Backend for Timed<B> {
         self.inner.elapsed(from, to)
     }
     fn zeros(&self, len: usize) -> BackendResult<B::Buf> {
+        self.count(len);
         self.clock("alloc", || self.inner.zeros(len))
     }
     fn upload(&self, host: &[B::Elem]) -> BackendResult<B::Buf> {
+        self.count(host.len());
         self.clock("transfer", || self.inner.upload(host))
     }
     fn download(&self, buf: &B::Buf) -> BackendResult<Vec<B::Elem>> {
@@ -590,4 +600,93 @@ pub fn bench<B: Backend<Elem = f32>>(
 
 pub fn bench_cpu(config: &Path, sets: &[String], steps: usize) -> Result<BenchReport> {
     bench(CpuBackend::<f32>::new(), config, sets, steps)
+}
+
+/// What a CPU `trainer bench` of a config will cost, extrapolated from one training step of a
+/// single sequence: memory (the buffers allocated, the parameters' and optimizer's plus the
+/// activations' times the batch size) and time (that step's times the batch size, for the
+/// warmup step and the two timed passes).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuEstimate {
+    pub bytes: u64,
+    pub step_seconds: f64,
+    /// Steps `trainer bench` runs: one warmup, then `steps` twice.
+    pub total_steps: usize,
+}
+
+impl CpuEstimate {
+    /// Above this much memory or time the estimate is a warning.
+    pub const WARN_BYTES: u64 = 4 << 30;
+    pub const WARN_SECONDS: f64 = 60.0;
+
+    pub fn total_seconds(&self) -> f64 {
+        self.step_seconds * self.total_steps as f64
+    }
+
+    pub fn is_large(&self) -> bool {
+        self.bytes > Self::WARN_BYTES || self.total_seconds() > Self::WARN_SECONDS
+    }
+}
+
+impl fmt::Display for CpuEstimate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}CPU estimate: about {:.2} GB of memory and {:.1} s a step, {:.0} s for all {} steps \
+             (from one step of one sequence)",
+            if self.is_large() { "warning: " } else { "" },
+            self.bytes as f64 / 1e9,
+            self.step_seconds,
+            self.total_seconds(),
+            self.total_steps
+        )?;
+        if self.is_large() {
+            write!(
+                f,
+                "; lower --set batch_size=… or --steps, or use --device cuda"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Estimates a CPU `trainer bench` of `config` with `steps` timed steps (see [`CpuEstimate`]).
+pub fn cpu_estimate(config: &Path, sets: &[String], steps: usize) -> Result<CpuEstimate> {
+    let (mcfg, tcfg) = load_run_config(config, sets)?;
+    let seq = tcfg.seq_len_for(mcfg.block_size);
+    let ckpt = walsh_spec::init::random_checkpoint(&mcfg, tcfg.seed, String::new());
+    let mut model = Model::new(
+        Timed::new(CpuBackend::<f32>::new()),
+        mcfg.clone(),
+        &ckpt.tensors,
+    )?;
+    model.backend.enabled.set(false);
+    let mut opt = Optimizer::new(&model)?;
+    let fixed = model.backend.allocated.get();
+    let tokens: Vec<u32> = (0..seq as u32)
+        .map(|i| i % mcfg.vocab_size as u32)
+        .collect();
+    let start = Instant::now();
+    model.zero_grads()?;
+    model.forward(&tokens, Some(&tokens), 1, seq)?;
+    model.backward(1.0)?;
+    let hp = AdamW {
+        lr: tcfg.lr,
+        beta1: tcfg.beta1,
+        beta2: tcfg.beta2,
+        eps: tcfg.eps,
+        weight_decay: tcfg.weight_decay,
+        step: 1,
+    };
+    let decay = model.layout.decay_ranges();
+    opt.step(&mut model, &decay, 1.0, hp)?;
+    model.quantize()?;
+    let one = start.elapsed().as_secs_f64();
+    let per_sequence = model.backend.allocated.get() - fixed;
+    let batch = tcfg.batch_size as u64;
+    Ok(CpuEstimate {
+        bytes: fixed + per_sequence * batch,
+        step_seconds: one * batch as f64,
+        total_steps: 1 + 2 * steps,
+    })
 }

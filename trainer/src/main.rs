@@ -50,6 +50,8 @@ enum Command {
         #[arg(long, value_name = "FILES", num_args = 1.., conflicts_with = "val_fraction")]
         val: Vec<PathBuf>,
         /// Fraction of the input documents for validation: every round(1/F)-th, from the first.
+        /// Inputs of fewer than 1/(2F) documents (or one, e.g. a book) are split by position
+        /// instead: the last F of the tokens.
         #[arg(long, value_name = "F", default_value_t = DEFAULT_VAL_FRACTION)]
         val_fraction: f64,
         /// Documents tokenized together in parallel.
@@ -71,9 +73,15 @@ enum Command {
         /// Run directory for metrics.csv and checkpoint/ (default runs/<model name>).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Continue from a checkpoint of this config (e.g. runs/NAME/checkpoint).
+        /// Continue from a checkpoint of this config (e.g. runs/NAME/checkpoint); a checkpoint
+        /// lost in an interrupted save is recovered from its leftovers.
         #[arg(long, value_name = "CKPT")]
         resume: Option<PathBuf>,
+        /// Start afresh in a run directory that holds an earlier run (a checkpoint, best/ or
+        /// metrics.csv), deleting that run's outputs first; without it such a directory is
+        /// refused unless the run resumes.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
         /// Stop with a checkpoint after this step, as Ctrl-C would.
         #[arg(long, value_name = "STEP")]
         stop_after: Option<u64>,
@@ -101,18 +109,25 @@ enum Command {
     },
     /// Continue a prompt with a checkpoint (the trainer's own forward, before packing).
     Sample {
+        /// Checkpoint directory.
         checkpoint: PathBuf,
+        /// The text to continue.
         #[arg(long, default_value = "Once upon a time")]
         prompt: String,
+        /// Tokens to generate at most (generation also stops at the end-of-text token or when
+        /// the context is full).
         #[arg(long, default_value_t = 100)]
         max_tokens: usize,
-        /// 0 = greedy.
+        /// Sampling temperature; 0 = greedy.
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
-        #[arg(long, default_value_t = 0)]
+        /// Sample among the K most likely tokens only (0 = all).
+        #[arg(long, value_name = "K", default_value_t = 0)]
         top_k: usize,
-        #[arg(long, default_value_t = 1.0)]
+        /// Sample among the most likely tokens whose probabilities sum to P (1 = all).
+        #[arg(long, value_name = "P", default_value_t = 1.0)]
         top_p: f32,
+        /// Seed of the sampler's random numbers.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Number of samples (seeds seed, seed+1, …).
@@ -122,15 +137,24 @@ enum Command {
         device: DeviceArg,
     },
     /// Draw RUN_DIR/metrics.csv as RUN_DIR/loss.png.
-    Plot { run_dir: PathBuf },
+    Plot {
+        /// A run directory (`trainer train --out`).
+        run_dir: PathBuf,
+    },
     /// Time training steps on random tokens: tokens/s and the time per op.
+    ///
+    /// On the CPU it first times one step of a single sequence and prints the estimated memory
+    /// and time of the run (a warning when they are large: lower --set batch_size=… or --steps).
     Bench {
+        /// A config with [model] and [train] tables (configs/*.toml); train.batch_size and
+        /// seq_len size the steps.
         #[arg(long, value_name = "TOML", required_unless_present = "ceilings")]
         config: Option<PathBuf>,
         /// First measure the GPU's memory bandwidth and GEMM rates (a large copy and 8192³
         /// products, checked), the ceilings that docs/BENCHMARKS.md's floors divide by.
         #[arg(long)]
         ceilings: bool,
+        /// Override a config value: batch_size=4, n_layer=4 … (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Timed steps (after one untimed warmup step).
@@ -218,7 +242,8 @@ fn print_ceilings(device: &Device) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        // The chain, each cause once (some errors already quote their source).
+        // The chain, each cause once (some errors of other crates also quote their source).
+        // Line breaks stay: a TOML error points at the line with a caret under it.
         let mut message = String::new();
         for cause in e.chain().map(|c| c.to_string()) {
             if !message.contains(&cause) {
@@ -228,8 +253,7 @@ fn main() {
                 message.push_str(&cause);
             }
         }
-        let message = message.replace('\n', " ");
-        eprintln!("error: {message}");
+        eprintln!("error: {}", message.trim_end());
         std::process::exit(1);
     }
 }
@@ -263,6 +287,13 @@ fn run(cli: Cli) -> Result<()> {
             let start = Instant::now();
             let summary = prepare::prepare(&opts)?;
             let secs = start.elapsed().as_secs_f64();
+            if summary.split_by_position {
+                println!(
+                    "split by position: the inputs hold too few documents for --val-fraction \
+                     {val_fraction} (fewer than 1/(2F), or one), so val is their last \
+                     {val_fraction} of the tokens"
+                );
+            }
             for (name, s, path) in [
                 ("train", &summary.train, &summary.train_path),
                 ("val", &summary.val, &summary.val_path),
@@ -300,6 +331,7 @@ fn run(cli: Cli) -> Result<()> {
             sets,
             out,
             resume,
+            overwrite,
             stop_after,
             device,
         } => {
@@ -319,6 +351,7 @@ fn run(cli: Cli) -> Result<()> {
                 sets,
                 out,
                 resume,
+                overwrite,
                 stop_after,
                 progress: std::io::stderr().is_terminal(),
                 verbose: true,
@@ -406,10 +439,38 @@ fn run(cli: Cli) -> Result<()> {
                 print_ceilings(&device)?;
             }
             if let Some(config) = config {
+                if matches!(device, Device::Cpu) {
+                    eprintln!("{}", bench::cpu_estimate(&config, &sets, steps)?);
+                }
                 let report = on_device!(device, b => bench::bench(b, &config, &sets, steps))?;
                 print!("{report}");
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every subcommand and every argument of `--help` says what it is.
+    #[test]
+    fn every_help_entry_has_a_description() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            if sub.get_about().is_none() {
+                missing.push(sub.get_name().to_string());
+            }
+            for arg in sub.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{} {}", sub.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no description: {missing:?}");
     }
 }

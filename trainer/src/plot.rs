@@ -40,7 +40,7 @@ const LR: RGBColor = RGBColor(255, 127, 14);
 pub enum PlotError {
     #[error("{} not found: `trainer train --out RUN_DIR` writes metrics.csv into RUN_DIR", path.display())]
     MissingMetrics { path: PathBuf },
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,

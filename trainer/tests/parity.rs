@@ -35,6 +35,7 @@ fn parity(config: &str) {
         sets: sets.to_vec(),
         out: Some(run.path().to_path_buf()),
         resume: None,
+        overwrite: false,
         stop_after: None,
         progress: false,
         verbose: false,

@@ -38,6 +38,7 @@ fn opts(out: &Path, extra: &[&str]) -> TrainOptions {
         sets,
         out: Some(out.to_path_buf()),
         resume: None,
+        overwrite: false,
         stop_after: None,
         progress: false,
         verbose: false,
@@ -195,15 +196,186 @@ fn mistakes_get_clear_errors() {
     let e = err(again);
     assert!(e.contains("at step 1") && e.contains("raise it"), "{e}");
 
+    // A different model: the field and both values, not two JSON documents.
     let mut other = opts(dir.path(), &["n_layer=3"]);
     other.resume = Some(done.checkpoint.clone());
     let e = err(other);
     assert!(e.contains("different model"), "{e}");
+    assert!(e.contains("n_layer = 2 in the checkpoint, 3 in"), "{e}");
+    assert!(!e.contains('{') && !e.contains("vocab_size"), "{e}");
 
     let mut missing = opts(dir.path(), &[]);
     missing.resume = Some(dir.path().join("nope"));
     let e = err(missing);
     assert!(e.contains("cannot resume from"), "{e}");
+}
+
+#[test]
+fn a_missing_checkpoint_to_resume_leaves_nothing_behind() {
+    let no_stop = AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let mut o = opts(&run, &[]);
+    o.resume = Some(run.join("checkpoint"));
+    let e = format!("{:#}", train_cpu(&o, &no_stop).unwrap_err());
+    assert!(e.contains("cannot resume from"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&run).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn errors_name_their_cause_once() {
+    let no_stop = AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path(), &[]);
+    o.config = dir.path().join("missing.toml");
+    let e = format!("{:#}", train_cpu(&o, &no_stop).unwrap_err());
+    assert_eq!(e.matches("os error").count(), 1, "{e}");
+    assert!(
+        e.contains("cannot read") && e.contains("missing.toml"),
+        "{e}"
+    );
+}
+
+/// The names in `dir` that start with a dot (swap leftovers).
+fn hidden(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_run_directory_in_use_needs_resume_or_overwrite() {
+    let no_stop = AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    let first = train_cpu(&opts(dir.path(), &["steps=3"]), &no_stop).unwrap();
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    let model = std::fs::read(first.checkpoint.join("model.safetensors")).unwrap();
+
+    // Again without --resume: refused, naming the directory and both flags; nothing touched.
+    let e = format!(
+        "{:#}",
+        train_cpu(&opts(dir.path(), &["steps=3", "seed=7"]), &no_stop).unwrap_err()
+    );
+    assert!(e.contains(&dir.path().display().to_string()), "{e}");
+    assert!(e.contains("--resume") && e.contains("--overwrite"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap(),
+        metrics
+    );
+    assert_eq!(
+        std::fs::read(first.checkpoint.join("model.safetensors")).unwrap(),
+        model
+    );
+
+    // --overwrite: a new run from scratch, none of the old one's outputs left.
+    let mut o = opts(dir.path(), &["steps=2", "eval_every=0", "seed=7"]);
+    o.overwrite = true;
+    let second = train_cpu(&o, &no_stop).unwrap();
+    assert_eq!(second.steps, 2);
+    let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2, "{csv}");
+    let best: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("best/train_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(best["step"], 2, "best/ is the new run's");
+
+    // --resume and --overwrite together make no sense.
+    let mut both = opts(dir.path(), &["steps=3"]);
+    both.overwrite = true;
+    both.resume = Some(second.checkpoint.clone());
+    let e = format!("{:#}", train_cpu(&both, &no_stop).unwrap_err());
+    assert!(e.contains("only one"), "{e}");
+}
+
+#[test]
+fn a_checkpoint_lost_between_the_swap_renames_is_recovered() {
+    let no_stop = AtomicBool::new(false);
+    let whole = tempfile::tempdir().unwrap();
+    let unbroken = train_cpu(&opts(whole.path(), &[]), &no_stop).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path();
+    let mut o = opts(run, &[]);
+    o.stop_after = Some(2);
+    let at2 = train_cpu(&o, &no_stop).unwrap();
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir(to).unwrap();
+        for (name, bytes) in files(from) {
+            std::fs::write(to.join(name), bytes).unwrap();
+        }
+    };
+    copy(&at2.checkpoint, &run.join("step2"));
+    let mut o = opts(run, &[]);
+    o.resume = Some(at2.checkpoint.clone());
+    o.stop_after = Some(3);
+    let at3 = train_cpu(&o, &no_stop).unwrap();
+    assert_eq!(at3.steps, 3);
+
+    // The crash: step 3's checkpoint written as .tmp, step 2's renamed to .old, no checkpoint/.
+    // Beside them a killed save of a later step, cut short (an incomplete model file).
+    std::fs::rename(&at3.checkpoint, run.join(".checkpoint.tmp-4242")).unwrap();
+    std::fs::rename(run.join("step2"), run.join(".checkpoint.old-4242")).unwrap();
+    let cut = run.join(".checkpoint.tmp-777");
+    copy(&run.join(".checkpoint.tmp-4242"), &cut);
+    let st = std::fs::read_to_string(cut.join("train_state.json")).unwrap();
+    std::fs::write(
+        cut.join("train_state.json"),
+        st.replace("\"step\": 3", "\"step\": 5"),
+    )
+    .unwrap();
+    let model = std::fs::read(cut.join("model.safetensors")).unwrap();
+    std::fs::write(cut.join("model.safetensors"), &model[..model.len() / 2]).unwrap();
+
+    let mut o = opts(run, &[]);
+    o.resume = Some(run.join("checkpoint"));
+    let end = train_cpu(&o, &no_stop).unwrap();
+    assert_eq!((end.steps, end.interrupted), (6, false));
+    // It resumed from step 3 (the newest complete one): the unbroken run's weights exactly.
+    assert!(
+        std::fs::read(end.checkpoint.join("model.safetensors")).unwrap()
+            == std::fs::read(unbroken.checkpoint.join("model.safetensors")).unwrap()
+    );
+    // And the leftovers are gone.
+    assert!(hidden(run).is_empty(), "{:?}", hidden(run));
+}
+
+#[test]
+fn a_config_json_changed_behind_the_weights_is_refused_on_resume() {
+    let no_stop = AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path(), &[]);
+    o.stop_after = Some(1);
+    let done = train_cpu(&o, &no_stop).unwrap();
+    let path = done.checkpoint.join("config.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    for (field, from, to) in [
+        ("block_size", "64", "128"),
+        ("rope_theta", "10000.0", "500000.0"),
+    ] {
+        let edited = original.replace(
+            &format!("\"{field}\": {from}"),
+            &format!("\"{field}\": {to}"),
+        );
+        assert_ne!(edited, original, "{field} not found in {original}");
+        std::fs::write(&path, edited).unwrap();
+        // The config agrees with the edited config.json: only the train state can tell.
+        let mut again = opts(dir.path(), &[&format!("{field}={to}")]);
+        again.resume = Some(done.checkpoint.clone());
+        let e = format!("{:#}", train_cpu(&again, &no_stop).unwrap_err());
+        assert!(
+            e.contains(&format!(
+                "{field} = {from} in train_state.json, {to} in config.json"
+            )),
+            "{e}"
+        );
+    }
+    std::fs::write(&path, original).unwrap();
 }
 
 fn trainer(args: &[&str]) -> (bool, String, String) {
@@ -305,6 +477,23 @@ fn the_binary_trains_evaluates_samples_plots_and_benches() {
         out.contains("tokens/s") && out.contains("algebra linear bwd"),
         "{out}"
     );
+    // On the CPU it says first what the run will cost.
+    assert!(
+        err.contains("CPU estimate: about") && err.contains("GB of memory"),
+        "{err}"
+    );
+
+    // A TOML error keeps its lines: the line quoted, a caret under the mistake.
+    let bad = run.path().join("bad.toml");
+    std::fs::write(&bad, "[model]\nn_embd = = 3\n").unwrap();
+    let (ok, _, err) = trainer(&["train", "--config", bad.to_str().unwrap()]);
+    assert!(!ok && err.starts_with("error: "), "{err}");
+    assert!(err.lines().count() > 2 && err.contains('^'), "{err}");
+    // A rule of SPEC §1 broken by a --set: said once.
+    let (ok, _, err) = trainer(&[
+        "train", "--config", tiny, "--set", &data_set, "--set", "n_head=5",
+    ]);
+    assert!(!ok && err.matches("must divide").count() == 1, "{err}");
 
     let (ok, _, err) = trainer(&["bench", "--config", tiny, "--device", "cuda"]);
     assert!(!ok && err.contains("built without CUDA"), "{err}");

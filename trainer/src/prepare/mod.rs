@@ -9,6 +9,8 @@
 //!
 //! The validation split is either separate inputs ([`ValSplit::Files`]) or every k-th document
 //! of the inputs, starting with the first, k = round(1 / fraction) ([`ValSplit::Fraction`]).
+//! Inputs of too few documents for that (fewer than k / 2, or one: a book, Tiny Shakespeare) are
+//! split by position instead, as nanoGPT does: the last `fraction` of the tokens is validation.
 
 pub mod renumber;
 pub mod source;
@@ -43,7 +45,8 @@ pub enum ValSplit {
     /// Separate inputs (files or directories).
     Files(Vec<PathBuf>),
     /// Every k-th input document, starting with the first, k = round(1 / fraction);
-    /// 0 ≤ fraction ≤ 0.5; 0 gives an empty validation file.
+    /// 0 ≤ fraction ≤ 0.5; 0 gives an empty validation file. Inputs of fewer than k / 2
+    /// documents (or of one) are split by position: the last `fraction` of the tokens.
     Fraction(f64),
 }
 
@@ -94,6 +97,9 @@ pub struct PrepareSummary {
     pub tokenizer_path: PathBuf,
     /// Bytes read from the input files (tokenization pass).
     pub input_bytes: u64,
+    /// The inputs held too few documents for the validation fraction: validation is the last
+    /// fraction of the tokens instead of every k-th document.
+    pub split_by_position: bool,
 }
 
 /// Is document `index` (counted over all inputs) a validation document?
@@ -115,6 +121,25 @@ impl EveryKth {
     fn is_val(self, index: u64) -> bool {
         self.0.is_some_and(|k| index.is_multiple_of(k))
     }
+
+    /// Inputs of fewer documents than this are split by position: every k-th document would
+    /// give validation more than twice its fraction of them (or all of a single document).
+    fn position_split_below(self) -> u64 {
+        self.0.map_or(0, |k| k.div_ceil(2).max(2))
+    }
+}
+
+/// Whether `sources` hold fewer than `n` documents (reads at most `n` of them).
+fn fewer_documents_than(sources: &[Source], n: u64) -> Result<bool> {
+    let mut reader = DocumentReader::new(sources.to_vec());
+    let mut count = 0;
+    while count < n {
+        if reader.next_document()?.is_none() {
+            return Ok(true);
+        }
+        count += 1;
+    }
+    Ok(false)
 }
 
 fn progress_bar(show: bool, total: u64, message: &'static str) -> ProgressBar {
@@ -157,6 +182,20 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
         bail!("no input files");
     }
     let train_sources = collect_sources(&opts.inputs)?;
+    let position_fraction = match &opts.val {
+        ValSplit::Fraction(f)
+            if fewer_documents_than(&train_sources, every.position_split_below())? =>
+        {
+            Some(*f)
+        }
+        _ => None,
+    };
+    // Split by position: every document goes to train.bin first.
+    let every = if position_fraction.is_some() {
+        EveryKth(None)
+    } else {
+        every
+    };
     let val_sources = match &opts.val {
         ValSplit::Files(files) if files.is_empty() => bail!("--val needs at least one file"),
         ValSplit::Files(files) => Some(collect_sources(files)?),
@@ -206,6 +245,14 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
             return Err(e);
         }
     };
+    if let Some(fraction) = position_fraction
+        && let Err(e) = split_by_position(&mut writers, fraction, &tok)
+    {
+        for w in writers {
+            w.abandon();
+        }
+        return Err(e);
+    }
     let tok = if opts.frequency_order {
         match renumber_written(tok, &mut writers) {
             Ok(tok) => tok,
@@ -245,7 +292,42 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
         val_path,
         tokenizer_path,
         input_bytes,
+        split_by_position: position_fraction.is_some(),
     })
+}
+
+/// Moves the last `fraction` of the tokens of `writers[0]` (at least one token, and one is
+/// left) to `writers[1]`. The document cut in two counts on both sides; the bytes of the moved
+/// tokens are those of their decoded text.
+fn split_by_position(
+    writers: &mut [TokenWriter; 2],
+    fraction: f64,
+    tok: &LoadedTokenizer,
+) -> Result<()> {
+    let total = writers[0].tokens;
+    if total < 2 {
+        bail!("{total} token: too little text to split into training and validation");
+    }
+    let val = ((total as f64 * fraction).round() as u64).clamp(1, total - 1);
+    let (bytes, documents) = (writers[0].bytes, writers[0].documents);
+    let tail = writers[0].split_off(total - val)?;
+    let eos = tok.eos_token_id;
+    let text = tok
+        .tokenizer
+        .decode(&tail, true)
+        .map_err(|e| anyhow!("cannot decode the validation tokens ({e})"))?;
+    let val_bytes = (text.len() as u64).min(bytes);
+    let val_documents = tail.iter().filter(|&&id| id == eos).count() as u64;
+    // The training part ends inside a document unless the cut fell right after an eos token.
+    let cut_inside = writers[0].split_off(total - val - 1)?;
+    let cut_inside_document = cut_inside.first().is_some_and(|&id| id != eos);
+    writers[0].push_tokens(&cut_inside, 0, 0)?;
+    writers[0].set_counts(
+        bytes - val_bytes,
+        documents - val_documents + u64::from(cut_inside_document),
+    );
+    writers[1].push_tokens(&tail, val_bytes, val_documents)?;
+    Ok(())
 }
 
 /// Renumbers the written tokens and the tokenizer by the training tokens' frequencies.

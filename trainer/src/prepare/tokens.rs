@@ -167,6 +167,62 @@ impl TokenWriter {
         Ok(())
     }
 
+    /// Appends `ids` as they are (no eos added), counting `text_bytes` bytes and `documents`
+    /// documents (the positional split's validation part).
+    pub fn push_tokens(&mut self, ids: &[u32], text_bytes: u64, documents: u64) -> Result<()> {
+        self.scratch.clear();
+        for &id in ids {
+            if u64::from(id) >= self.vocab_size {
+                bail!(
+                    "token id {id} is outside the vocabulary of {} tokens",
+                    self.vocab_size
+                );
+            }
+            match self.width {
+                TokenWidth::U16 => self.scratch.extend_from_slice(&(id as u16).to_le_bytes()),
+                TokenWidth::U32 => self.scratch.extend_from_slice(&id.to_le_bytes()),
+            }
+        }
+        self.out
+            .write_all(&self.scratch)
+            .with_context(|| format!("cannot write {}", self.partial.display()))?;
+        self.tokens += ids.len() as u64;
+        self.bytes += text_bytes;
+        self.documents += documents;
+        Ok(())
+    }
+
+    /// Cuts the tokens from position `from` on off the file and returns them; the caller sets
+    /// the counts of what remains ([`TokenWriter::set_counts`]).
+    pub fn split_off(&mut self, from: u64) -> Result<Vec<u32>> {
+        let ctx = || format!("cannot rewrite {}", self.partial.display());
+        self.out.flush().with_context(ctx)?;
+        let from = from.min(self.tokens);
+        let w = self.width.bytes();
+        let file = self.out.get_mut();
+        file.seek(SeekFrom::Start(from * w as u64))
+            .with_context(ctx)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).with_context(ctx)?;
+        let tail = bytes
+            .chunks_exact(w)
+            .map(|c| match self.width {
+                TokenWidth::U16 => u32::from(u16::from_le_bytes([c[0], c[1]])),
+                TokenWidth::U32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            })
+            .collect();
+        file.set_len(from * w as u64).with_context(ctx)?;
+        file.seek(SeekFrom::End(0)).with_context(ctx)?;
+        self.tokens = from;
+        Ok(tail)
+    }
+
+    /// Sets the byte and document counts (after [`TokenWriter::split_off`]).
+    pub fn set_counts(&mut self, bytes: u64, documents: u64) {
+        self.bytes = bytes;
+        self.documents = documents;
+    }
+
     /// Flushes, renames the `.partial` file into place and writes the sidecar.
     pub fn finish(self, mut sidecar: Sidecar) -> Result<Sidecar> {
         let TokenWriter {

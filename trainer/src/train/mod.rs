@@ -1,27 +1,30 @@
 //! `trainer train`: AdamW over random windows of a token file, with warmup + cosine learning
 //! rate, global-norm clipping and gradient accumulation; metrics.csv, evaluations with a sample,
 //! and atomic checkpoints that resume exactly.
+//!
+//! [`train`] sets a run up (config, data, run directory, starting point) and hands it to
+//! [`steps`], the loop; [`evaluation`], [`checkpointing`] and [`metrics`] are what the loop calls.
 
 pub mod batches;
+pub mod checkpointing;
 pub mod config;
+pub mod evaluation;
+pub mod metrics;
 pub mod schedule;
 pub mod state;
+pub mod steps;
 
 use crate::TokenFile;
-use crate::backend::{AdamW, Backend};
-use crate::eval::{EvalResult, evaluate, sample};
+use crate::backend::Backend;
+use crate::eval::EvalResult;
 use crate::model::Model;
-use crate::plot::METRICS_HEADER;
 use anyhow::{Context, Result, bail};
+use checkpointing::{BEST, CHECKPOINT, METRICS};
 pub use config::{TrainConfig, load_run_config};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 use walsh_spec::Checkpoint;
 use walsh_spec::config::ModelConfig;
-use walsh_spec::sampler::SamplingParams;
 
 /// What `trainer train` was asked to do.
 #[derive(Debug, Clone)]
@@ -32,6 +35,9 @@ pub struct TrainOptions {
     pub out: Option<PathBuf>,
     /// A checkpoint written by an earlier run of the same config.
     pub resume: Option<PathBuf>,
+    /// Start afresh in a run directory that holds an earlier run, deleting its outputs
+    /// (without it, such a directory is refused unless the run resumes).
+    pub overwrite: bool,
     /// Stop (with a checkpoint) after this step, as Ctrl-C would.
     pub stop_after: Option<u64>,
     pub progress: bool,
@@ -52,36 +58,119 @@ pub struct TrainReport {
     pub tokens_per_second: f64,
 }
 
-/// One metrics.csv row.
-struct Row {
-    step: u64,
-    tokens: u64,
-    lr: f64,
-    train_loss: f64,
-    grad_norm: f64,
-    tokens_per_s: f64,
-    val: Option<EvalResult>,
-}
-
-fn write_row(file: &mut std::fs::File, r: &Row) -> std::io::Result<()> {
-    let (vl, vb) = match r.val {
-        Some(e) => (
-            format!("{:.6}", e.loss),
-            e.bpb.map(|b| format!("{b:.6}")).unwrap_or_default(),
-        ),
-        None => (String::new(), String::new()),
-    };
-    writeln!(
-        file,
-        "{},{},{:.6e},{:.6},{:.6},{:.1},{vl},{vb}",
-        r.step, r.tokens, r.lr, r.train_loss, r.grad_norm, r.tokens_per_s
-    )?;
-    file.flush()
-}
-
 /// Trains on the CPU backend (f32). `stop` is set by Ctrl-C: the run checkpoints and returns.
 pub fn train_cpu(opts: &TrainOptions, stop: &AtomicBool) -> Result<TrainReport> {
     train(crate::backend::cpu::CpuBackend::<f32>::new(), opts, stop)
+}
+
+/// The token files and tokenizer of a run (the `data` directory of its `[train]` table).
+pub struct RunData {
+    pub train: TokenFile,
+    pub val: Option<TokenFile>,
+    pub tokenizer_json: String,
+    pub tokenizer: tokenizers::Tokenizer,
+}
+
+impl RunData {
+    /// Opens `tcfg.data` and checks it fits `mcfg` with windows of `seq` positions.
+    pub fn open(tcfg: &TrainConfig, mcfg: &ModelConfig, seq: usize) -> Result<RunData> {
+        let data_dir = &tcfg.data;
+        let train = TokenFile::open(data_dir.join("train.bin")).with_context(|| {
+            format!(
+                "training data: run `trainer prepare … -o {}` first, or set train.data",
+                data_dir.display()
+            )
+        })?;
+        check_data(&train, mcfg, seq, "train.bin")?;
+        let val_path = data_dir.join("val.bin");
+        let val = if token_file_exists(&val_path) {
+            let v = TokenFile::open(&val_path)?;
+            check_data(&v, mcfg, 1, "val.bin")?;
+            Some(v)
+        } else {
+            None
+        };
+        let tok_path = data_dir.join("tokenizer.json");
+        let tokenizer_json = std::fs::read_to_string(&tok_path)
+            .with_context(|| format!("cannot read {}", tok_path.display()))?;
+        let tokenizer = tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
+        Ok(RunData {
+            train,
+            val,
+            tokenizer_json,
+            tokenizer,
+        })
+    }
+}
+
+/// Where a run starts: the model, its optimizer state and the loop's position.
+pub struct Start<B: Backend> {
+    pub model: Model<B>,
+    pub opt: state::Optimizer<B>,
+    pub step: u64,
+    pub tokens: u64,
+    pub elapsed_seconds: f64,
+}
+
+/// The run's starting point from checkpoint `dir` (recovered from an interrupted save if it is
+/// missing), checked against the run's config and tokenizer.
+fn resume_from<B: Backend<Elem = f32>>(
+    backend: B,
+    dir: &Path,
+    opts: &TrainOptions,
+    mcfg: &ModelConfig,
+    tcfg: &TrainConfig,
+    data: &RunData,
+) -> Result<Start<B>> {
+    let dir = checkpointing::resume_dir(dir)?;
+    let ckpt =
+        Checkpoint::load(&dir).with_context(|| format!("cannot resume from {}", dir.display()))?;
+    let st = state::read_state(&dir)?;
+    checkpointing::check_resumed_model(&dir, &ckpt.config, &st, mcfg, &opts.config)?;
+    if ckpt.tokenizer_json != data.tokenizer_json {
+        bail!(
+            "{} was trained with another tokenizer than {} holds",
+            dir.display(),
+            tcfg.data.join("tokenizer.json").display()
+        );
+    }
+    let mut model = Model::new(backend, mcfg.clone(), &ckpt.tensors)?;
+    let opt = state::load_optimizer(&dir, &mut model)?;
+    let changed = st.train.trajectory_changes(tcfg);
+    if !changed.is_empty() && opts.verbose {
+        eprintln!(
+            "warning: resuming with a different {} than the run so far: the result will \
+             not equal an unbroken run",
+            changed.join(", ")
+        );
+    }
+    Ok(Start {
+        model,
+        opt,
+        step: st.step,
+        tokens: st.tokens,
+        elapsed_seconds: st.elapsed_seconds,
+    })
+}
+
+/// SPEC §3.1's initialisation, seeded by `train.seed`.
+fn fresh_start<B: Backend<Elem = f32>>(
+    backend: B,
+    mcfg: &ModelConfig,
+    tcfg: &TrainConfig,
+    data: &RunData,
+) -> Result<Start<B>> {
+    let ckpt = walsh_spec::init::random_checkpoint(mcfg, tcfg.seed, data.tokenizer_json.clone());
+    let model = Model::new(backend, mcfg.clone(), &ckpt.tensors)?;
+    let opt = state::Optimizer::new(&model)?;
+    Ok(Start {
+        model,
+        opt,
+        step: 0,
+        tokens: 0,
+        elapsed_seconds: 0.0,
+    })
 }
 
 pub fn train<B: Backend<Elem = f32>>(
@@ -91,27 +180,7 @@ pub fn train<B: Backend<Elem = f32>>(
 ) -> Result<TrainReport> {
     let (mcfg, tcfg) = load_run_config(&opts.config, &opts.sets)?;
     let seq = tcfg.seq_len_for(mcfg.block_size);
-    let data_dir = &tcfg.data;
-    let train_data = TokenFile::open(data_dir.join("train.bin")).with_context(|| {
-        format!(
-            "training data: run `trainer prepare … -o {}` first, or set train.data",
-            data_dir.display()
-        )
-    })?;
-    check_data(&train_data, &mcfg, seq, "train.bin")?;
-    let val_path = data_dir.join("val.bin");
-    let val_data = if token_file_exists(&val_path) {
-        let v = TokenFile::open(&val_path)?;
-        check_data(&v, &mcfg, 1, "val.bin")?;
-        Some(v)
-    } else {
-        None
-    };
-    let tokenizer_json = std::fs::read_to_string(data_dir.join("tokenizer.json"))
-        .with_context(|| format!("cannot read {}", data_dir.join("tokenizer.json").display()))?;
-    let tokenizer = tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", data_dir.join("tokenizer.json").display()))?;
-
+    let data = RunData::open(&tcfg, &mcfg, seq)?;
     let run_dir = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(if mcfg.name.is_empty() {
             "run"
@@ -119,275 +188,83 @@ pub fn train<B: Backend<Elem = f32>>(
             &mcfg.name
         })
     });
+    let ckpt_dir = run_dir.join(CHECKPOINT);
+    // The checkpoint of the lowest validation loss so far: long runs on small data overfit, and
+    // the last checkpoint is then not the one to ship. A resumed run keeps the earlier best.
+    let best_dir = run_dir.join(BEST);
+
+    // The starting point, read and checked before anything is written.
+    let start = match &opts.resume {
+        Some(_) if opts.overwrite => {
+            bail!("--resume continues a run and --overwrite deletes one: give only one of them")
+        }
+        Some(dir) => {
+            let start = resume_from(backend, dir, opts, &mcfg, &tcfg, &data)?;
+            if let Some((from, step)) = checkpointing::recover(&best_dir)? {
+                eprintln!(
+                    "recovered the best checkpoint (step {step}) from {} into {}",
+                    from.display(),
+                    best_dir.display()
+                );
+            }
+            for d in [dir.as_path(), &ckpt_dir, &best_dir] {
+                checkpointing::remove_leftovers(d)?;
+            }
+            start
+        }
+        None => {
+            checkpointing::claim_run_dir(&run_dir, opts.overwrite)?;
+            fresh_start(backend, &mcfg, &tcfg, &data)?
+        }
+    };
+    if start.step >= tcfg.steps {
+        bail!(
+            "the checkpoint is at step {}; train.steps is {} — raise it to train further",
+            start.step,
+            tcfg.steps
+        );
+    }
+
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     // The run's model, beside metrics.csv (what `trainer plot` titles the picture with).
     std::fs::write(run_dir.join("config.json"), mcfg.to_json())
         .with_context(|| format!("cannot write {}", run_dir.join("config.json").display()))?;
-    let ckpt_dir = run_dir.join("checkpoint");
-    // The checkpoint of the lowest validation loss so far: long runs on small data overfit, and
-    // the last checkpoint is then not the one to ship. A resumed run keeps the earlier best.
-    let best_dir = run_dir.join("best");
-    let mut best_val = state::recorded_val_loss(&best_dir).unwrap_or(f64::INFINITY);
-
-    // The starting point: a checkpoint and its optimizer state, or SPEC §3.1's initialisation.
-    let (mut model, mut opt, start, mut tokens_seen, elapsed_before) = match &opts.resume {
-        Some(dir) => {
-            let ckpt = Checkpoint::load(dir)
-                .with_context(|| format!("cannot resume from {}", dir.display()))?;
-            if ckpt.config != mcfg {
-                bail!(
-                    "{} holds a different model than {} (checkpoint: {}; config: {})",
-                    dir.display(),
-                    opts.config.display(),
-                    ckpt.config.to_json(),
-                    mcfg.to_json()
-                );
-            }
-            if ckpt.tokenizer_json != tokenizer_json {
-                bail!(
-                    "{} was trained with another tokenizer than {} holds",
-                    dir.display(),
-                    data_dir.join("tokenizer.json").display()
-                );
-            }
-            let mut model = Model::new(backend, mcfg.clone(), &ckpt.tensors)?;
-            let (opt, st) = state::load(dir, &mut model)?;
-            let changed = st.train.trajectory_changes(&tcfg);
-            if !changed.is_empty() && opts.verbose {
-                eprintln!(
-                    "warning: resuming with a different {} than the run so far: the result will \
-                     not equal an unbroken run",
-                    changed.join(", ")
-                );
-            }
-            (model, opt, st.step, st.tokens, st.elapsed_seconds)
-        }
-        None => {
-            let ckpt =
-                walsh_spec::init::random_checkpoint(&mcfg, tcfg.seed, tokenizer_json.clone());
-            let model = Model::new(backend, mcfg.clone(), &ckpt.tensors)?;
-            let opt = state::Optimizer::new(&model)?;
-            (model, opt, 0, 0, 0.0)
-        }
-    };
-    if start >= tcfg.steps {
-        bail!(
-            "the checkpoint is at step {start}; train.steps is {} — raise it to train further",
-            tcfg.steps
+    let best_val = state::recorded_val_loss(&best_dir).unwrap_or(f64::INFINITY);
+    let metrics = metrics::Metrics::open(&run_dir.join(METRICS))?;
+    if opts.verbose {
+        let (emb, brain) = mcfg.param_counts();
+        println!(
+            "model {} ({} embedding + {} brain parameters) on {}; {} steps of {}×{}×{} tokens from step {}",
+            mcfg.name,
+            emb,
+            brain,
+            start.model.backend.describe(),
+            tcfg.steps,
+            tcfg.grad_accum,
+            tcfg.batch_size,
+            seq,
+            start.step
         );
     }
-
-    let metrics_path = run_dir.join("metrics.csv");
-    let new_file = !metrics_path.exists();
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .with_context(|| format!("cannot open {}", metrics_path.display()))?;
-    if new_file {
-        writeln!(metrics, "{METRICS_HEADER}")?;
-    }
-    let (emb, brain) = mcfg.param_counts();
-    let say = |s: String| {
-        if opts.verbose {
-            println!("{s}");
-        }
+    let run = steps::Run {
+        mcfg: &mcfg,
+        tcfg: &tcfg,
+        seq,
+        data: &data,
+        ckpt_dir: &ckpt_dir,
+        best_dir: &best_dir,
+        opts,
     };
-    say(format!(
-        "model {} ({} embedding + {} brain parameters) on {}; {} steps of {}×{}×{} tokens from step {start}",
-        mcfg.name,
-        emb,
-        brain,
-        model.backend.describe(),
-        tcfg.steps,
-        tcfg.grad_accum,
-        tcfg.batch_size,
-        seq
-    ));
-
-    let bar = if opts.progress {
-        let bar = ProgressBar::new(tcfg.steps);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_position(start);
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let decay = model.layout.decay_ranges();
-    let tokens_per_step = (tcfg.batch_size * seq * tcfg.grad_accum) as u64;
-    let (mut interval_loss, mut interval_steps) = (0.0, 0u64);
-    let mut interval_start = Instant::now();
-    let run_start = Instant::now();
-    let mut last_eval = None;
-    let (mut train_loss, mut tokens_per_second) = (f64::NAN, 0.0);
-    let mut step = start;
-    let mut interrupted = false;
-    while step < tcfg.steps {
-        let lr = schedule::lr_at(&tcfg, step);
-        model.zero_grads()?;
-        let mut loss = 0.0;
-        for micro in 0..tcfg.grad_accum {
-            let b = batches::train_batch(&train_data, tcfg.seed, step, micro, tcfg.batch_size, seq);
-            let l = model
-                .forward(&b.inputs, Some(&b.targets), tcfg.batch_size, seq)?
-                .unwrap_or(f64::NAN);
-            model.backward(1.0 / tcfg.grad_accum as f64)?;
-            loss += l / tcfg.grad_accum as f64;
-        }
-        let grad_norm = model.backend.sum_squares(&model.grads)?.sqrt();
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            let last = if ckpt_dir.join("train_state.json").exists() {
-                format!("the last checkpoint is {}", ckpt_dir.display())
-            } else {
-                "no checkpoint was written".into()
-            };
-            bail!(
-                "step {}: loss {loss}, gradient norm {grad_norm}: training diverged (lower \
-                 train.lr?); {last}",
-                step + 1
-            );
-        }
-        let scale = if tcfg.grad_clip > 0.0 && grad_norm > tcfg.grad_clip {
-            tcfg.grad_clip / grad_norm
-        } else {
-            1.0
-        };
-        let hp = AdamW {
-            lr,
-            beta1: tcfg.beta1,
-            beta2: tcfg.beta2,
-            eps: tcfg.eps,
-            weight_decay: tcfg.weight_decay,
-            step: step + 1,
-        };
-        opt.step(&mut model, &decay, scale, hp)?;
-        model.quantize()?;
-        step += 1;
-        tokens_seen += tokens_per_step;
-        interval_loss += loss;
-        interval_steps += 1;
-
-        let last = step == tcfg.steps;
-        interrupted = stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| step >= s);
-        let eval_now = last || (tcfg.eval_every > 0 && step.is_multiple_of(tcfg.eval_every));
-        let log_now = eval_now || interrupted || step.is_multiple_of(tcfg.log_every);
-        if log_now {
-            let secs = interval_start.elapsed().as_secs_f64().max(1e-9);
-            tokens_per_second = (interval_steps * tokens_per_step) as f64 / secs;
-            train_loss = interval_loss / interval_steps as f64;
-            let val = match (&val_data, eval_now) {
-                (Some(v), true) if v.len() >= 2 => {
-                    let r = evaluate(&mut model, v, tcfg.batch_size, seq, Some(tcfg.eval_batches))?;
-                    let text = if tcfg.sample_tokens > 0 {
-                        sample(
-                            &mut model,
-                            &tokenizer,
-                            &tcfg.sample_prompt,
-                            tcfg.sample_tokens,
-                            SamplingParams::default(),
-                        )?
-                    } else {
-                        String::new()
-                    };
-                    bar.suspend(|| {
-                        say(format!(
-                            "step {step}: train loss {train_loss:.4}, val loss {:.4}, val {}",
-                            r.loss,
-                            r.bpb
-                                .map(|b| format!("{b:.4} bits/byte"))
-                                .unwrap_or_else(|| "bits/byte unknown".into())
-                        ));
-                        if !text.is_empty() {
-                            say(format!("  sample: {}", text.replace('\n', " ")));
-                        }
-                    });
-                    last_eval = Some(r);
-                    Some(r)
-                }
-                _ => None,
-            };
-            write_row(
-                &mut metrics,
-                &Row {
-                    step,
-                    tokens: tokens_seen,
-                    lr,
-                    train_loss,
-                    grad_norm,
-                    tokens_per_s: tokens_per_second,
-                    val,
-                },
-            )
-            .with_context(|| format!("cannot write {}", metrics_path.display()))?;
-            bar.set_message(format!(
-                "loss {train_loss:.4}  |g| {grad_norm:.3}  lr {lr:.2e}  {:.0} tok/s",
-                tokens_per_second
-            ));
-            (interval_loss, interval_steps) = (0.0, 0);
-            interval_start = Instant::now();
-        }
-        bar.set_position(step);
-        let state_now = |val_loss| state::TrainState {
-            format: state::FORMAT.into(),
-            step,
-            tokens: tokens_seen,
-            train: tcfg.clone(),
-            elapsed_seconds: elapsed_before + run_start.elapsed().as_secs_f64(),
-            val_loss,
-        };
-        if let Some(r) = last_eval.filter(|r| eval_now && r.loss < best_val) {
-            best_val = r.loss;
-            state::save(
-                &best_dir,
-                &model,
-                &opt,
-                &state_now(Some(r.loss)),
-                &tokenizer_json,
-            )
-            .with_context(|| format!("cannot write the checkpoint {}", best_dir.display()))?;
-            interval_start = Instant::now();
-        }
-        let ckpt_now = last
-            || interrupted
-            || (tcfg.checkpoint_every > 0 && step.is_multiple_of(tcfg.checkpoint_every));
-        if ckpt_now {
-            let val_loss = last_eval.filter(|_| eval_now).map(|r| r.loss);
-            state::save(
-                &ckpt_dir,
-                &model,
-                &opt,
-                &state_now(val_loss),
-                &tokenizer_json,
-            )
-            .with_context(|| format!("cannot write the checkpoint {}", ckpt_dir.display()))?;
-            // Saving is not training: keep it out of the next interval's tokens/s.
-            interval_start = Instant::now();
-        }
-        if interrupted {
-            break;
-        }
-    }
-    bar.finish_and_clear();
-    say(format!(
-        "{} at step {step}: checkpoint {}, metrics {}",
-        if interrupted { "stopped" } else { "finished" },
-        ckpt_dir.display(),
-        metrics_path.display()
-    ));
+    let end = steps::run(&run, start, metrics, best_val, stop)?;
     Ok(TrainReport {
         run_dir,
         checkpoint: ckpt_dir,
-        steps: step,
-        interrupted,
-        train_loss,
-        last_eval,
-        tokens_per_second,
+        steps: end.step,
+        interrupted: end.interrupted,
+        train_loss: end.train_loss,
+        last_eval: end.last_eval,
+        tokens_per_second: end.tokens_per_second,
     })
 }
 

@@ -1,6 +1,7 @@
 //! What a checkpoint holds beyond the model (the format `packer` reads): the AdamW moments in
 //! `optimizer.safetensors` (tensors `m.<name>` and `v.<name>`, f32, the model's names and shapes)
-//! and the loop's position in `train_state.json`. All of it is written in one atomic rename.
+//! and the loop's position in `train_state.json`. All of it is written in one atomic rename
+//! ([`super::checkpointing`] makes the rename durable and recovers from a crash in the middle).
 
 use super::TrainConfig;
 use crate::backend::{AdamW, Backend};
@@ -12,10 +13,11 @@ use std::ops::Range;
 use std::path::Path;
 use walsh_spec::Checkpoint;
 use walsh_spec::checkpoint::{read_safetensors, safetensors_bytes};
+use walsh_spec::config::ModelConfig;
 
 pub const FORMAT: &str = "walsh-train-state-v1";
-const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-const STATE_FILE: &str = "train_state.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "train_state.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainState {
@@ -30,6 +32,11 @@ pub struct TrainState {
     /// Validation loss of the evaluation at `step`, where one ran (what `best/` is chosen by).
     #[serde(default)]
     pub val_loss: Option<f64>,
+    /// The model the weights were trained as: what a resume checks `config.json` against, since
+    /// `block_size`, `rope_theta` or `eos_token_id` leave no trace in the tensors' shapes
+    /// (absent in checkpoints written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelConfig>,
 }
 
 /// The validation loss recorded in checkpoint `dir`, if it has one (a run's `best/`).
@@ -101,12 +108,8 @@ pub fn save<B: Backend<Elem = f32>>(
     Ok(())
 }
 
-/// Reads the optimizer and loop state of the checkpoint `dir` for `model` (already holding the
-/// checkpoint's weights).
-pub fn load<B: Backend<Elem = f32>>(
-    dir: &Path,
-    model: &mut Model<B>,
-) -> Result<(Optimizer<B>, TrainState)> {
+/// Reads the loop state `train_state.json` of the checkpoint `dir`.
+pub fn read_state(dir: &Path) -> Result<TrainState> {
     let state_path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&state_path).with_context(|| {
         format!(
@@ -124,6 +127,15 @@ pub fn load<B: Backend<Elem = f32>>(
             state.format
         );
     }
+    Ok(state)
+}
+
+/// Reads the optimizer state of the checkpoint `dir` for `model` (already holding the
+/// checkpoint's weights).
+pub fn load_optimizer<B: Backend<Elem = f32>>(
+    dir: &Path,
+    model: &mut Model<B>,
+) -> Result<Optimizer<B>> {
     let opt_path = dir.join(OPTIMIZER_FILE);
     let moments = read_safetensors(&opt_path)?;
     let mut bufs = Vec::new();
@@ -148,5 +160,5 @@ pub fn load<B: Backend<Elem = f32>>(
     }
     let v = bufs.pop().context("two moment buffers")?;
     let m = bufs.pop().context("two moment buffers")?;
-    Ok((Optimizer { m, v }, state))
+    Ok(Optimizer { m, v })
 }

@@ -740,3 +740,109 @@ fn upload_replies_are_bounded() {
     );
     assert!(last < 2048, "{last}");
 }
+
+/// Property: no method traps, whatever its (well-typed) arguments: 300 random calls of every
+/// method with boundary values (empty and huge prompts, NaN and negative sampling parameters,
+/// stop lists at and past their caps, offsets past the blob, chunks out of range or of the wrong
+/// length, commits of nothing or of garbage). Only malformed Candid is refused by a trap, in
+/// ic-cdk's decoding before any method runs (deploy/README.md).
+#[test]
+fn no_argument_makes_a_method_trap() {
+    let mut h = installed();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let floats = [
+        0.0f32,
+        -1.0,
+        0.5,
+        1.0,
+        2.0,
+        f32::NAN,
+        f32::INFINITY,
+        1e30,
+        -0.0,
+    ];
+    let texts = [
+        String::new(),
+        "Once upon a time".to_string(),
+        "word ".repeat(400),
+        "\u{0}\u{ffff}é😀".repeat(50),
+        "x".repeat(9000),
+    ];
+    for i in 0..300u64 {
+        let r = next();
+        let caller = if r & 1 == 0 { controller() } else { stranger() };
+        let pick = |n: usize, k: u64| ((k >> 8) % n as u64) as usize;
+        let (method, arg, query) = match i % 8 {
+            0 => (
+                "generate",
+                Encode!(&texts[pick(texts.len(), r)], &((r >> 20) as u32 % 300)).unwrap(),
+                true,
+            ),
+            1 => {
+                let stops: Vec<String> = (0..(r >> 30) % 20)
+                    .map(|k| "ab".repeat((k as usize * 7) % 40))
+                    .collect();
+                let req = GenerateRequest {
+                    prompt: texts[pick(texts.len(), r)].clone(),
+                    max_tokens: (r >> 12) as u32 % 50,
+                    temperature: Some(floats[pick(floats.len(), r >> 3)]),
+                    top_k: Some((r >> 40) as u32 % 70_000),
+                    top_p: Some(floats[pick(floats.len(), r >> 5)]),
+                    seed: Some(r),
+                    stop: Some(stops),
+                };
+                ("generate_with", Encode!(&req).unwrap(), true)
+            }
+            2 => ("model_info", Encode!().unwrap(), true),
+            3 => (
+                "download_chunk",
+                Encode!(
+                    &[0u64, 1, 1 << 20, u64::MAX, r][pick(5, r)],
+                    &[0u32, 1, 1_900_000, 1_900_001, u32::MAX][pick(5, r >> 4)]
+                )
+                .unwrap(),
+                true,
+            ),
+            4 => ("upload_status", Encode!().unwrap(), true),
+            5 => {
+                let req = UploadBegin {
+                    total_size: [0u64, 1, 4096, 1 << 28, 1 << 30, u64::MAX][pick(6, r)],
+                    sha256: serde_bytes::ByteBuf::from(vec![7; [0, 31, 32, 33][pick(4, r >> 3)]]),
+                    chunk_size: [0u32, 1023, 1024, 65_536, 1_900_000, u32::MAX][pick(6, r >> 6)],
+                };
+                ("upload_begin", Encode!(&req).unwrap(), false)
+            }
+            6 => {
+                let req = UploadChunk {
+                    index: [0u32, 1, 3, u32::MAX][pick(4, r)],
+                    data: serde_bytes::ByteBuf::from(vec![1; [0, 1, 1024, 4096][pick(4, r >> 3)]]),
+                };
+                ("upload_chunk", Encode!(&req).unwrap(), false)
+            }
+            _ => (
+                ["upload_commit", "upload_abort"][pick(2, r)],
+                Encode!().unwrap(),
+                false,
+            ),
+        };
+        let result = if query {
+            h.query(caller, method, &arg)
+        } else {
+            h.update(caller, method, &arg)
+        };
+        match result {
+            Ok(report) => assert!(report.bytes().is_some(), "{method}: {report:?}"),
+            // Strangers' update calls are refused by inspect_message, by design.
+            Err(CallError::InspectRejected(_)) if caller == stranger() => {}
+            Err(e) => panic!("call {i}: {method} by {caller} trapped: {e}"),
+        }
+    }
+    // The canister still serves.
+    ok(generate(&mut h, "Once upon a time", 3).0);
+}

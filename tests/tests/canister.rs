@@ -846,3 +846,45 @@ fn no_argument_makes_a_method_trap() {
     // The canister still serves.
     ok(generate(&mut h, "Once upon a time", 3).0);
 }
+
+/// The running hash lives in stable memory: an upgrade in the middle of an upload loses nothing,
+/// and the commit after it does not hash again. Malformed Candid (a prompt that is not UTF-8) is
+/// refused by ic-cdk's decoding with a trap before the method runs, as deploy/README.md says.
+#[test]
+fn upgrade_mid_upload_and_malformed_candid() {
+    let mut h = installed();
+    let tiny = blob("tiny.toml", &[], 9, PackOptions::default());
+    let chunk_size = 64 * 1024;
+    assert!(matches!(
+        begin(
+            &mut h,
+            tiny.len(),
+            Sha256::digest(&tiny).to_vec(),
+            chunk_size
+        ),
+        UploadResult::Ok(_)
+    ));
+    let chunks: Vec<&[u8]> = tiny.chunks(chunk_size as usize).collect();
+    let half = chunks.len() / 2;
+    for (i, c) in chunks.iter().enumerate().take(half) {
+        assert!(matches!(chunk(&mut h, i as u32, c), UploadResult::Ok(_)));
+    }
+    h.upgrade(wasm(), &Encode!().unwrap(), controller())
+        .expect("upgrade");
+    let s = status_now(&mut h).expect("the upload survives the upgrade");
+    assert_eq!(s.hashed_bytes, half as u64 * u64::from(chunk_size));
+    for (i, c) in chunks.iter().enumerate().skip(half) {
+        assert!(matches!(chunk(&mut h, i as u32, c), UploadResult::Ok(_)));
+    }
+    assert_eq!(status_now(&mut h).unwrap().hashed_bytes, tiny.len() as u64);
+    assert!(matches!(commit(&mut h), CommitResult::Ok(_)));
+
+    let mut arg = Encode!(&"abc".to_string(), &3u32).unwrap();
+    let at = arg.windows(3).position(|w| w == b"abc").unwrap();
+    arg[at] = 0xff;
+    match h.query(Principal::anonymous(), "generate", &arg) {
+        Err(CallError::Trap(m)) => assert!(m.contains("decode"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    ok(generate(&mut h, "Once upon a time", 3).0);
+}

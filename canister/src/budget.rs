@@ -65,11 +65,19 @@ impl CostModel {
     /// From the measured prefill chunks (`(positions, instructions)`, in order from position 0)
     /// and one decode step at position `at`.
     pub fn fit(chunks: &[(usize, u64)], decode: u64, at: usize) -> Self {
+        Self::fit_from(0, chunks, decode, at)
+    }
+
+    /// [`CostModel::fit`] for chunks that start at position `origin`.
+    pub fn fit_from(origin: usize, chunks: &[(usize, u64)], decode: u64, at: usize) -> Self {
         let sum = |from: usize, n: usize| (from..from + n).map(|p| p as f64).sum::<f64>();
         let (a, b) = match chunks {
             [(n1, c1), (n2, c2), ..] if *n1 > 0 && *n2 > 0 => {
                 let (n1, n2, c1, c2) = (*n1 as f64, *n2 as f64, *c1 as f64, *c2 as f64);
-                let (s1, s2) = (sum(0, n1 as usize), sum(n1 as usize, n2 as usize));
+                let (s1, s2) = (
+                    sum(origin, n1 as usize),
+                    sum(origin + n1 as usize, n2 as usize),
+                );
                 let det = s2 * n1 - s1 * n2;
                 let b = if det > 0.0 {
                     ((c2 * n1 - c1 * n2) / det).max(0.0)
@@ -161,6 +169,18 @@ mod tests {
         assert!((m.a / COST_MARGIN - 1e6).abs() < 1.0, "{m:?}");
         assert!((m.b / COST_MARGIN - 1e4).abs() < 0.01, "{m:?}");
         assert!((m.step_extra / COST_MARGIN - 3e6).abs() < 1.0, "{m:?}");
+        // What `calibrate` measures: chunks of 8 from position 1, a step at 17.
+        let from1 = CostModel::fit_from(
+            1,
+            &[(8, cost(1, 8)), (8, cost(9, 8))],
+            cost(17, 1) + 3_000_000,
+            17,
+        );
+        assert!(
+            (from1.a - m.a).abs() < 1.0 && (from1.b - m.b).abs() < 0.01,
+            "{from1:?}"
+        );
+        assert!((from1.step_extra - m.step_extra).abs() < 1.0, "{from1:?}");
         let limit = 5_000_000_000;
         let max = m.max_prompt_tokens(0, limit, 65_535);
         // What the prefill of max + 1 positions and one step really cost fits; one more does not.

@@ -40,39 +40,42 @@ struct Loaded {
 /// Positions of each of the two prefill chunks `calibrate` runs.
 const CALIBRATION_CHUNK: usize = 8;
 
-/// Measures what positions of this model cost (two prefill chunks of [`CALIBRATION_CHUNK`]
-/// positions, then one decode step: 17 positions, a fixed cost per load), so that `generate` can
-/// refuse up front a prompt that no query could process.
+/// Instructions `calibrate` may spend: a model whose first position costs more than a
+/// twentieth of this is measured on that one position only (it can run few positions in a query
+/// anyway), so a load never spends more than about this on calibration.
+const CALIBRATION_LIMIT: u64 = 3_000_000_000;
+
+/// Measures what positions of this model cost (one position, then two prefill chunks of
+/// [`CALIBRATION_CHUNK`] positions and one decode step: 18 positions, a bounded cost per load),
+/// so that `generate` can refuse up front a prompt that no query could process.
 fn calibrate(engine: &Engine) -> CostModel {
     let c = engine.config();
     let model = &engine.model;
     let mut cache = model.new_cache();
-    let mut chunks: Vec<(usize, u64)> = Vec::new();
-    let mut pos = 0;
-    for _ in 0..2 {
-        let n = CALIBRATION_CHUNK.min(c.block_size.saturating_sub(pos + 1));
-        if n == 0 {
-            break;
-        }
+    let mut run = |n: usize| -> Option<u64> {
         let before = ic_cdk::api::performance_counter(0);
-        if model
+        model
             .forward(&vec![c.eos_token_id; n], &mut cache, false)
-            .is_err()
-        {
-            break;
-        }
-        chunks.push((
-            n,
-            ic_cdk::api::performance_counter(0).saturating_sub(before),
-        ));
-        pos += n;
-    }
-    let before = ic_cdk::api::performance_counter(0);
-    let decode = match model.forward(&[c.eos_token_id], &mut cache, false) {
-        Ok(_) => ic_cdk::api::performance_counter(0).saturating_sub(before),
-        Err(_) => 0,
+            .ok()?;
+        Some(ic_cdk::api::performance_counter(0).saturating_sub(before))
     };
-    CostModel::fit(&chunks, decode, pos)
+    let Some(first) = run(1) else {
+        return CostModel::fit(&[], 0, 0);
+    };
+    if first.saturating_mul(20) > CALIBRATION_LIMIT || c.block_size < 2 * CALIBRATION_CHUNK + 2 {
+        return CostModel::fit(&[(1, first)], first, 1);
+    }
+    let (Some(c1), Some(c2)) = (run(CALIBRATION_CHUNK), run(CALIBRATION_CHUNK)) else {
+        return CostModel::fit(&[(1, first)], first, 1);
+    };
+    let decode = run(1).unwrap_or(first);
+    // The chunks start at position 1 (after the first): shift them to the fit's origin.
+    CostModel::fit_from(
+        1,
+        &[(CALIBRATION_CHUNK, c1), (CALIBRATION_CHUNK, c2)],
+        decode,
+        1 + 2 * CALIBRATION_CHUNK,
+    )
 }
 
 fn loaded(engine: Engine, source: ModelSource) -> Loaded {

@@ -2,15 +2,16 @@
 //! uploads into stable memory, and the query budget. Its Candid types are in `walsh-interface`.
 
 mod budget;
+mod hash;
 mod storage;
 mod upload;
 
-use budget::{Budget, QUERY_INSTRUCTION_LIMIT};
+use budget::{Budget, CostModel, QUERY_INSTRUCTION_LIMIT};
 use candid::Principal;
 use std::cell::RefCell;
 use std::rc::Rc;
 use storage::{ActiveBlob, StableSlots};
-use upload::{BlobStore, UploadSession};
+use upload::{BlobStore, UploadError, UploadSession};
 use walsh_engine::Engine;
 use walsh_interface::*;
 use walsh_spec::blob::hex;
@@ -22,6 +23,8 @@ use walsh_spec::upload::MAX_DOWNLOAD_CHUNK;
 /// context is anywhere near this long.
 const MAX_PROMPT_BYTES_PER_POSITION: usize = 32;
 
+use walsh_engine::generate::PREFILL_CHUNK;
+
 #[cfg(feature = "embedded-model")]
 const EMBEDDED_MODEL: Option<&[u8]> = Some(include_bytes!("../../models/walsh-default.walsh"));
 #[cfg(not(feature = "embedded-model"))]
@@ -30,6 +33,58 @@ const EMBEDDED_MODEL: Option<&[u8]> = None;
 struct Loaded {
     engine: Rc<Engine>,
     source: ModelSource,
+    /// What a position costs this model, measured when it loaded.
+    cost: CostModel,
+}
+
+/// Positions of each of the two prefill chunks `calibrate` runs.
+const CALIBRATION_CHUNK: usize = 8;
+
+/// Instructions `calibrate` may spend: a model whose first position costs more than a
+/// twentieth of this is measured on that one position only (it can run few positions in a query
+/// anyway), so a load never spends more than about this on calibration.
+const CALIBRATION_LIMIT: u64 = 3_000_000_000;
+
+/// Measures what positions of this model cost (one position, then two prefill chunks of
+/// [`CALIBRATION_CHUNK`] positions and one decode step: 18 positions, a bounded cost per load),
+/// so that `generate` can refuse up front a prompt that no query could process.
+fn calibrate(engine: &Engine) -> CostModel {
+    let c = engine.config();
+    let model = &engine.model;
+    let mut cache = model.new_cache();
+    let mut run = |n: usize| -> Option<u64> {
+        let before = ic_cdk::api::performance_counter(0);
+        model
+            .forward(&vec![c.eos_token_id; n], &mut cache, false)
+            .ok()?;
+        Some(ic_cdk::api::performance_counter(0).saturating_sub(before))
+    };
+    let Some(first) = run(1) else {
+        return CostModel::fit(&[], 0, 0);
+    };
+    if first.saturating_mul(20) > CALIBRATION_LIMIT || c.block_size < 2 * CALIBRATION_CHUNK + 2 {
+        return CostModel::fit(&[(1, first)], first, 1);
+    }
+    let (Some(c1), Some(c2)) = (run(CALIBRATION_CHUNK), run(CALIBRATION_CHUNK)) else {
+        return CostModel::fit(&[(1, first)], first, 1);
+    };
+    let decode = run(1).unwrap_or(first);
+    // The chunks start at position 1 (after the first): shift them to the fit's origin.
+    CostModel::fit_from(
+        1,
+        &[(CALIBRATION_CHUNK, c1), (CALIBRATION_CHUNK, c2)],
+        decode,
+        1 + 2 * CALIBRATION_CHUNK,
+    )
+}
+
+fn loaded(engine: Engine, source: ModelSource) -> Loaded {
+    let cost = calibrate(&engine);
+    Loaded {
+        engine: Rc::new(engine),
+        source,
+        cost,
+    }
 }
 
 thread_local! {
@@ -37,14 +92,13 @@ thread_local! {
     static LOADED: RefCell<Option<Loaded>> = const { RefCell::new(None) };
 }
 
-fn caller_is_controller() -> Result<Principal, String> {
+/// The caller if it is a controller; else the caller, as the error.
+fn caller_is_controller() -> Result<Principal, Principal> {
     let caller = ic_cdk::api::msg_caller();
     if ic_cdk::api::is_controller(&caller) {
         Ok(caller)
     } else {
-        Err(format!(
-            "caller {caller} is not a controller of this canister; only controllers may upload or download models"
-        ))
+        Err(caller)
     }
 }
 
@@ -56,13 +110,13 @@ fn load_active() {
         Some(a) => {
             let bytes = StableSlots.read(a.slot, 0, a.size);
             match Engine::load(&bytes) {
-                Ok(engine) => Some(Loaded {
-                    engine: Rc::new(engine),
-                    source: ModelSource::Uploaded {
+                Ok(engine) => Some(loaded(
+                    engine,
+                    ModelSource::Uploaded {
                         at_ns: a.at_ns,
                         by: a.by,
                     },
-                }),
+                )),
                 Err(e) => ic_cdk::trap(format!(
                     "the uploaded model in stable memory does not load: {e}"
                 )),
@@ -70,10 +124,7 @@ fn load_active() {
         }
         None => match EMBEDDED_MODEL {
             Some(bytes) => match Engine::load(bytes) {
-                Ok(engine) => Some(Loaded {
-                    engine: Rc::new(engine),
-                    source: ModelSource::Embedded,
-                }),
+                Ok(engine) => Some(loaded(engine, ModelSource::Embedded)),
                 Err(e) => ic_cdk::trap(format!("the embedded model does not load: {e}")),
             },
             None => None,
@@ -92,67 +143,97 @@ fn post_upgrade() {
     load_active();
 }
 
-fn engine() -> Result<Rc<Engine>, String> {
+fn engine() -> Result<(Rc<Engine>, CostModel), GenerateError> {
     LOADED.with(|l| {
         l.borrow()
             .as_ref()
-            .map(|l| l.engine.clone())
-            .ok_or_else(|| "no model is loaded: upload one with `packer upload` (this build has no embedded model)".to_string())
+            .map(|l| (l.engine.clone(), l.cost))
+            .ok_or(GenerateError::NoModel)
     })
 }
 
-/// Instructions one position is assumed to cost before the first is measured: a generous
-/// multiple of the multiply-adds it needs.
-fn prior_instructions_per_position(engine: &Engine) -> u64 {
-    let c = engine.config();
-    let (_, brain) = c.param_counts();
-    let logits = match c.embedding {
-        walsh_spec::config::Embedding::Standard => c.vocab_size * c.n_embd,
-        walsh_spec::config::Embedding::Hash => 2 * c.hash_buckets * c.n_embd + 2 * c.vocab_size,
-    };
-    let attention = 2 * c.n_layer * c.block_size * c.n_embd;
-    8 * (brain + logits + attention) as u64
+/// Checks every argument against a limit before any work proportional to it is done.
+fn check_request(req: &GenerateRequest, engine: &Engine) -> Result<(), GenerateError> {
+    let block_size = engine.config().block_size;
+    let max_bytes = MAX_PROMPT_BYTES_PER_POSITION * block_size;
+    if req.prompt.len() > max_bytes {
+        return Err(GenerateError::PromptTooManyBytes {
+            bytes: req.prompt.len() as u64,
+            max: max_bytes as u64,
+            context: (block_size - 1) as u32,
+        });
+    }
+    if let Some(stop) = &req.stop {
+        if stop.len() > MAX_STOP_STRINGS {
+            return Err(GenerateError::TooManyStops {
+                count: stop.len() as u64,
+                max: MAX_STOP_STRINGS as u32,
+            });
+        }
+        if let Some((index, s)) = stop
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.len() > MAX_STOP_BYTES)
+        {
+            return Err(GenerateError::StopTooLong {
+                index: index as u32,
+                bytes: s.len() as u64,
+                max: MAX_STOP_BYTES as u32,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn run_generate(req: GenerateRequest) -> GenerateResult {
-    let engine = match engine() {
-        Ok(e) => e,
-        Err(e) => return GenerateResult::Err(e),
-    };
-    let max_bytes = MAX_PROMPT_BYTES_PER_POSITION * engine.config().block_size;
-    if req.prompt.len() > max_bytes {
-        return GenerateResult::Err(format!(
-            "prompt is {} bytes; at most {max_bytes} are accepted (the context holds {} tokens)",
-            req.prompt.len(),
-            engine.config().block_size - 1
-        ));
+    match try_generate(req) {
+        Ok(g) => GenerateResult::Ok(g),
+        Err(e) => GenerateResult::Err(e),
     }
+}
+
+fn try_generate(req: GenerateRequest) -> Result<Generation, GenerateError> {
+    let (engine, cost) = engine()?;
+    check_request(&req, &engine)?;
     let params = SamplingParams {
         temperature: req.temperature.unwrap_or(0.0),
         top_k: req.top_k.unwrap_or(0) as usize,
         top_p: req.top_p.unwrap_or(1.0),
         seed: req.seed.unwrap_or(0),
     };
-    let stop = req.stop.unwrap_or_default();
-    let mut budget = Budget::new(
-        QUERY_INSTRUCTION_LIMIT,
-        prior_instructions_per_position(&engine),
-        ic_cdk::api::performance_counter(0),
-    );
-    let result = engine.generate(&req.prompt, req.max_tokens as usize, params, &stop, |n| {
-        budget.allows(ic_cdk::api::performance_counter(0), n)
-    });
-    match result {
-        Ok(out) => GenerateResult::Ok(Generation {
-            text: out.text,
-            generated_tokens: out.tokens.len() as u32,
-            tokens: out.tokens,
-            prompt_tokens: out.prompt_tokens as u32,
-            finish_reason: finish_reason(out.finish),
-            instructions: ic_cdk::api::performance_counter(0),
-        }),
-        Err(e) => GenerateResult::Err(e.to_string()),
+    params.validate().map_err(GenerateError::InvalidSampling)?;
+    let prompt_ids = engine
+        .tokenizer
+        .encode(&req.prompt)
+        .map_err(|e| GenerateError::Engine(e.to_string()))?;
+    // Refused up front: a prompt whose prefill and first step cannot fit in this query.
+    let max_context = engine.config().block_size - 1;
+    let counter = ic_cdk::api::performance_counter(0);
+    let max_query = cost.max_prompt_tokens(counter, QUERY_INSTRUCTION_LIMIT, max_context);
+    if prompt_ids.len() > max_context.min(max_query) {
+        return Err(GenerateError::PromptTooLong {
+            tokens: prompt_ids.len() as u32,
+            max: max_context.min(max_query) as u32,
+            max_context: max_context as u32,
+            max_query: max_query as u32,
+            limit: QUERY_INSTRUCTION_LIMIT,
+        });
     }
+    let stop = req.stop.unwrap_or_default();
+    let mut budget = Budget::new(QUERY_INSTRUCTION_LIMIT, cost.prior(), counter);
+    let out = engine
+        .generate_tokens(&prompt_ids, req.max_tokens as usize, params, &stop, |n| {
+            budget.allows(ic_cdk::api::performance_counter(0), n)
+        })
+        .map_err(|e| GenerateError::Engine(e.to_string()))?;
+    Ok(Generation {
+        text: out.text,
+        generated_tokens: out.tokens.len() as u32,
+        tokens: out.tokens,
+        prompt_tokens: out.prompt_tokens as u32,
+        finish_reason: finish_reason(out.finish),
+        instructions: ic_cdk::api::performance_counter(0),
+    })
 }
 
 fn finish_reason(f: walsh_engine::FinishReason) -> FinishReason {
@@ -203,9 +284,9 @@ fn info(engine: &Engine, source: ModelSource) -> ModelInfo {
             },
             hash_buckets: c.hash_buckets as u32,
         },
-        total_params: (emb + brain) as u64,
-        brain_params: brain as u64,
-        embedding_params: emb as u64,
+        total_params: emb + brain,
+        brain_params: brain,
+        embedding_params: emb,
         blob_size: engine.blob_len as u64,
         sha256: hex(&engine.sha256),
         packing: engine.packing.name().to_string(),
@@ -218,27 +299,15 @@ fn info(engine: &Engine, source: ModelSource) -> ModelInfo {
 fn model_info() -> ModelInfoResult {
     LOADED.with(|l| match l.borrow().as_ref() {
         Some(l) => ModelInfoResult::Ok(info(&l.engine, l.source.clone())),
-        None => ModelInfoResult::Err("no model is loaded".into()),
+        None => ModelInfoResult::Err(ModelError::NoModel),
     })
-}
-
-fn status_of(s: &UploadSession) -> UploadStatus {
-    UploadStatus {
-        total_size: s.total_size,
-        chunk_size: s.chunk_size,
-        chunks: s.chunks(),
-        received: s.received_count(),
-        missing: s.missing(),
-        sha256: hex(&s.sha256),
-        started_at_ns: s.started_at_ns,
-    }
 }
 
 /// Starts an upload (replacing any unfinished one). Controllers only.
 #[ic_cdk::update]
 fn upload_begin(req: UploadBegin) -> UploadResult {
-    if let Err(e) = caller_is_controller() {
-        return UploadResult::Err(e);
+    if let Err(caller) = caller_is_controller() {
+        return UploadResult::Err(UploadError::NotController { caller });
     }
     let mut meta = storage::meta();
     let slot = meta.free_slot();
@@ -251,39 +320,43 @@ fn upload_begin(req: UploadBegin) -> UploadResult {
         &mut StableSlots,
     ) {
         Ok(s) => {
-            let status = status_of(&s);
+            let status = s.status();
             meta.upload = Some(s);
             storage::set_meta(meta);
             UploadResult::Ok(status)
         }
-        Err(e) => UploadResult::Err(e.to_string()),
+        Err(e) => UploadResult::Err(e),
     }
 }
 
 /// Stores one chunk (any order; sending a chunk again overwrites it). Controllers only.
 #[ic_cdk::update]
 fn upload_chunk(req: UploadChunk) -> UploadResult {
-    if let Err(e) = caller_is_controller() {
-        return UploadResult::Err(e);
+    if let Err(caller) = caller_is_controller() {
+        return UploadResult::Err(UploadError::NotController { caller });
     }
     let mut meta = storage::meta();
     let Some(session) = meta.upload.as_mut() else {
-        return UploadResult::Err(upload::UploadError::NoUpload.to_string());
+        return UploadResult::Err(UploadError::NoUpload);
     };
     match session.chunk(req.index, &req.data, &mut StableSlots) {
         Ok(()) => {
-            let status = status_of(session);
+            let status = session.status();
             storage::set_meta(meta);
             UploadResult::Ok(status)
         }
-        Err(e) => UploadResult::Err(e.to_string()),
+        Err(e) => UploadResult::Err(e),
     }
 }
 
-/// The upload in progress, if any: what arrived and what is missing (to resume).
+/// The upload in progress, if any: what arrived and what is missing (to resume). Controllers
+/// only.
 #[ic_cdk::query]
-fn upload_status() -> Option<UploadStatus> {
-    storage::meta().upload.as_ref().map(status_of)
+fn upload_status() -> UploadStatusResult {
+    if let Err(caller) = caller_is_controller() {
+        return UploadStatusResult::Err(UploadError::NotController { caller });
+    }
+    UploadStatusResult::Ok(storage::meta().upload.as_ref().map(UploadSession::status))
 }
 
 /// Checks size, SHA-256 and the whole blob with the engine's reader, then makes it the active
@@ -292,20 +365,31 @@ fn upload_status() -> Option<UploadStatus> {
 fn upload_commit() -> CommitResult {
     let caller = match caller_is_controller() {
         Ok(c) => c,
-        Err(e) => return CommitResult::Err(e),
+        Err(caller) => return CommitResult::Err(UploadError::NotController { caller }),
     };
     let mut meta = storage::meta();
-    let Some(session) = meta.upload.clone() else {
-        return CommitResult::Err(upload::UploadError::NoUpload.to_string());
+    let Some(mut session) = meta.upload.take() else {
+        return CommitResult::Err(UploadError::NoUpload);
     };
-    let still = "; the previous model is still serving";
-    let bytes = match session.assemble(&StableSlots) {
-        Ok(b) => b,
-        Err(e) => return CommitResult::Err(format!("{e}{still}")),
+    let assembled = session.assemble(&StableSlots);
+    let assembled = match assembled {
+        Ok(a) => a,
+        Err(e) => {
+            // Keeps what this call hashed.
+            meta.upload = Some(session);
+            storage::set_meta(meta);
+            return CommitResult::Err(e);
+        }
     };
-    let engine = match Engine::load(&bytes) {
+    // The content's SHA-256 was taken as the chunks arrived: the engine does not hash again.
+    let loaded_engine = match assembled.content_sha256 {
+        Some(d) => Engine::load_prehashed(&assembled.bytes, d),
+        None => Engine::load(&assembled.bytes),
+    };
+    drop(assembled);
+    let engine = match loaded_engine {
         Ok(e) => e,
-        Err(e) => return CommitResult::Err(format!("{e}{still}")),
+        Err(e) => return CommitResult::Err(UploadError::InvalidBlob(e.to_string())),
     };
     let now = ic_cdk::api::time();
     meta.active = Some(ActiveBlob {
@@ -322,24 +406,20 @@ fn upload_commit() -> CommitResult {
         by: caller,
     };
     let model = info(&engine, source.clone());
-    LOADED.with(|l| {
-        *l.borrow_mut() = Some(Loaded {
-            engine: Rc::new(engine),
-            source,
-        })
-    });
+    let l = loaded(engine, source);
+    LOADED.with(|cell| *cell.borrow_mut() = Some(l));
     CommitResult::Ok(model)
 }
 
 /// Drops the upload in progress. Controllers only.
 #[ic_cdk::update]
 fn upload_abort() -> AbortResult {
-    if let Err(e) = caller_is_controller() {
-        return AbortResult::Err(e);
+    if let Err(caller) = caller_is_controller() {
+        return AbortResult::Err(UploadError::NotController { caller });
     }
     let mut meta = storage::meta();
     if meta.upload.take().is_none() {
-        return AbortResult::Err(upload::UploadError::NoUpload.to_string());
+        return AbortResult::Err(UploadError::NoUpload);
     }
     storage::set_meta(meta);
     AbortResult::Ok
@@ -350,27 +430,30 @@ fn upload_abort() -> AbortResult {
 /// `model_info`. Controllers only: the weights are theirs to publish or not.
 #[ic_cdk::query]
 fn download_chunk(offset: u64, length: u32) -> DownloadResult {
-    if let Err(e) = caller_is_controller() {
-        return DownloadResult::Err(e);
+    if let Err(caller) = caller_is_controller() {
+        return DownloadResult::Err(DownloadError::NotController { caller });
     }
     if length > MAX_DOWNLOAD_CHUNK {
-        return DownloadResult::Err(format!(
-            "length {length} is over {MAX_DOWNLOAD_CHUNK} bytes (a reply is limited to 2 MiB)"
-        ));
+        return DownloadResult::Err(DownloadError::TooLong {
+            length,
+            max: MAX_DOWNLOAD_CHUNK,
+        });
     }
     let active = storage::meta().active;
     let size = match (&active, EMBEDDED_MODEL) {
         (Some(a), _) => a.size,
         (None, Some(embedded)) => embedded.len() as u64,
-        (None, None) => return DownloadResult::Err("no model is loaded".into()),
+        (None, None) => return DownloadResult::Err(DownloadError::NoModel),
     };
     let Some(end) = offset
         .checked_add(u64::from(length))
         .filter(|&end| end <= size)
     else {
-        return DownloadResult::Err(format!(
-            "bytes {offset}..{offset}+{length} are outside the blob of {size} bytes"
-        ));
+        return DownloadResult::Err(DownloadError::OutOfRange {
+            offset,
+            length,
+            size,
+        });
     };
     let bytes = match active {
         Some(a) => StableSlots.read(a.slot, offset, u64::from(length)),
@@ -379,15 +462,28 @@ fn download_chunk(offset: u64, length: u32) -> DownloadResult {
     DownloadResult::Ok(serde_bytes::ByteBuf::from(bytes))
 }
 
-/// Refuses non-controllers' uploads before they cost anything (ingress only; the update
-/// methods check again, since inter-canister calls skip this).
+/// The update methods: the only ones an ingress message may call as an update.
+const UPDATE_METHODS: [&str; 4] = [
+    "upload_begin",
+    "upload_chunk",
+    "upload_commit",
+    "upload_abort",
+];
+
+/// Runs for ingress update calls only (inter-canister calls skip it, so the methods check the
+/// caller again): refuses non-controllers' uploads before they cost anything, and any update
+/// call of a query method (`generate` run as a replicated call would burn the canister's cycles
+/// on every node of the subnet; queries are free to call as queries).
 #[ic_cdk::inspect_message]
 fn inspect_message() {
     let method = ic_cdk::api::msg_method_name();
-    if method.starts_with("upload_")
-        && let Err(e) = caller_is_controller()
-    {
-        ic_cdk::trap(e);
+    if !UPDATE_METHODS.contains(&method.as_str()) {
+        ic_cdk::trap(format!(
+            "{method} is a query method: call it as a query, not as an update"
+        ));
+    }
+    if let Err(caller) = caller_is_controller() {
+        ic_cdk::trap(UploadError::NotController { caller }.to_string());
     }
     ic_cdk::api::accept_message();
 }

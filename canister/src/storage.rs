@@ -43,6 +43,12 @@ impl Meta {
     }
 }
 
+/// The part of [`Meta`] every version has written the same way (Candid skips the other fields).
+#[derive(CandidType, Deserialize)]
+struct ActiveOnly {
+    active: Option<ActiveBlob>,
+}
+
 impl Storable for Meta {
     fn to_bytes(&self) -> Cow<'_, [u8]> {
         Cow::Owned(self.clone().into_bytes())
@@ -58,7 +64,15 @@ impl Storable for Meta {
         // upgrade fail and keeps the previous version running, with its model.
         match Decode!(&bytes, Meta) {
             Ok(m) => m,
-            Err(e) => ic_cdk::trap(format!("stable metadata is unreadable: {e}")),
+            // An upload in progress written by an earlier version (another session layout): the
+            // active model is kept, the upload is dropped (the next `packer upload` starts anew).
+            Err(e) => match Decode!(&bytes, ActiveOnly) {
+                Ok(a) => Meta {
+                    active: a.active,
+                    upload: None,
+                },
+                Err(_) => ic_cdk::trap(format!("stable metadata is unreadable: {e}")),
+            },
         }
     }
 

@@ -229,10 +229,23 @@ impl Engine {
         max_new: usize,
         params: SamplingParams,
         stop: &[String],
-        mut keep_going: impl FnMut(usize) -> bool,
+        keep_going: impl FnMut(usize) -> bool,
     ) -> Result<Output, GenerateError> {
         let prompt_ids = self.tokenizer.encode(prompt)?;
-        let mut g = Generation::start(self, &prompt_ids, max_new, params, &mut keep_going)?;
+        self.generate_tokens(&prompt_ids, max_new, params, stop, keep_going)
+    }
+
+    /// [`Engine::generate`] from the prompt's token ids (without the start token), for a caller
+    /// that tokenized the prompt itself (the canister checks its length first).
+    pub fn generate_tokens(
+        &self,
+        prompt_ids: &[u32],
+        max_new: usize,
+        params: SamplingParams,
+        stop: &[String],
+        mut keep_going: impl FnMut(usize) -> bool,
+    ) -> Result<Output, GenerateError> {
+        let mut g = Generation::start(self, prompt_ids, max_new, params, &mut keep_going)?;
         let stop: Vec<&String> = stop.iter().filter(|s| !s.is_empty()).collect();
         let mut cut: Option<usize> = None;
         while g.finish_reason().is_none() {

@@ -54,7 +54,16 @@ pub struct Engine {
 impl Engine {
     /// Parses, validates and loads a blob: the complete check an uploaded blob must pass.
     pub fn load(bytes: &[u8]) -> Result<Self, LoadError> {
-        let blob = blob::parse(bytes)?;
+        Self::from_parsed(blob::parse(bytes)?)
+    }
+
+    /// [`Engine::load`] with the SHA-256 of the blob's content (all but its last 32 bytes)
+    /// computed by the caller as the bytes arrived: the same verdict, one hash pass fewer.
+    pub fn load_prehashed(bytes: &[u8], content_sha256: [u8; 32]) -> Result<Self, LoadError> {
+        Self::from_parsed(blob::parse_prehashed(bytes, content_sha256)?)
+    }
+
+    fn from_parsed(blob: blob::Blob<'_>) -> Result<Self, LoadError> {
         let tokenizer = Tokenizer::from_json(blob.tokenizer_json, blob.config.vocab_size)?;
         if blob.config.eos_token_id as usize >= tokenizer.vocab_size() {
             return Err(TokenizerError::EosOutOfRange {

@@ -161,13 +161,26 @@ impl Model {
     /// Heap bytes a model of this config takes in the engine (checked before anything is
     /// allocated, since a small blob can describe a huge config).
     pub fn heap_estimate(c: &ModelConfig) -> u64 {
+        // In u64 with checked arithmetic (saturating at u64::MAX, which every limit refuses): a
+        // usize is 32 bits on wasm32, where 256 layers × 65,536 positions × 256 dimensions of
+        // KV cache would wrap to 0 and a model the native engine refuses would load.
         let (emb, brain) = c.param_counts();
-        let weights = 4 * (emb + brain) as u64;
-        let rope = 4 * (c.block_size * c.head_dim()) as u64;
-        let kv = 8 * (c.n_layer * c.block_size * c.n_embd) as u64;
-        let activations =
-            4 * (c.block_size * (8 * c.n_embd + 2 * c.mlp_hidden() + c.vocab_size)) as u64;
-        weights + rope + kv + activations
+        let u = |v: usize| v as u64;
+        let mul = |a: u64, b: u64| a.checked_mul(b);
+        let estimate = || -> Option<u64> {
+            let weights = mul(4, emb.checked_add(brain)?)?;
+            let rope = mul(4, mul(u(c.block_size), u(c.head_dim()))?)?;
+            let kv = mul(8, mul(mul(u(c.n_layer), u(c.block_size))?, u(c.n_embd))?)?;
+            let row = mul(8, u(c.n_embd))?
+                .checked_add(mul(2, u(c.mlp_hidden()))?)?
+                .checked_add(u(c.vocab_size))?;
+            let activations = mul(4, mul(u(c.block_size), row)?)?;
+            weights
+                .checked_add(rope)?
+                .checked_add(kv)?
+                .checked_add(activations)
+        };
+        estimate().unwrap_or(u64::MAX)
     }
 
     pub fn new_cache(&self) -> KvCache {

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use walsh_spec::blob::{Blob, hex};
 use walsh_spec::config::TensorKind;
 
-fn human(n: usize) -> String {
+fn human(n: u64) -> String {
     if n >= 1 << 20 {
         format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64)
     } else if n >= 1 << 10 {
@@ -14,7 +14,7 @@ fn human(n: usize) -> String {
     }
 }
 
-fn millions(n: usize) -> String {
+fn millions(n: u64) -> String {
     format!("{:.2}M", n as f64 / 1e6)
 }
 
@@ -71,11 +71,11 @@ pub fn report(blob: &Blob<'_>, file: &[u8], tensors: bool) -> String {
         millions(brain),
         millions(emb)
     );
-    let count = |pred: &dyn Fn(&str, TensorKind) -> bool| -> usize {
+    let count = |pred: &dyn Fn(&str, TensorKind) -> bool| -> u64 {
         blob.tensors
             .iter()
             .filter(|t| pred(&t.name, t.kind))
-            .map(|t| t.numel())
+            .map(|t| t.numel() as u64)
             .sum()
     };
     let scales = count(&|_, k| k == TensorKind::AlgebraScale);
@@ -90,11 +90,11 @@ pub fn report(blob: &Blob<'_>, file: &[u8], tensors: bool) -> String {
         millions(mixing),
         millions(norms)
     );
-    let ternary: usize = blob
+    let ternary: u64 = blob
         .tensors
         .iter()
         .filter(|t| t.kind == TensorKind::AlgebraWeight)
-        .map(|t| t.numel())
+        .map(|t| t.numel() as u64)
         .sum();
     let _ = writeln!(
         s,
@@ -102,13 +102,13 @@ pub fn report(blob: &Blob<'_>, file: &[u8], tensors: bool) -> String {
         millions(ternary),
         100.0 * ternary as f64 / total.max(1) as f64
     );
-    let tensor_bytes: usize = blob.tensors.iter().map(|t| t.bytes.len()).sum();
+    let tensor_bytes: u64 = blob.tensors.iter().map(|t| t.bytes.len() as u64).sum();
     let _ = writeln!(
         s,
         "size         {} ({} tensors, {} tokenizer, rest header/table/padding/checksum)",
-        human(blob.total_len),
+        human(blob.total_len as u64),
         human(tensor_bytes),
-        human(blob.tokenizer_json.len())
+        human(blob.tokenizer_json.len() as u64)
     );
     let _ = writeln!(
         s,

@@ -313,15 +313,16 @@ impl ModelConfig {
         out
     }
 
-    /// (embedding, brain) parameter counts, SPEC §3.
-    pub fn param_counts(&self) -> (usize, usize) {
-        let mut emb = 0;
-        let mut brain = 0;
+    /// (embedding, brain) parameter counts, SPEC §3. In u64 (saturating): on wasm32 a usize is
+    /// 32 bits, and a valid config can describe 2^38 embedding parameters.
+    pub fn param_counts(&self) -> (u64, u64) {
+        let mut emb = 0u64;
+        let mut brain = 0u64;
         for t in self.tensors() {
             if t.kind == TensorKind::Embedding {
-                emb += t.numel();
+                emb = emb.saturating_add(t.elements());
             } else {
-                brain += t.numel();
+                brain = brain.saturating_add(t.elements());
             }
         }
         (emb, brain)
@@ -353,9 +354,27 @@ impl TensorSpec {
         TensorSpec { name, shape, kind }
     }
 
+    /// Elements, for a tensor that is about to be allocated (its size already checked against
+    /// the engine's heap limit, or a native-only caller). Sizes derived from an untrusted config
+    /// use [`TensorSpec::elements`].
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+
+    /// Elements in u64 (saturating), whatever the width of usize: what blob validation and
+    /// every size estimate use, so that wasm32 and native reach the same verdict.
+    pub fn elements(&self) -> u64 {
+        elements(&self.shape)
+    }
+}
+
+/// The product of a shape's dimensions in u64, saturating at `u64::MAX` (which no blob can
+/// match and every limit refuses).
+pub fn elements(shape: &[usize]) -> u64 {
+    shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

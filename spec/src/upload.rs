@@ -8,8 +8,15 @@ use std::ops::Range;
 pub const MAX_CHUNK_SIZE: u32 = 1_900_000;
 /// Smallest chunk: anything smaller only multiplies update calls.
 pub const MIN_CHUNK_SIZE: u32 = 1024;
-/// Largest blob: it is read into the heap at commit beside the model being replaced.
-pub const MAX_BLOB_SIZE: u64 = 1 << 30;
+/// Largest blob: what `upload_commit` can read from stable memory, validate and load within an
+/// update's 40e9 instructions with a margin. Measured in the IC emulation harness
+/// (`commit_cost_is_linear_and_small` in tests/tests/upload.rs): about 1.9e9 instructions of fixed
+/// cost (the GPT-2 tokenizer, the cost calibration) and 85 a byte, so about 24e9 at 256 MiB. The
+/// blob is also read into the heap beside the model being replaced.
+pub const MAX_BLOB_SIZE: u64 = 256 << 20;
+/// Most chunks of one upload: the canister keeps one bit per chunk and replies with the missing
+/// ones as ranges, so replies stay small (a 256 MiB blob needs chunks of at least 64 KiB).
+pub const MAX_CHUNKS: u32 = 4096;
 /// Largest `download_chunk` reply: a reply is limited to 2 MiB, like a message.
 pub const MAX_DOWNLOAD_CHUNK: u32 = 1_900_000;
 

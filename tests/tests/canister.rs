@@ -58,10 +58,24 @@ fn ok(r: GenerateResult) -> Generation {
     }
 }
 
-fn err(r: GenerateResult) -> String {
+fn err(r: GenerateResult) -> GenerateError {
     match r {
         GenerateResult::Ok(g) => panic!("expected an error, got {g:?}"),
         GenerateResult::Err(e) => e,
+    }
+}
+
+fn upload_status(h: &mut Harness, caller: Principal) -> UploadStatusResult {
+    h.query(caller, "upload_status", &Encode!().unwrap())
+        .unwrap()
+        .decode()
+        .unwrap()
+}
+
+fn status_now(h: &mut Harness) -> Option<UploadStatus> {
+    match upload_status(h, controller()) {
+        UploadStatusResult::Ok(s) => s,
+        UploadStatusResult::Err(e) => panic!("upload_status: {e}"),
     }
 }
 
@@ -154,12 +168,7 @@ fn upload_out_of_order_with_duplicates_then_upgrade() {
     let mut h = installed();
     let tiny = blob("tiny.toml", &[], 5, PackOptions::default());
     // Status before anything: no upload.
-    let none: Option<UploadStatus> = h
-        .query(controller(), "upload_status", &Encode!().unwrap())
-        .unwrap()
-        .decode()
-        .unwrap();
-    assert!(none.is_none());
+    assert!(status_now(&mut h).is_none());
     let sha = Sha256::digest(&tiny).to_vec();
     let chunk_size = 256 * 1024;
     assert!(matches!(
@@ -176,19 +185,24 @@ fn upload_out_of_order_with_duplicates_then_upgrade() {
         ));
     }
     assert!(matches!(chunk(&mut h, 3, chunks[3]), UploadResult::Ok(_)));
-    let status: Option<UploadStatus> = h
-        .query(controller(), "upload_status", &Encode!().unwrap())
-        .unwrap()
-        .decode()
-        .unwrap();
-    let status = status.expect("upload in progress");
-    assert_eq!(status.missing, vec![1]);
+    let status = status_now(&mut h).expect("upload in progress");
+    assert_eq!(status.missing, vec![ChunkRange { start: 1, end: 2 }]);
+    // Only chunk 0 could be hashed so far (chunk 1 is missing).
+    assert_eq!(status.hashed_bytes, u64::from(chunk_size));
     assert_eq!(status.received, n - 1);
     // Committing now is refused, and the embedded model still answers.
     match commit(&mut h) {
-        CommitResult::Err(e) => {
-            assert!(e.contains("missing") && e.contains("still serving"), "{e}")
-        }
+        CommitResult::Err(e) => assert!(
+            matches!(
+                e,
+                UploadError::Incomplete {
+                    missing: 1,
+                    first: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        ),
         CommitResult::Ok(_) => panic!("incomplete upload committed"),
     }
     assert!(matches!(model_info(&mut h).source, ModelSource::Embedded));
@@ -225,7 +239,8 @@ fn refused_commits_keep_the_serving_model() {
     }
     match commit(&mut h) {
         CommitResult::Err(e) => assert!(
-            e.contains("SHA-256 mismatch") && e.contains("still serving"),
+            matches!(&e, UploadError::ShaMismatch { declared, .. } if declared == &"07".repeat(32))
+                && e.to_string().contains("still serving"),
             "{e}"
         ),
         CommitResult::Ok(_) => panic!("wrong SHA-256 committed"),
@@ -239,7 +254,8 @@ fn refused_commits_keep_the_serving_model() {
     bad[mid] ^= 0x40;
     match upload(&mut h, &bad, 1 << 20) {
         CommitResult::Err(e) => assert!(
-            e.contains("invalid blob") && e.contains("still serving"),
+            matches!(&e, UploadError::InvalidBlob(m) if m.contains("invalid blob"))
+                && e.to_string().contains("still serving"),
             "{e}"
         ),
         CommitResult::Ok(_) => panic!("corrupted blob committed"),
@@ -251,7 +267,7 @@ fn refused_commits_keep_the_serving_model() {
     let r: AbortResult = update(&mut h, controller(), "upload_abort", Encode!().unwrap()).unwrap();
     assert!(matches!(r, AbortResult::Ok));
     match chunk(&mut h, 0, &tiny[..1024]) {
-        UploadResult::Err(e) => assert!(e.contains("upload_begin"), "{e}"),
+        UploadResult::Err(e) => assert_eq!(e, UploadError::NoUpload),
         UploadResult::Ok(_) => panic!("chunk without upload accepted"),
     }
 }
@@ -293,12 +309,23 @@ fn bad_inputs_get_clear_answers() {
     // Over-long prompt: refused with both numbers.
     let e = err(generate(&mut h, &"word ".repeat(300), 10).0);
     assert!(
-        e.contains("prompt is 301 tokens") && e.contains("255"),
+        matches!(
+            e,
+            GenerateError::PromptTooLong {
+                tokens: 301,
+                max_context: 255,
+                ..
+            }
+        ),
         "{e}"
     );
+    assert!(e.to_string().contains("prompt is 301 tokens"), "{e}");
     // Prompt far beyond any context: refused before tokenizing.
     let e = err(generate(&mut h, &"x".repeat(100_000), 10).0);
-    assert!(e.contains("100000 bytes"), "{e}");
+    assert!(
+        matches!(e, GenerateError::PromptTooManyBytes { bytes: 100_000, .. }),
+        "{e}"
+    );
     // Bad sampling parameters.
     let e = err(generate_with(
         &mut h,
@@ -312,14 +339,17 @@ fn bad_inputs_get_clear_answers() {
             stop: None,
         },
     ));
-    assert!(e.contains("temperature"), "{e}");
+    assert!(
+        matches!(&e, GenerateError::InvalidSampling(m) if m.contains("temperature")),
+        "{e}"
+    );
     // Bad upload requests.
     match begin(&mut h, 10, vec![0; 32], 3_000_000) {
-        UploadResult::Err(e) => assert!(e.contains("chunk_size"), "{e}"),
+        UploadResult::Err(e) => assert_eq!(e, UploadError::BadChunkSize(3_000_000)),
         UploadResult::Ok(_) => panic!("oversized chunk size accepted"),
     }
     match begin(&mut h, 10, vec![0; 5], 1024) {
-        UploadResult::Err(e) => assert!(e.contains("sha256"), "{e}"),
+        UploadResult::Err(e) => assert_eq!(e, UploadError::BadSha(5)),
         UploadResult::Ok(_) => panic!("short sha accepted"),
     }
 }
@@ -401,13 +431,14 @@ fn budget_ends_generation_cleanly() {
         "budget: {} tokens fit one query ({} instructions of 5e9)",
         g.generated_tokens, instructions
     );
-    // A prompt that fills most of the context stops in the prefill, still without a trap.
+    // A prompt that fills most of the context fits the context but not one query: refused up
+    // front (it used to stop in the prefill with no token, the query's instructions spent).
     let prompt = "word ".repeat(1500);
-    let g = ok(generate(&mut h, &prompt, 10).0);
-    assert!(matches!(
-        g.finish_reason,
-        FinishReason::Budget | FinishReason::Length
-    ));
+    let e = err(generate(&mut h, &prompt, 10).0);
+    assert!(
+        matches!(e, GenerateError::PromptTooLong { tokens: 1501, max_context: 2047, max_query, .. } if max_query < 1501),
+        "{e}"
+    );
 }
 
 /// The canister's figures of merit for docs/BENCHMARKS.md, for the seed's three configs with
@@ -517,4 +548,343 @@ max in one query: {} tokens (finish {:?}, {} instructions)",
             most.instructions
         );
     }
+}
+
+/// Every argument is bounded before work proportional to it is done: a stop list of 300,000
+/// one-byte strings (a 600 KB argument) once ran the query past its 5e9 instructions; now it is
+/// refused at once, as are 17 strings or one of 65 bytes, while 16 of 64 bytes work.
+#[test]
+fn stop_lists_are_bounded() {
+    let mut h = installed();
+    let req = |stop: Vec<String>| GenerateRequest {
+        prompt: "Once upon a time".into(),
+        max_tokens: 20,
+        temperature: None,
+        top_k: None,
+        top_p: None,
+        seed: None,
+        stop: Some(stop),
+    };
+    let huge: Vec<String> = (0..300_000)
+        .map(|i| ((b'a' + (i % 26) as u8) as char).to_string())
+        .collect();
+    let arg = Encode!(&req(huge)).unwrap();
+    assert!(arg.len() > 500_000, "{}", arg.len());
+    let r = h
+        .query(Principal::anonymous(), "generate_with", &arg)
+        .expect("never traps");
+    let e = err(r.decode::<GenerateResult>().unwrap());
+    assert_eq!(
+        e,
+        GenerateError::TooManyStops {
+            count: 300_000,
+            max: MAX_STOP_STRINGS as u32
+        }
+    );
+    eprintln!(
+        "300,000 stop strings ({} bytes): refused in {} instructions",
+        arg.len(),
+        r.instructions
+    );
+    assert!(r.instructions < 1_000_000_000, "{}", r.instructions);
+    let e = err(generate_with(
+        &mut h,
+        req(vec!["x".into(); MAX_STOP_STRINGS + 1]),
+    ));
+    assert!(
+        matches!(e, GenerateError::TooManyStops { count: 17, .. }),
+        "{e}"
+    );
+    let mut long = vec!["x".to_string(); 3];
+    long[2] = "y".repeat(MAX_STOP_BYTES + 1);
+    let e = err(generate_with(&mut h, req(long)));
+    assert!(
+        matches!(
+            e,
+            GenerateError::StopTooLong {
+                index: 2,
+                bytes: 65,
+                max: 64
+            }
+        ),
+        "{e}"
+    );
+    let most: Vec<String> = (0..MAX_STOP_STRINGS).map(|i| format!("{i:0>64}")).collect();
+    let g = ok(generate_with(&mut h, req(most)));
+    assert_eq!(g.generated_tokens, 20);
+}
+
+/// A prompt whose prefill and first step do not fit in one query's instructions is refused up
+/// front, naming the limit (it once spent 4.4e9 instructions to answer 0 tokens with finish
+/// reason `budget`); the longest prompt accepted gets at least one new token.
+#[test]
+fn prompts_no_query_can_answer_are_refused_up_front() {
+    let mut h = installed();
+    let r = h
+        .query(
+            Principal::anonymous(),
+            "generate",
+            &Encode!(&"word ".repeat(250), &10u32).unwrap(),
+        )
+        .expect("never traps");
+    let e = err(r.decode().unwrap());
+    let GenerateError::PromptTooLong {
+        tokens,
+        max,
+        max_context,
+        max_query,
+        limit,
+    } = e.clone()
+    else {
+        panic!("{e}")
+    };
+    eprintln!("{e} (refused in {} instructions)", r.instructions);
+    assert_eq!((tokens, max_context, limit), (251, 255, 5_000_000_000));
+    assert!(max_query < tokens && max == max_query, "{e}");
+    assert!(max_query > 100, "{e}");
+    assert!(r.instructions < 500_000_000, "{}", r.instructions);
+    assert!(e.to_string().contains("5000000000 instructions"), "{e}");
+    // `k` words are k + 1 tokens: the longest accepted prompt answers, one more is refused.
+    let words = max_query as usize - 1;
+    let g = ok(generate(&mut h, &"word ".repeat(words), 10).0);
+    assert_eq!(g.prompt_tokens, max_query);
+    assert!(g.generated_tokens >= 1, "{g:?}");
+    eprintln!(
+        "the longest prompt ({max_query} tokens): {} new tokens, {} instructions, finish {:?}",
+        g.generated_tokens, g.instructions, g.finish_reason
+    );
+    let e = err(generate(&mut h, &"word ".repeat(words + 1), 10).0);
+    assert!(matches!(e, GenerateError::PromptTooLong { .. }), "{e}");
+}
+
+/// `upload_status` is for controllers, and no query method can be called as an ingress update
+/// (a replicated `generate` would burn the canister's cycles).
+#[test]
+fn access_rules() {
+    let mut h = installed();
+    match upload_status(&mut h, stranger()) {
+        UploadStatusResult::Err(UploadError::NotController { caller }) => {
+            assert_eq!(caller, stranger())
+        }
+        other => panic!("upload_status by a stranger: {other:?}"),
+    }
+    for caller in [stranger(), controller(), Principal::anonymous()] {
+        for (method, arg) in [
+            ("generate", Encode!(&"Hi".to_string(), &3u32).unwrap()),
+            ("model_info", Encode!().unwrap()),
+            ("upload_status", Encode!().unwrap()),
+            ("download_chunk", Encode!(&0u64, &10u32).unwrap()),
+        ] {
+            match h.update(caller, method, &arg) {
+                Err(CallError::InspectRejected(e)) => {
+                    assert!(e.contains("query method"), "{method}: {e}")
+                }
+                other => panic!("{method} as an update by {caller}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Replies stay small whatever the request: an upload has at most 4096 chunks (a 1 GiB total in
+/// 1 KiB chunks was a begin reply over 2 MiB), and the missing chunks are ranges.
+#[test]
+fn upload_replies_are_bounded() {
+    let mut h = installed();
+    let r = h
+        .update(
+            controller(),
+            "upload_begin",
+            &Encode!(&UploadBegin {
+                total_size: walsh_spec::upload::MAX_BLOB_SIZE,
+                sha256: serde_bytes::ByteBuf::from(vec![0; 32]),
+                chunk_size: 1024,
+            })
+            .unwrap(),
+        )
+        .expect("never traps");
+    assert!(r.bytes().unwrap().len() < 1024);
+    match r.decode::<UploadResult>().unwrap() {
+        UploadResult::Err(UploadError::TooManyChunks { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The most chunks there can be, every other one sent: 2048 ranges in each reply.
+    let chunks = walsh_spec::upload::MAX_CHUNKS;
+    assert!(matches!(
+        begin(&mut h, chunks as usize * 1024, vec![0; 32], 1024),
+        UploadResult::Ok(_)
+    ));
+    let mut last = 0;
+    for i in (0..chunks).step_by(2).take(64) {
+        let r = h
+            .update(
+                controller(),
+                "upload_chunk",
+                &Encode!(&UploadChunk {
+                    index: i,
+                    data: serde_bytes::ByteBuf::from(vec![1; 1024]),
+                })
+                .unwrap(),
+            )
+            .unwrap();
+        last = r.bytes().unwrap().len();
+    }
+    let s = status_now(&mut h).unwrap();
+    assert_eq!(s.missing.len(), 64);
+    assert_eq!(s.missing[0], ChunkRange { start: 1, end: 2 });
+    assert_eq!(
+        s.missing[63],
+        ChunkRange {
+            start: 127,
+            end: chunks
+        }
+    );
+    assert!(last < 2048, "{last}");
+}
+
+/// Property: no method traps, whatever its (well-typed) arguments: 300 random calls of every
+/// method with boundary values (empty and huge prompts, NaN and negative sampling parameters,
+/// stop lists at and past their caps, offsets past the blob, chunks out of range or of the wrong
+/// length, commits of nothing or of garbage). Only malformed Candid is refused by a trap, in
+/// ic-cdk's decoding before any method runs (deploy/README.md).
+#[test]
+fn no_argument_makes_a_method_trap() {
+    let mut h = installed();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let floats = [
+        0.0f32,
+        -1.0,
+        0.5,
+        1.0,
+        2.0,
+        f32::NAN,
+        f32::INFINITY,
+        1e30,
+        -0.0,
+    ];
+    let texts = [
+        String::new(),
+        "Once upon a time".to_string(),
+        "word ".repeat(400),
+        "\u{0}\u{ffff}é😀".repeat(50),
+        "x".repeat(9000),
+    ];
+    for i in 0..300u64 {
+        let r = next();
+        let caller = if r & 1 == 0 { controller() } else { stranger() };
+        let pick = |n: usize, k: u64| ((k >> 8) % n as u64) as usize;
+        let (method, arg, query) = match i % 8 {
+            0 => (
+                "generate",
+                Encode!(&texts[pick(texts.len(), r)], &((r >> 20) as u32 % 300)).unwrap(),
+                true,
+            ),
+            1 => {
+                let stops: Vec<String> = (0..(r >> 30) % 20)
+                    .map(|k| "ab".repeat((k as usize * 7) % 40))
+                    .collect();
+                let req = GenerateRequest {
+                    prompt: texts[pick(texts.len(), r)].clone(),
+                    max_tokens: (r >> 12) as u32 % 50,
+                    temperature: Some(floats[pick(floats.len(), r >> 3)]),
+                    top_k: Some((r >> 40) as u32 % 70_000),
+                    top_p: Some(floats[pick(floats.len(), r >> 5)]),
+                    seed: Some(r),
+                    stop: Some(stops),
+                };
+                ("generate_with", Encode!(&req).unwrap(), true)
+            }
+            2 => ("model_info", Encode!().unwrap(), true),
+            3 => (
+                "download_chunk",
+                Encode!(
+                    &[0u64, 1, 1 << 20, u64::MAX, r][pick(5, r)],
+                    &[0u32, 1, 1_900_000, 1_900_001, u32::MAX][pick(5, r >> 4)]
+                )
+                .unwrap(),
+                true,
+            ),
+            4 => ("upload_status", Encode!().unwrap(), true),
+            5 => {
+                let req = UploadBegin {
+                    total_size: [0u64, 1, 4096, 1 << 28, 1 << 30, u64::MAX][pick(6, r)],
+                    sha256: serde_bytes::ByteBuf::from(vec![7; [0, 31, 32, 33][pick(4, r >> 3)]]),
+                    chunk_size: [0u32, 1023, 1024, 65_536, 1_900_000, u32::MAX][pick(6, r >> 6)],
+                };
+                ("upload_begin", Encode!(&req).unwrap(), false)
+            }
+            6 => {
+                let req = UploadChunk {
+                    index: [0u32, 1, 3, u32::MAX][pick(4, r)],
+                    data: serde_bytes::ByteBuf::from(vec![1; [0, 1, 1024, 4096][pick(4, r >> 3)]]),
+                };
+                ("upload_chunk", Encode!(&req).unwrap(), false)
+            }
+            _ => (
+                ["upload_commit", "upload_abort"][pick(2, r)],
+                Encode!().unwrap(),
+                false,
+            ),
+        };
+        let result = if query {
+            h.query(caller, method, &arg)
+        } else {
+            h.update(caller, method, &arg)
+        };
+        match result {
+            Ok(report) => assert!(report.bytes().is_some(), "{method}: {report:?}"),
+            // Strangers' update calls are refused by inspect_message, by design.
+            Err(CallError::InspectRejected(_)) if caller == stranger() => {}
+            Err(e) => panic!("call {i}: {method} by {caller} trapped: {e}"),
+        }
+    }
+    // The canister still serves.
+    ok(generate(&mut h, "Once upon a time", 3).0);
+}
+
+/// The running hash lives in stable memory: an upgrade in the middle of an upload loses nothing,
+/// and the commit after it does not hash again. Malformed Candid (a prompt that is not UTF-8) is
+/// refused by ic-cdk's decoding with a trap before the method runs, as deploy/README.md says.
+#[test]
+fn upgrade_mid_upload_and_malformed_candid() {
+    let mut h = installed();
+    let tiny = blob("tiny.toml", &[], 9, PackOptions::default());
+    let chunk_size = 64 * 1024;
+    assert!(matches!(
+        begin(
+            &mut h,
+            tiny.len(),
+            Sha256::digest(&tiny).to_vec(),
+            chunk_size
+        ),
+        UploadResult::Ok(_)
+    ));
+    let chunks: Vec<&[u8]> = tiny.chunks(chunk_size as usize).collect();
+    let half = chunks.len() / 2;
+    for (i, c) in chunks.iter().enumerate().take(half) {
+        assert!(matches!(chunk(&mut h, i as u32, c), UploadResult::Ok(_)));
+    }
+    h.upgrade(wasm(), &Encode!().unwrap(), controller())
+        .expect("upgrade");
+    let s = status_now(&mut h).expect("the upload survives the upgrade");
+    assert_eq!(s.hashed_bytes, half as u64 * u64::from(chunk_size));
+    for (i, c) in chunks.iter().enumerate().skip(half) {
+        assert!(matches!(chunk(&mut h, i as u32, c), UploadResult::Ok(_)));
+    }
+    assert_eq!(status_now(&mut h).unwrap().hashed_bytes, tiny.len() as u64);
+    assert!(matches!(commit(&mut h), CommitResult::Ok(_)));
+
+    let mut arg = Encode!(&"abc".to_string(), &3u32).unwrap();
+    let at = arg.windows(3).position(|w| w == b"abc").unwrap();
+    arg[at] = 0xff;
+    match h.query(Principal::anonymous(), "generate", &arg) {
+        Err(CallError::Trap(m)) => assert!(m.contains("decode"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    ok(generate(&mut h, "Once upon a time", 3).0);
 }

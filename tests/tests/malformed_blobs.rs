@@ -2004,8 +2004,12 @@ fn mutated_blobs_never_panic() {
         }
     };
 
-    const TINY_ITERATIONS: usize = 12_000;
-    for i in 0..TINY_ITERATIONS {
+    // WALSH_MUTATIONS=10000000 for a long campaign (docs/BENCHMARKS.md); 20,000 in CI.
+    let tiny_iterations: usize = std::env::var("WALSH_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    for i in 0..tiny_iterations {
         let (name, base) = tiny[i % tiny.len()];
         let l = layout(base);
         let mut b = base.to_vec();
@@ -2341,4 +2345,277 @@ fn untyped_tokenizer_model_must_be_bpe() {
             "{model}: {r:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The canister reaches the native verdict (wasm32: a usize is 32 bits)
+// ---------------------------------------------------------------------------------------------
+
+/// A blob of `cfg` with every tensor zero (f32 floats, 4x ternary), except those that `edit`
+/// changes.
+fn zero_blob(cfg: &ModelConfig, edit: impl Fn(&mut WriterTensor)) -> Vec<u8> {
+    let tensors = cfg
+        .tensors()
+        .into_iter()
+        .map(|spec| {
+            let dtype = if spec.kind == walsh_spec::config::TensorKind::AlgebraWeight {
+                DType::Ternary4x
+            } else {
+                DType::F32
+            };
+            let len = dtype.byte_len(&spec.shape);
+            let mut t = WriterTensor {
+                name: spec.name.clone(),
+                dtype,
+                shape: spec.shape.clone(),
+                // Placeholder for tensors too large to build: `edit` must replace them.
+                bytes: if len < 16 << 20 {
+                    vec![0; len as usize]
+                } else {
+                    Vec::new()
+                },
+            };
+            edit(&mut t);
+            t
+        })
+        .collect();
+    BlobWriter {
+        config_json: cfg.to_json(),
+        tokenizer_json: TINY_TOKENIZER.into(),
+        tensors,
+    }
+    .finish()
+}
+
+/// Blobs whose sizes overflow 32-bit arithmetic: on wasm32 the canister once computed them in
+/// usize, committed blobs the native engine refuses, and every `generate` trapped afterwards.
+fn wasm32_overflow_blobs() -> Vec<(&'static str, Vec<u8>)> {
+    let base = ModelConfig {
+        name: "overflow".into(),
+        vocab_size: 16_777_216,
+        n_embd: 256,
+        n_layer: 1,
+        n_head: 2,
+        block_size: 4,
+        algebra: Algebra::Dense,
+        head_mixing: false,
+        embedding: Embedding::Standard,
+        hash_buckets: 1021,
+        rope_theta: 10000.0,
+        eos_token_id: 0,
+    };
+    // 16,777,216 × 256 f32 embeddings are 2^34 bytes: 0 in 32 bits. The table says 0 bytes.
+    let embedding = zero_blob(&base, |_| {});
+    // 256 layers × 65,536 positions × 256 dimensions of KV cache: 2^32 floats, 0 in 32 bits.
+    let kv = ModelConfig {
+        vocab_size: 16,
+        n_layer: 256,
+        block_size: 65_536,
+        algebra: Algebra::Hadamard,
+        n_head: 8,
+        ..base.clone()
+    };
+    // A hash-embedded vocabulary of 2^24 over a 65,536-token context: logits of 2^42 bytes.
+    let logits = ModelConfig {
+        n_embd: 64,
+        n_head: 2,
+        block_size: 65_536,
+        algebra: Algebra::Hadamard,
+        embedding: Embedding::Hash,
+        hash_buckets: 7,
+        ..base.clone()
+    };
+    vec![
+        ("16M x 256 embeddings of 0 bytes", embedding),
+        ("256 layers x 65,536 positions", zero_blob(&kv, |_| {})),
+        (
+            "2^24 hash vocabulary x 65,536 positions",
+            zero_blob(&logits, |_| {}),
+        ),
+    ]
+}
+
+mod in_the_canister {
+    use super::*;
+    use candid::Encode;
+    use candid::Principal;
+    use walsh_ic_harness::Harness;
+    use walsh_interface::{
+        CommitResult, GenerateResult, UploadBegin, UploadChunk, UploadError, UploadResult,
+    };
+    use walsh_tests::fixtures::controller;
+
+    pub fn installed_for_tests() -> Harness {
+        let mut h = Harness::new();
+        h.install(
+            walsh_tests::canister_wasm(),
+            &Encode!().unwrap(),
+            vec![controller()],
+            controller(),
+        )
+        .expect("install");
+        h
+    }
+
+    fn call<T: candid::CandidType + for<'de> candid::Deserialize<'de>>(
+        h: &mut Harness,
+        method: &str,
+        arg: Vec<u8>,
+    ) -> T {
+        h.update(controller(), method, &arg)
+            .unwrap_or_else(|e| panic!("{method} trapped: {e}"))
+            .decode()
+            .expect("decodes")
+    }
+
+    /// Uploads `bytes` in order and commits: the canister's verdict.
+    pub fn commit(h: &mut Harness, bytes: &[u8]) -> Result<(), UploadError> {
+        const CHUNK: u32 = 1 << 20;
+        let begin = UploadBegin {
+            total_size: bytes.len() as u64,
+            sha256: serde_bytes::ByteBuf::from(Sha256::digest(bytes).to_vec()),
+            chunk_size: CHUNK,
+        };
+        if let UploadResult::Err(e) = call(h, "upload_begin", Encode!(&begin).unwrap()) {
+            return Err(e);
+        }
+        for (i, c) in bytes.chunks(CHUNK as usize).enumerate() {
+            let req = UploadChunk {
+                index: i as u32,
+                data: serde_bytes::ByteBuf::from(c.to_vec()),
+            };
+            if let UploadResult::Err(e) = call(h, "upload_chunk", Encode!(&req).unwrap()) {
+                return Err(e);
+            }
+        }
+        match call(h, "upload_commit", Encode!().unwrap()) {
+            CommitResult::Ok(_) => Ok(()),
+            CommitResult::Err(e) => Err(e),
+        }
+    }
+
+    /// The native verdict and the canister's agree on `b`, to the message; a committed model
+    /// answers `generate` without trapping.
+    pub fn same_verdict(h: &mut Harness, label: &str, b: &[u8]) -> bool {
+        let native = Engine::load(b).map(|_| ());
+        let canister = commit(h, b);
+        match (&native, &canister) {
+            (Ok(()), Ok(())) => {
+                let r = h
+                    .query(
+                        Principal::anonymous(),
+                        "generate",
+                        &Encode!(&"ab".to_string(), &3u32).unwrap(),
+                    )
+                    .unwrap_or_else(|e| panic!("{label}: generate trapped: {e}"));
+                r.decode::<GenerateResult>()
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                true
+            }
+            (Err(n), Err(UploadError::InvalidBlob(c))) => {
+                assert_eq!(&n.to_string(), c, "{label}");
+                false
+            }
+            _ => panic!("{label}: native {native:?}, canister {canister:?}"),
+        }
+    }
+}
+
+/// Every blob of `wasm32_overflow_blobs` and a few hundred mutated ones get the same verdict
+/// natively and in the canister's wasm (upload + commit in the harness), to the message.
+#[test]
+fn the_canister_reaches_the_native_verdict() {
+    let started = std::time::Instant::now();
+    let mut h = in_the_canister::installed_for_tests();
+    for (label, b) in wasm32_overflow_blobs() {
+        let e = Engine::load(&b).expect_err(label);
+        eprintln!("{label}: {e}");
+        assert!(!in_the_canister::same_verdict(&mut h, label, &b), "{label}");
+    }
+    let mut rng = Rng(0x0000_ca11_57e4);
+    let tiny: [&[u8]; 3] = [dense_blob(), octonion_blob(), hadamard_blob()];
+    let (mut accepted, mut refused) = (0, 0);
+    for (i, base) in tiny.iter().enumerate() {
+        assert!(
+            in_the_canister::same_verdict(&mut h, "fixture", base),
+            "fixture {i}"
+        );
+    }
+    const MUTATIONS: usize = 150;
+    for i in 0..MUTATIONS {
+        let base = tiny[i % tiny.len()];
+        let l = layout(base);
+        let mut b = base.to_vec();
+        let what = mutate(&mut rng, &mut b, &l);
+        if b.len() >= 32 && rng.chance(75) {
+            reseal(&mut b);
+        }
+        if in_the_canister::same_verdict(&mut h, &format!("mutation {i} ({what})"), &b) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    eprintln!(
+        "{MUTATIONS} mutated blobs: {accepted} accepted, {refused} refused alike natively and in the canister ({:.2?})",
+        started.elapsed()
+    );
+    assert!(accepted > 0 && refused > 0);
+}
+
+/// Property: random configs (boundary values of every field, valid or not) with tensor tables
+/// whose lengths are right, 0, or what 32-bit arithmetic would make of them get the same verdict
+/// natively and in the canister. Bounded: 120 cases, blobs of a few MB at most.
+#[test]
+fn random_configs_and_tables_get_the_native_verdict_in_the_canister() {
+    let mut rng = Rng(0x0057_a7e5);
+    let mut h = in_the_canister::installed_for_tests();
+    let pick = |rng: &mut Rng, v: &[usize]| v[rng.below(v.len())];
+    let (mut accepted, mut refused) = (0, 0);
+    let mut case = 0;
+    while case < 120 {
+        let algebra = [Algebra::Dense, Algebra::Octonion, Algebra::Hadamard][rng.below(3)];
+        let cfg = ModelConfig {
+            name: "prop".into(),
+            vocab_size: pick(&mut rng, &[2, 3, 16, 1000, 65_536, 16_777_216, 16_777_217]),
+            n_embd: pick(&mut rng, &[2, 8, 32, 64, 256, 16_384, 16_385]),
+            n_layer: pick(&mut rng, &[1, 2, 3, 256, 257]),
+            n_head: pick(&mut rng, &[1, 2, 4, 8, 32]),
+            block_size: pick(&mut rng, &[1, 2, 4, 33, 65_536, 65_537]),
+            algebra,
+            head_mixing: rng.chance(30),
+            embedding: if rng.chance(50) {
+                Embedding::Hash
+            } else {
+                Embedding::Standard
+            },
+            hash_buckets: pick(&mut rng, &[1, 7, 1021]),
+            rope_theta: 10000.0,
+            eos_token_id: 0,
+        };
+        // Tensors too large to build here are what a hostile table declares: 0 bytes, or their
+        // length modulo 2^32 (the blob stays under about 8 MB).
+        let cap = (8u64 << 20) / cfg.tensors().len() as u64;
+        case += 1;
+        let wrap = rng.chance(50);
+        let b = zero_blob(&cfg, |t| {
+            let len = t.dtype.byte_len(&t.shape);
+            if len > cap {
+                let wrapped = len % (1 << 32);
+                t.bytes = if wrap && wrapped <= cap {
+                    vec![0; wrapped as usize]
+                } else {
+                    Vec::new()
+                };
+            }
+        });
+        let label = format!("case {case}: {}", cfg.to_json().replace('\n', ""));
+        if in_the_canister::same_verdict(&mut h, &label, &b) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    eprintln!("random configs: {accepted} accepted, {refused} refused alike");
+    assert!(accepted > 0 && refused > 0);
 }

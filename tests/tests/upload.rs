@@ -10,7 +10,9 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use walsh_ic_harness::Harness;
-use walsh_interface::{GenerateResult, ModelInfo, ModelInfoResult, ModelSource, UploadStatus};
+use walsh_interface::{
+    GenerateResult, ModelInfo, ModelInfoResult, ModelSource, UploadStatus, UploadStatusResult,
+};
 use walsh_packer::ic::upload::{self, LocalBlob, Plan, UploadOptions};
 use walsh_packer::ic::{CallError, Client, Error, RetryPolicy, download};
 use walsh_spec::PackOptions;
@@ -75,11 +77,16 @@ fn served(h: &RefCell<Harness>) -> ModelInfo {
 }
 
 fn status(h: &RefCell<Harness>) -> Option<UploadStatus> {
-    h.borrow_mut()
+    match h
+        .borrow_mut()
         .query(controller(), "upload_status", &Encode!().unwrap())
         .expect("upload_status")
         .decode()
         .expect("decodes")
+    {
+        UploadStatusResult::Ok(s) => s,
+        UploadStatusResult::Err(e) => panic!("upload_status: {e}"),
+    }
 }
 
 fn greedy(h: &RefCell<Harness>, prompt: &str, n: u32) -> Vec<u32> {
@@ -201,7 +208,7 @@ fn interrupted_upload_resumes_with_only_the_missing_chunks() {
     let done = block_on(upload::upload(&client, &blob, &opts(), &hidden())).expect("resumes");
     let plan = done.plan.expect("something was sent");
     assert!(plan.resumed);
-    assert_eq!(plan.missing, s.missing);
+    assert_eq!(plan.missing, s.missing_chunks().collect::<Vec<_>>());
     assert_eq!(second.count("upload_begin").attempted, 0);
     assert_eq!(second.count("upload_chunk").executed, plan.chunks - arrived);
     serves(&h, &blob);
@@ -397,4 +404,68 @@ fn throughput() {
             t.count("download_chunk").executed,
         );
     }
+}
+
+/// Committing costs little and grows linearly with the blob: the SHA-256 is taken as the chunks
+/// arrive (each byte hashed once, in the `upload_chunk` that brings it), and the engine does not
+/// hash the blob again (`Engine::load_prehashed`). A 50 MB blob once took 28e9 of an update's
+/// 40e9 instructions to commit (hashed twice at commit), and a 101 MB one could never commit.
+#[test]
+fn commit_cost_is_linear_and_small() {
+    use walsh_spec::blob::DType;
+    use walsh_spec::upload::MAX_BLOB_SIZE;
+    let mut measured = Vec::new();
+    for (config, embeddings) in [
+        ("tinystories-hadamard-hash.toml", DType::Int8),
+        ("tinystories-hadamard.toml", DType::F16),
+    ] {
+        let blob = LocalBlob::new(random_blob(
+            config,
+            &[],
+            1,
+            PackOptions {
+                embeddings,
+                ..PackOptions::default()
+            },
+        ))
+        .expect("valid");
+        let h = installed();
+        let t = HarnessTransport::new(&h, controller());
+        let client = Client::new(&t, RetryPolicy::default());
+        block_on(upload::upload(
+            &client,
+            &blob,
+            &UploadOptions::default(),
+            &hidden(),
+        ))
+        .expect("uploads");
+        serves(&h, &blob);
+        let commit = t.count("upload_commit");
+        let chunks = t.count("upload_chunk");
+        let len = blob.bytes.len() as u64;
+        eprintln!(
+            "{config} ({embeddings:?} embeddings), {len} bytes: commit {} instructions ({:.1} per byte) in {} call(s); {} upload_chunk calls, {} instructions ({:.1} per byte, the hashing included)",
+            commit.instructions,
+            commit.instructions as f64 / len as f64,
+            commit.executed,
+            chunks.executed,
+            chunks.instructions,
+            chunks.instructions as f64 / len as f64,
+        );
+        assert_eq!(commit.executed, 1);
+        // Each chunk's bytes are hashed once, in its own call: far from an update's limit.
+        assert!(chunks.instructions / u64::from(chunks.executed) < 2_000_000_000);
+        measured.push((len as f64, commit.instructions as f64));
+    }
+    // The largest blob an upload accepts commits within an update's 40e9, with a margin: the
+    // cost per byte beyond the fixed part (the tokenizer, the calibration) times MAX_BLOB_SIZE.
+    let [(l1, c1), (l2, c2)] = measured[..] else {
+        unreachable!()
+    };
+    let per_byte = (c2 - c1) / (l2 - l1);
+    let at_max = c2 + per_byte * (MAX_BLOB_SIZE as f64 - l2);
+    eprintln!(
+        "commit: {per_byte:.1} instructions per byte beyond a fixed part; {at_max:.3e} predicted at MAX_BLOB_SIZE = {MAX_BLOB_SIZE}"
+    );
+    assert!(at_max <= 0.8 * 40e9, "{at_max:.3e}");
 }

@@ -470,7 +470,7 @@ impl<B: Backend> Backend for Timed<B> {
 pub struct BenchReport {
     pub config: String,
     pub device: String,
-    pub params: (usize, usize),
+    pub params: (u64, u64),
     pub batch: usize,
     pub seq: usize,
     pub steps: usize,

@@ -8,12 +8,14 @@ use candid::utils::ArgumentEncoder;
 use candid::{CandidType, Deserialize, Principal};
 use std::cell::Cell;
 use walsh_interface::{
-    AbortResult, CommitResult, DownloadResult, ModelInfo, ModelInfoResult, UploadBegin,
-    UploadChunk, UploadResult, UploadStatus,
+    AbortResult, CommitResult, DownloadError, DownloadResult, ModelInfo, ModelInfoResult,
+    NOT_CONTROLLER_RULE, UploadBegin, UploadChunk, UploadError, UploadResult, UploadStatus,
+    UploadStatusResult,
 };
 
-/// What the canister says when the caller is not a controller (`caller_is_controller`).
-const NOT_CONTROLLER: &str = "is not a controller";
+/// What the canister's `inspect_message` says when it refuses an ingress message from a caller
+/// that is not a controller (the replica rejects the call with it: text, not a Candid value).
+const NOT_CONTROLLER: &str = NOT_CONTROLLER_RULE;
 
 /// Calls made so far. Every attempt counts: a retried update that reached the canister is
 /// paid for twice.
@@ -128,15 +130,25 @@ impl<'t, T: Transport> Client<'t, T> {
         }
     }
 
-    /// The canister's own error text, as an [`Error`].
-    pub fn refused(&self, method: &str, message: String) -> Error {
-        if message.contains(NOT_CONTROLLER) {
-            self.not_controller()
-        } else {
-            Error::Refused {
+    /// The canister's refusal of an upload step, as an [`Error`].
+    pub fn refused(&self, method: &str, e: UploadError) -> Error {
+        match e {
+            UploadError::NotController { .. } => self.not_controller(),
+            e => Error::Refused {
                 method: method.to_string(),
-                message,
-            }
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn download_refused(&self, e: DownloadError) -> Error {
+        match e {
+            DownloadError::NotController { .. } => self.not_controller(),
+            DownloadError::NoModel => Error::NoModel(self.canister()),
+            e => Error::Refused {
+                method: "download_chunk".into(),
+                message: e.to_string(),
+            },
         }
     }
 
@@ -152,7 +164,10 @@ impl<'t, T: Transport> Client<'t, T> {
 
     pub async fn upload_status(&self) -> Result<Option<UploadStatus>, Error> {
         let arg = self.encode("upload_status", ())?;
-        self.call(Kind::Query, "upload_status", arg).await
+        match self.call(Kind::Query, "upload_status", arg).await? {
+            UploadStatusResult::Ok(s) => Ok(s),
+            UploadStatusResult::Err(e) => Err(self.refused("upload_status", e)),
+        }
     }
 
     pub async fn upload_begin(&self, req: UploadBegin) -> Result<UploadStatus, Error> {
@@ -175,8 +190,9 @@ impl<'t, T: Transport> Client<'t, T> {
         }
     }
 
-    /// The canister's refusal stays text: what it means depends on what the caller knows.
-    pub async fn upload_commit(&self) -> Result<Result<ModelInfo, String>, Error> {
+    /// The canister's refusal is returned as it is: what it means depends on what the caller
+    /// knows.
+    pub async fn upload_commit(&self) -> Result<Result<ModelInfo, UploadError>, Error> {
         let arg = self.encode("upload_commit", ())?;
         Ok(match self.call(Kind::Update, "upload_commit", arg).await? {
             CommitResult::Ok(i) => Ok(i),
@@ -196,7 +212,7 @@ impl<'t, T: Transport> Client<'t, T> {
         let arg = self.encode("download_chunk", (offset, length))?;
         match self.call(Kind::Query, "download_chunk", arg).await? {
             DownloadResult::Ok(b) => Ok(b.into_vec()),
-            DownloadResult::Err(e) => Err(self.refused("download_chunk", e)),
+            DownloadResult::Err(e) => Err(self.download_refused(e)),
         }
     }
 }

@@ -27,7 +27,7 @@ pub struct LocalBlob {
     /// `model_info` reports as `sha256`.
     pub checksum: String,
     pub config_name: String,
-    pub params: usize,
+    pub params: u64,
 }
 
 impl LocalBlob {
@@ -134,7 +134,7 @@ pub async fn plan<T: Transport>(
                 total_size,
                 chunk_size: s.chunk_size,
                 chunks: s.chunks,
-                missing: s.missing,
+                missing: s.missing_chunks().collect(),
                 resumed: true,
                 replaced: None,
             }));
@@ -152,7 +152,7 @@ pub async fn plan<T: Transport>(
         total_size,
         chunk_size: s.chunk_size,
         chunks: s.chunks,
-        missing: s.missing,
+        missing: s.missing_chunks().collect(),
         resumed: false,
         replaced,
     }))
@@ -194,27 +194,32 @@ pub async fn commit<T: Transport>(
     client: &Client<'_, T>,
     blob: &LocalBlob,
 ) -> Result<ModelInfo, Error> {
-    let message = match client.upload_commit().await? {
-        Ok(info) => return Ok(info),
-        Err(message) => message,
-    };
-    if message.starts_with("SHA-256 mismatch") {
-        // Which chunk was damaged is unknowable, and committing the same bytes again would fail
-        // again: drop the upload so that the next run sends everything.
-        client.upload_abort().await?;
-        let detail = message.split("; ").next().unwrap_or(&message).to_string();
-        return Err(Error::ShaMismatch { detail });
-    }
-    if message == UploadError::NoUpload.to_string() {
-        // A commit retried after its reply was lost finds no upload: the first attempt went
-        // through if the canister now serves this blob.
-        if let Some(info) = client.model_info().await?
-            && blob.is(&info)
-        {
-            return Ok(info);
+    loop {
+        match client.upload_commit().await? {
+            Ok(info) => return Ok(info),
+            // Chunks that arrived out of order are hashed a bounded part per call.
+            Err(UploadError::Hashing { .. }) => continue,
+            Err(UploadError::ShaMismatch { declared, received }) => {
+                // Which chunk was damaged is unknowable, and committing the same bytes again
+                // would fail again: drop the upload so that the next run sends everything.
+                client.upload_abort().await?;
+                return Err(Error::ShaMismatch {
+                    detail: format!("declared {declared}, received bytes hash to {received}"),
+                });
+            }
+            Err(UploadError::NoUpload) => {
+                // A commit retried after its reply was lost finds no upload: the first attempt
+                // went through if the canister now serves this blob.
+                if let Some(info) = client.model_info().await?
+                    && blob.is(&info)
+                {
+                    return Ok(info);
+                }
+                return Err(client.refused("upload_commit", UploadError::NoUpload));
+            }
+            Err(e) => return Err(client.refused("upload_commit", e)),
         }
     }
-    Err(client.refused("upload_commit", message))
 }
 
 /// What one upload did.

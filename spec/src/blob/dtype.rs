@@ -1,7 +1,6 @@
 //! Tensor element types of the blob and their byte encodings (SPEC §4, dtypes).
 
 use crate::config::TensorKind;
-use crate::ternary;
 use half::f16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,23 +57,30 @@ impl DType {
         }
     }
 
-    /// Bytes of a tensor of this dtype and shape (shape already checked against the config, so
-    /// the products cannot overflow).
-    pub fn byte_len(self, shape: &[usize]) -> usize {
-        let numel: usize = shape.iter().product();
-        match self {
-            DType::F32 => 4 * numel,
-            DType::F16 => 2 * numel,
+    /// Bytes of a tensor of this dtype and shape, in u64 with checked arithmetic (`u64::MAX`
+    /// when it overflows, a length no blob can have): a usize is 32 bits on wasm32, where
+    /// 16,777,216 × 256 f32 embeddings would wrap to 0 bytes.
+    pub fn byte_len(self, shape: &[usize]) -> u64 {
+        let numel = crate::config::elements(shape);
+        let len = match self {
+            DType::F32 => numel.checked_mul(4),
+            DType::F16 => numel.checked_mul(2),
             DType::Int8 => {
-                let cols = shape.last().copied().unwrap_or(1).max(1);
-                numel + 2 * (numel / cols)
+                let cols = shape.last().copied().unwrap_or(1).max(1) as u64;
+                (numel / cols)
+                    .checked_mul(2)
+                    .and_then(|s| s.checked_add(numel))
             }
-            DType::Ternary4x => ternary::packed4x_len(numel),
+            DType::Ternary4x => Some(numel.div_ceil(4)),
             DType::Ternary16x => match shape {
-                [a, n, m] => ternary::packed16x_len(*a, *n, *m),
-                _ => usize::MAX,
+                [a, n, m] => 16u64
+                    .checked_mul(*a as u64)
+                    .and_then(|v| v.checked_mul((*n as u64).div_ceil(4)))
+                    .and_then(|v| v.checked_mul((*m as u64).div_ceil(16))),
+                _ => None,
             },
-        }
+        };
+        len.unwrap_or(u64::MAX)
     }
 }
 

@@ -6,7 +6,7 @@ mod reader;
 mod writer;
 
 pub use dtype::{DType, decode_f32, encode_f16, encode_f32, encode_int8_rows};
-pub use reader::{Blob, TensorView, parse};
+pub use reader::{Blob, TensorView, parse, parse_prehashed};
 pub use writer::{BlobWriter, WriterTensor};
 
 use crate::config::ConfigError;
@@ -74,7 +74,7 @@ pub enum BlobError {
     #[error("tensor `{tensor}` is {found} bytes; its dtype and shape need {expected}")]
     LengthMismatch {
         tensor: String,
-        expected: usize,
+        expected: u64,
         found: u64,
     },
     #[error("tensor `{tensor}` starts at data offset {offset}, not a multiple of {ALIGN}")]

@@ -139,6 +139,17 @@ fn check_zero(bytes: &[u8], base: usize) -> Result<(), BlobError> {
 /// Parses and fully validates a blob (SPEC §4). The tokenizer is checked as UTF-8 here; the engine
 /// loads it and reports what the `tokenizers` crate finds wrong with it.
 pub fn parse(bytes: &[u8]) -> Result<Blob<'_>, BlobError> {
+    parse_inner(bytes, None)
+}
+
+/// [`parse`] with the SHA-256 of the blob's content (every byte before the trailing checksum)
+/// already computed by the caller, who hashed the bytes as they arrived (the canister, during an
+/// upload): the same verdict as [`parse`] on the same bytes, without hashing them again.
+pub fn parse_prehashed(bytes: &[u8], content_sha256: [u8; 32]) -> Result<Blob<'_>, BlobError> {
+    parse_inner(bytes, Some(content_sha256))
+}
+
+fn parse_inner(bytes: &[u8], content_sha256: Option<[u8; 32]>) -> Result<Blob<'_>, BlobError> {
     let blob_len = bytes.len();
     if blob_len < HEADER_LEN {
         return Err(BlobError::TooShort {
@@ -192,7 +203,8 @@ pub fn parse(bytes: &[u8]) -> Result<Blob<'_>, BlobError> {
 
     // Checksum before anything is interpreted further: a corrupted upload is named as such.
     let content_end = blob_len - CHECKSUM_LEN;
-    let computed: [u8; 32] = Sha256::digest(&bytes[..content_end]).into();
+    let computed: [u8; 32] =
+        content_sha256.unwrap_or_else(|| Sha256::digest(&bytes[..content_end]).into());
     let stored = &bytes[content_end..];
     if computed.as_slice() != stored {
         return Err(BlobError::ChecksumMismatch {
@@ -295,7 +307,7 @@ pub fn parse(bytes: &[u8]) -> Result<Blob<'_>, BlobError> {
             });
         }
         let expected = dtype.byte_len(&spec.shape);
-        if length != expected as u64 {
+        if length != expected {
             return Err(BlobError::LengthMismatch {
                 tensor: name,
                 expected,

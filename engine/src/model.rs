@@ -3,7 +3,7 @@
 
 use crate::algebra_linear::{AlgebraLinear, LinearScratch};
 use crate::kv_cache::KvCache;
-use crate::math::{dot, matvec, rmsnorm, silu, softmax};
+use crate::math::{matvec, matvec_strided, rmsnorm, silu, softmax, weighted_rows};
 use thiserror::Error;
 use walsh_spec::blob::{Blob, BlobError};
 use walsh_spec::config::{Algebra, Embedding, ModelConfig};
@@ -207,8 +207,11 @@ impl Model {
                 let mut s2 = vec![0.0; b];
                 matvec(e1, h, &mut s1);
                 matvec(e2, h, &mut s2);
-                for (t, o) in out.iter_mut().enumerate() {
-                    *o = s1[t % b] + s2[(t / b) % b];
+                // ℓ_t = s1[t mod B] + s2[⌊t/B⌋ mod B], in runs of B ids that share ⌊t/B⌋: no
+                // division per id.
+                for (k, run) in out.chunks_mut(b).enumerate() {
+                    let c = s2[k % b];
+                    run.iter_mut().zip(&s1).for_each(|(o, a)| *o = a + c);
                 }
             }
         }
@@ -292,16 +295,12 @@ impl Model {
                 for h in 0..nh {
                     let qh = &b.q[i * d + h * hd..i * d + (h + 1) * hd];
                     let scores = &mut b.scores[..seen];
-                    for (p, s) in scores.iter_mut().enumerate() {
-                        *s = dot(qh, &keys[p * d + h * hd..p * d + (h + 1) * hd]) * scale;
-                    }
+                    // Row p of head h's keys starts at p·d + h·hd.
+                    matvec_strided(&keys[h * hd..], d, qh, scores);
+                    scores.iter_mut().for_each(|s| *s *= scale);
                     softmax(scores);
                     let out = &mut b.att[i * d + h * hd..i * d + (h + 1) * hd];
-                    out.fill(0.0);
-                    for (p, w) in scores.iter().enumerate() {
-                        let vh = &values[p * d + h * hd..p * d + (h + 1) * hd];
-                        out.iter_mut().zip(vh).for_each(|(o, v)| *o += w * v);
-                    }
+                    weighted_rows(scores, &values[h * hd..], d, out);
                 }
             }
             let attn_out = match &layer.mix {

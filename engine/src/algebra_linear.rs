@@ -1,8 +1,7 @@
 //! AlgebraLinear of SPEC §2.2 on ternary weights: dense, octonion and hadamard.
 
-use crate::math::matvec;
+use crate::math::{fht32, matvec};
 use walsh_spec::config::Algebra;
-use walsh_spec::hadamard::fht_parts;
 use walsh_spec::octonion::SIGNS;
 
 #[derive(Debug, Clone)]
@@ -55,7 +54,7 @@ impl AlgebraLinear {
                 }
             }
             Algebra::Hadamard => {
-                fht_parts(&mut s.u, 32);
+                fht32(&mut s.u);
                 s.z.resize(self.out_dim, 0.0);
                 for g in 0..32 {
                     matvec(
@@ -64,7 +63,7 @@ impl AlgebraLinear {
                         &mut s.z[g * n..(g + 1) * n],
                     );
                 }
-                fht_parts(&mut s.z, 32);
+                fht32(&mut s.z);
                 y.copy_from_slice(&s.z);
             }
         }

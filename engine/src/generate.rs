@@ -4,7 +4,7 @@
 
 use crate::Engine;
 use crate::kv_cache::KvCache;
-use crate::model::ForwardError;
+use crate::model::{ForwardError, ForwardScratch};
 use crate::tokenizer::TokenizerError;
 use thiserror::Error;
 use walsh_spec::sampler::{Sampler, SamplingParams};
@@ -67,6 +67,8 @@ pub struct Generation<'e> {
     max_new: usize,
     /// Next-token logits at the end of the context.
     logits: Vec<f32>,
+    /// The forward pass's buffers, reused by every step (a decode step allocates nothing).
+    scratch: ForwardScratch,
     finish: Option<FinishReason>,
 }
 
@@ -121,9 +123,10 @@ impl<'e> Generation<'e> {
             cache: engine.model.new_cache(),
             sampler: Sampler::new(params),
             prompt_tokens: prompt_ids.len(),
-            generated: Vec::new(),
+            generated: Vec::with_capacity(max_new.min(cfg.block_size)),
             max_new,
             logits: Vec::new(),
+            scratch: ForwardScratch::default(),
             finish: None,
         };
         for chunk in context.chunks(PREFILL_CHUNK) {
@@ -131,7 +134,9 @@ impl<'e> Generation<'e> {
                 g.finish = Some(FinishReason::Budget);
                 return Ok(g);
             }
-            g.logits = engine.model.forward(chunk, &mut g.cache, false)?;
+            engine
+                .model
+                .forward_into(chunk, &mut g.cache, false, &mut g.scratch, &mut g.logits)?;
         }
         if max_new == 0 {
             g.finish = Some(FinishReason::Length);
@@ -175,10 +180,13 @@ impl<'e> Generation<'e> {
         } else if self.cache.len() >= self.cache.capacity() {
             self.finish = Some(FinishReason::Context);
         } else {
-            self.logits = self
-                .engine
-                .model
-                .forward(&[token], &mut self.cache, false)?;
+            self.engine.model.forward_into(
+                &[token],
+                &mut self.cache,
+                false,
+                &mut self.scratch,
+                &mut self.logits,
+            )?;
         }
         Ok(())
     }

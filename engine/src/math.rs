@@ -1,10 +1,29 @@
 //! Small numeric kernels of the engine. Every sum runs in a fixed order and transcendental
 //! functions come from `libm`, so native and wasm32 builds compute the same bits (SPEC §5.2).
+//!
+//! On wasm32 the hot kernels (`dot`, `matvec`, `matvec_strided`, `weighted_rows`, `fht32`) have
+//! explicit simd128 versions (`simd` below) that perform exactly the portable versions' f32
+//! operations in the same order — eight accumulators as two f32x4 vectors, the same reduction
+//! tree, no fused multiply-add — so they change instruction counts, never bits. The canister tests
+//! check that wasm generates the same tokens as the native engine.
+
+use walsh_spec::hadamard::fht_parts;
 
 /// Dot product with eight independent accumulators (vectorizes to two f32x4 lanes without any
 /// reassociation, so the result does not depend on the target's vector width).
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "wasm32")]
+    if a.len() == b.len() && a.len().is_multiple_of(8) {
+        return simd::dot8(a, b);
+    }
+    dot_portable(a, b)
+}
+
+/// The definition of [`dot`]: lane l of eight accumulates a[8i+l]·b[8i+l] in increasing i, then
+/// ((acc0+acc4) + (acc1+acc5)) + ((acc2+acc6) + (acc3+acc7)) + the sequential tail.
+#[inline]
+pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0f32; 8];
     let (ac, ar) = a.as_chunks::<8>();
@@ -23,10 +42,47 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// out[r] = dot(w[r·cols .. (r+1)·cols], x) for every row r of a row-major matrix.
 pub fn matvec(w: &[f32], x: &[f32], out: &mut [f32]) {
+    matvec_strided(w, x.len(), x, out);
+}
+
+/// out[r] = dot(w[r·stride .. r·stride + x.len()], x): rows of a matrix whose rows start
+/// `stride` (≥ x.len()) floats apart (the keys of one head in the KV cache).
+pub fn matvec_strided(w: &[f32], stride: usize, x: &[f32], out: &mut [f32]) {
     let cols = x.len();
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(cols)) {
-        *o = dot(row, x);
+    #[cfg(target_arch = "wasm32")]
+    if cols.is_multiple_of(8) && cols > 0 && stride >= cols {
+        simd::matvec_strided(w, stride, x, out);
+        return;
     }
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = dot_portable(&w[r * stride..r * stride + cols], x);
+    }
+}
+
+/// out[j] = Σ_p w[p]·v[p·stride + j], summed in increasing p from 0 (the attention's weighted sum
+/// of the values of one head).
+pub fn weighted_rows(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "wasm32")]
+    if out.len().is_multiple_of(4) && stride >= out.len() {
+        simd::weighted_rows(w, v, stride, out);
+        return;
+    }
+    out.fill(0.0);
+    let n = out.len();
+    for (p, wp) in w.iter().enumerate() {
+        let row = &v[p * stride..p * stride + n];
+        out.iter_mut().zip(row).for_each(|(o, x)| *o += wp * x);
+    }
+}
+
+/// The orthonormal FHT over 32 parts (SPEC §2.2), the same bits as `walsh_spec::hadamard::fht_parts`.
+pub fn fht32(x: &mut [f32]) {
+    #[cfg(target_arch = "wasm32")]
+    if x.len().is_multiple_of(128) {
+        simd::fht(x, 32);
+        return;
+    }
+    fht_parts(x, 32);
 }
 
 /// RMSNorm(x) = x / sqrt(mean(x²) + 1e−6) ⊙ g.
@@ -38,17 +94,78 @@ pub fn rmsnorm(x: &[f32], g: &[f32], out: &mut [f32]) {
     }
 }
 
+/// silu(a) = a / (1 + e(−a)) with e = [`exp_spec`].
 #[inline]
 pub fn silu(a: f32) -> f32 {
-    a / (1.0 + libm::expf(-a))
+    a / (1.0 + exp_spec(-a))
 }
 
-/// In-place softmax with the maximum subtracted first.
+/// SwiGLU's middle: g ← silu(g) · u elementwise.
+pub fn swiglu(g: &mut [f32], u: &[f32]) {
+    let n = g.len().min(u.len());
+    #[cfg(target_arch = "wasm32")]
+    let done = {
+        let m = n / 4 * 4;
+        simd::swiglu(&mut g[..m], &u[..m]);
+        m
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    g[done..n]
+        .iter_mut()
+        .zip(&u[done..n])
+        .for_each(|(g, u)| *g = silu(*g) * u);
+}
+
+/// e^x as SPEC §2.5 defines it for the engine (softmax and SiLU): x clamped to [−87, 88],
+/// k = round_ties_even(x·log2 e), r = (x − k·ln2_hi) − k·ln2_lo, e^r by Cephes' degree-6
+/// polynomial (Horner, f32, no fused multiply-add), times 2^k built from the exponent bits.
+/// Relative error ≤ 2^−22 against e^x on [−87, 88] (tested on a 2^−12 grid: worst 7.9e−8); the same bits on every target.
+#[inline]
+pub fn exp_spec(x: f32) -> f32 {
+    let x = if x < EXP_LO { EXP_LO } else { x };
+    let x = if x > EXP_HI { EXP_HI } else { x };
+    let k = (x * LOG2E).round_ties_even();
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let p =
+        ((((EXP_P[0] * r + EXP_P[1]) * r + EXP_P[2]) * r + EXP_P[3]) * r + EXP_P[4]) * r + EXP_P[5];
+    let y = (p * (r * r) + r) + 1.0;
+    // k ∈ [−126, 127] after the clamp, so 2^k is a normal float; `as` saturates (NaN → 0) like
+    // wasm's i32x4.trunc_sat_f32x4_s.
+    y * f32::from_bits((((k as i32) + 127) as u32) << 23)
+}
+
+const EXP_LO: f32 = -87.0;
+const EXP_HI: f32 = 88.0;
+const LOG2E: f32 = core::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4; // 355/512: k·LN2_HI is exact for |k| ≤ 127
+const LN2_LO: f32 = -2.121_944_4e-4;
+const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5, // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
+];
+
+/// In-place softmax with the maximum subtracted first: e(x − max) with e = [`exp_spec`], summed
+/// in increasing index, then each × (1 / sum).
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    // `>` instead of f32::max (a libm call in wasm): the same maximum up to the sign of a zero,
+    // and x − (+0) = x − (−0) except for x = −0, where exp gives 1 either way.
+    let max = x
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::exp_minus(x, max);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for v in x[done..].iter_mut() {
+        *v = exp_spec(*v - max);
+    }
     let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = libm::expf(*v - max);
+    for v in x.iter() {
         sum += *v;
     }
     let inv = 1.0 / sum;
@@ -57,19 +174,264 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
+mod simd {
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    unsafe fn ld(p: *const f32) -> v128 {
+        unsafe { v128_load(p as *const v128) }
+    }
+
+    #[inline(always)]
+    fn madd(acc: v128, a: v128, b: v128) -> v128 {
+        f32x4_add(acc, f32x4_mul(a, b))
+    }
+
+    /// `dot_portable` for a.len() = b.len() a multiple of 8 (empty tail: + 0.0).
+    pub fn dot8(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        assert!(b.len() == n && n.is_multiple_of(8));
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut lo = f32x4_splat(0.0);
+        let mut hi = f32x4_splat(0.0);
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 ≤ n, the length of both slices.
+            unsafe {
+                lo = madd(lo, ld(pa.add(i)), ld(pb.add(i)));
+                hi = madd(hi, ld(pa.add(i + 4)), ld(pb.add(i + 4)));
+            }
+            i += 8;
+        }
+        let s = f32x4_add(lo, hi);
+        ((f32x4_extract_lane::<0>(s) + f32x4_extract_lane::<1>(s))
+            + (f32x4_extract_lane::<2>(s) + f32x4_extract_lane::<3>(s)))
+            + 0.0
+    }
+
+    /// `matvec_strided` for x.len() a positive multiple of 8, four rows at a time; each row's
+    /// value is that of `dot_portable`, the reduction of four rows done in two shuffle rounds.
+    pub fn matvec_strided(w: &[f32], stride: usize, x: &[f32], out: &mut [f32]) {
+        let cols = x.len();
+        let rows = out.len();
+        if rows == 0 {
+            return;
+        }
+        assert!(cols.is_multiple_of(8) && stride >= cols && w.len() >= (rows - 1) * stride + cols);
+        let px = x.as_ptr();
+        let z = f32x4_splat(0.0);
+        let mut r = 0;
+        while r + 4 <= rows {
+            // SAFETY: rows r..r+4 end at (r+3)·stride + cols ≤ (rows−1)·stride + cols ≤ w.len();
+            // the store writes out[r..r+4].
+            unsafe {
+                let p0 = w.as_ptr().add(r * stride);
+                let p1 = p0.add(stride);
+                let p2 = p1.add(stride);
+                let p3 = p2.add(stride);
+                let (mut a0, mut b0, mut a1, mut b1) = (z, z, z, z);
+                let (mut a2, mut b2, mut a3, mut b3) = (z, z, z, z);
+                let mut i = 0;
+                while i < cols {
+                    let xl = ld(px.add(i));
+                    let xh = ld(px.add(i + 4));
+                    a0 = madd(a0, ld(p0.add(i)), xl);
+                    b0 = madd(b0, ld(p0.add(i + 4)), xh);
+                    a1 = madd(a1, ld(p1.add(i)), xl);
+                    b1 = madd(b1, ld(p1.add(i + 4)), xh);
+                    a2 = madd(a2, ld(p2.add(i)), xl);
+                    b2 = madd(b2, ld(p2.add(i + 4)), xh);
+                    a3 = madd(a3, ld(p3.add(i)), xl);
+                    b3 = madd(b3, ld(p3.add(i + 4)), xh);
+                    i += 8;
+                }
+                let (s0, s1) = (f32x4_add(a0, b0), f32x4_add(a1, b1));
+                let (s2, s3) = (f32x4_add(a2, b2), f32x4_add(a3, b3));
+                let p = f32x4_add(
+                    i32x4_shuffle::<0, 2, 4, 6>(s0, s1),
+                    i32x4_shuffle::<1, 3, 5, 7>(s0, s1),
+                );
+                let q = f32x4_add(
+                    i32x4_shuffle::<0, 2, 4, 6>(s2, s3),
+                    i32x4_shuffle::<1, 3, 5, 7>(s2, s3),
+                );
+                let res = f32x4_add(
+                    i32x4_shuffle::<0, 2, 4, 6>(p, q),
+                    i32x4_shuffle::<1, 3, 5, 7>(p, q),
+                );
+                v128_store(out.as_mut_ptr().add(r) as *mut v128, f32x4_add(res, z));
+            }
+            r += 4;
+        }
+        for (rr, o) in out.iter_mut().enumerate().skip(r) {
+            *o = dot8(&w[rr * stride..rr * stride + cols], x);
+        }
+    }
+
+    /// `weighted_rows` for out.len() a multiple of 4: each lane sums in increasing p from 0.
+    pub fn weighted_rows(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+        let n = out.len();
+        let rows = w.len();
+        if rows == 0 {
+            out.fill(0.0);
+            return;
+        }
+        assert!(n.is_multiple_of(4) && stride >= n && v.len() >= (rows - 1) * stride + n);
+        let z = f32x4_splat(0.0);
+        let pv = v.as_ptr();
+        let mut c = 0;
+        while c + 16 <= n {
+            let (mut o0, mut o1, mut o2, mut o3) = (z, z, z, z);
+            for (p, &wp) in w.iter().enumerate() {
+                let s = f32x4_splat(wp);
+                // SAFETY: p·stride + c + 16 ≤ (rows−1)·stride + n ≤ v.len().
+                unsafe {
+                    let row = pv.add(p * stride + c);
+                    o0 = f32x4_add(o0, f32x4_mul(s, ld(row)));
+                    o1 = f32x4_add(o1, f32x4_mul(s, ld(row.add(4))));
+                    o2 = f32x4_add(o2, f32x4_mul(s, ld(row.add(8))));
+                    o3 = f32x4_add(o3, f32x4_mul(s, ld(row.add(12))));
+                }
+            }
+            // SAFETY: c + 16 ≤ n.
+            unsafe {
+                let po = out.as_mut_ptr().add(c) as *mut v128;
+                v128_store(po, o0);
+                v128_store(po.add(1), o1);
+                v128_store(po.add(2), o2);
+                v128_store(po.add(3), o3);
+            }
+            c += 16;
+        }
+        while c + 4 <= n {
+            let mut o0 = z;
+            for (p, &wp) in w.iter().enumerate() {
+                // SAFETY: as above with c + 4 ≤ n.
+                unsafe {
+                    o0 = f32x4_add(o0, f32x4_mul(f32x4_splat(wp), ld(pv.add(p * stride + c))));
+                }
+            }
+            // SAFETY: c + 4 ≤ n.
+            unsafe { v128_store(out.as_mut_ptr().add(c) as *mut v128, o0) };
+            c += 4;
+        }
+    }
+
+    /// `exp_spec` on four lanes: the same operations in the same order (pmax/pmin are the scalar
+    /// code's compare-and-select clamps, nearest is round_ties_even, trunc_sat is `as i32`).
+    #[inline(always)]
+    fn exp4(x: v128) -> v128 {
+        use super::{EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
+        let x = f32x4_pmax(x, f32x4_splat(EXP_LO));
+        let x = f32x4_pmin(x, f32x4_splat(EXP_HI));
+        let k = f32x4_nearest(f32x4_mul(x, f32x4_splat(LOG2E)));
+        let r = f32x4_sub(
+            f32x4_sub(x, f32x4_mul(k, f32x4_splat(LN2_HI))),
+            f32x4_mul(k, f32x4_splat(LN2_LO)),
+        );
+        let mut p = f32x4_splat(EXP_P[0]);
+        for c in &EXP_P[1..] {
+            p = f32x4_add(f32x4_mul(p, r), f32x4_splat(*c));
+        }
+        let y = f32x4_add(
+            f32x4_add(f32x4_mul(p, f32x4_mul(r, r)), r),
+            f32x4_splat(1.0),
+        );
+        let bits = i32x4_shl(i32x4_add(i32x4_trunc_sat_f32x4(k), i32x4_splat(127)), 23);
+        f32x4_mul(y, bits)
+    }
+
+    /// x[i] ← exp_spec(x[i] − max) for the first ⌊len/4⌋·4 entries; returns how many.
+    pub fn exp_minus(x: &mut [f32], max: f32) -> usize {
+        let n = x.len() / 4 * 4;
+        let m = f32x4_splat(max);
+        let px = x.as_mut_ptr();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n ≤ x.len().
+            unsafe {
+                let p = px.add(i);
+                v128_store(p as *mut v128, exp4(f32x4_sub(ld(p), m)));
+            }
+            i += 4;
+        }
+        n
+    }
+
+    /// g ← (g / (1 + exp_spec(−g))) · u for equal lengths that are multiples of 4.
+    pub fn swiglu(g: &mut [f32], u: &[f32]) {
+        let n = g.len();
+        assert!(u.len() == n && n.is_multiple_of(4));
+        let one = f32x4_splat(1.0);
+        let (pg, pu) = (g.as_mut_ptr(), u.as_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n, the length of both slices.
+            unsafe {
+                let a = ld(pg.add(i));
+                let s = f32x4_div(a, f32x4_add(one, exp4(f32x4_neg(a))));
+                v128_store(pg.add(i) as *mut v128, f32x4_mul(s, ld(pu.add(i))));
+            }
+            i += 4;
+        }
+    }
+
+    /// `fht_parts(x, parts)` for a width (x.len() / parts) that is a multiple of 4: the same
+    /// butterflies in the same order, four lanes at a time, then the same scale.
+    pub fn fht(x: &mut [f32], parts: usize) {
+        let width = x.len() / parts;
+        assert!(width.is_multiple_of(4) && width * parts == x.len());
+        let px = x.as_mut_ptr();
+        let mut h = 1;
+        while h < parts {
+            let mut block = 0;
+            while block < parts {
+                for j in block..block + h {
+                    let mut c = 0;
+                    while c < width {
+                        // SAFETY: (j + h)·width + c + 4 ≤ parts·width = x.len().
+                        unsafe {
+                            let pa = px.add(j * width + c);
+                            let pb = px.add((j + h) * width + c);
+                            let a = ld(pa);
+                            let b = ld(pb);
+                            v128_store(pa as *mut v128, f32x4_add(a, b));
+                            v128_store(pb as *mut v128, f32x4_sub(a, b));
+                        }
+                        c += 4;
+                    }
+                }
+                block += 2 * h;
+            }
+            h *= 2;
+        }
+        let scale = f32x4_splat(1.0 / (parts as f32).sqrt());
+        let mut i = 0;
+        while i < x.len() {
+            // SAFETY: i + 4 ≤ x.len() (a multiple of 4).
+            unsafe {
+                let p = px.add(i);
+                v128_store(p as *mut v128, f32x4_mul(ld(p), scale));
+            }
+            i += 4;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn data(len: usize, a: usize, b: usize, off: f32, div: f32) -> Vec<f32> {
+        (0..len).map(|i| ((i * a % b) as f32 - off) / div).collect()
+    }
+
     #[test]
     fn dot_matches_f64() {
         for len in [0, 1, 7, 8, 9, 63, 64, 100] {
-            let a: Vec<f32> = (0..len)
-                .map(|i| ((i * 13 % 17) as f32 - 8.0) / 3.0)
-                .collect();
-            let b: Vec<f32> = (0..len)
-                .map(|i| ((i * 7 % 11) as f32 - 5.0) / 7.0)
-                .collect();
+            let a = data(len, 13, 17, 8.0, 3.0);
+            let b = data(len, 7, 11, 5.0, 7.0);
             let want: f64 = a
                 .iter()
                 .zip(&b)
@@ -80,10 +442,89 @@ mod tests {
     }
 
     #[test]
+    fn matvec_strided_matches_f64_and_dot() {
+        for (rows, cols, stride) in [(0, 8, 8), (1, 16, 16), (5, 16, 40), (9, 24, 24), (7, 5, 9)] {
+            let w = data(rows * stride + cols, 5, 23, 11.0, 4.0);
+            let x = data(cols, 3, 7, 3.0, 2.0);
+            let mut out = vec![0.0; rows];
+            matvec_strided(&w, stride, &x, &mut out);
+            for (r, o) in out.iter().enumerate() {
+                let row = &w[r * stride..r * stride + cols];
+                let want: f64 = row
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                assert!((f64::from(*o) - want).abs() < 1e-4 * (1.0 + want.abs()));
+                assert_eq!(o.to_bits(), dot(row, &x).to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_rows_matches_f64() {
+        for (rows, n, stride) in [(0, 4, 4), (1, 16, 16), (6, 16, 48), (3, 20, 20), (4, 3, 5)] {
+            let w = data(rows, 3, 7, 2.0, 5.0);
+            let v = data(rows * stride + n, 5, 13, 6.0, 3.0);
+            let mut out = vec![7.0; n];
+            weighted_rows(&w, &v, stride, &mut out);
+            for (j, o) in out.iter().enumerate() {
+                let want: f64 = (0..rows)
+                    .map(|p| f64::from(w[p]) * f64::from(v[p * stride + j]))
+                    .sum();
+                assert!((f64::from(*o) - want).abs() < 1e-4 * (1.0 + want.abs()));
+            }
+        }
+    }
+
+    #[test]
+    fn fht32_matches_fht_parts() {
+        for width in [1, 4, 16] {
+            let x = data(32 * width, 7, 19, 9.0, 5.0);
+            let (mut a, mut b) = (x.clone(), x);
+            fht32(&mut a);
+            fht_parts(&mut b, 32);
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn exp_spec_is_within_its_bound() {
+        // Every 2^−12 step over the clamp range, plus the ends and a few outside it.
+        let mut worst = 0f64;
+        let mut x = -87.0f64;
+        while x <= 88.0 {
+            let got = f64::from(exp_spec(x as f32));
+            let want = f64::from(x as f32).exp();
+            worst = worst.max((got - want).abs() / want);
+            x += 1.0 / 4096.0;
+        }
+        assert!(worst <= 2f64.powi(-22), "worst relative error {worst:.3e}");
+        assert_eq!(exp_spec(0.0), 1.0);
+        assert_eq!(exp_spec(-1000.0), exp_spec(-87.0));
+        assert_eq!(exp_spec(1000.0), exp_spec(88.0));
+        assert!(exp_spec(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn swiglu_is_silu_times_up() {
+        let g0 = data(13, 5, 17, 8.0, 2.0);
+        let u = data(13, 3, 11, 5.0, 3.0);
+        let mut g = g0.clone();
+        swiglu(&mut g, &u);
+        for k in 0..13 {
+            let a = f64::from(g0[k]);
+            let want = a / (1.0 + (-a).exp()) * f64::from(u[k]);
+            assert!((f64::from(g[k]) - want).abs() < 1e-6 * (1.0 + want.abs()));
+        }
+    }
+
+    #[test]
     fn softmax_sums_to_one_and_survives_large_values() {
         let mut x = vec![1000.0, 999.0, -1e30, 0.0];
         softmax(&mut x);
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(x[0] > x[1] && x[2] == 0.0);
+        // e clamps at −87 (SPEC §2.5): a score 1e30 below the maximum gets e(−87) ≈ 1.6e−38.
+        assert!(x[0] > x[1] && x[2] > 0.0 && x[2] < 1e-37);
     }
 }

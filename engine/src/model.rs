@@ -3,7 +3,7 @@
 
 use crate::algebra_linear::{AlgebraLinear, LinearScratch};
 use crate::kv_cache::KvCache;
-use crate::math::{dot, matvec, rmsnorm, silu, softmax};
+use crate::math::{matvec, matvec_strided, rmsnorm, softmax, swiglu, weighted_rows};
 use thiserror::Error;
 use walsh_spec::blob::{Blob, BlobError};
 use walsh_spec::config::{Algebra, Embedding, ModelConfig};
@@ -80,8 +80,10 @@ fn linear(
     })
 }
 
-/// Per-call buffers of a forward pass over `t` rows.
-struct Buffers {
+/// The buffers of a forward pass, kept between calls (a generation holds one), so that a decode
+/// step allocates nothing: each is resized to the call's rows and fully overwritten.
+#[derive(Debug, Default)]
+pub struct ForwardScratch {
     x: Vec<f32>,
     xn: Vec<f32>,
     q: Vec<f32>,
@@ -94,6 +96,10 @@ struct Buffers {
     up: Vec<f32>,
     scores: Vec<f32>,
     lin: LinearScratch,
+    /// The hash logits' two tables' scores and the final normed row.
+    s1: Vec<f32>,
+    s2: Vec<f32>,
+    h: Vec<f32>,
 }
 
 impl Model {
@@ -211,17 +217,20 @@ impl Model {
     }
 
     /// Tied output logits of one final hidden row (after the final RMSNorm), SPEC §2.4.
-    fn logits_of(&self, h: &[f32], out: &mut [f32]) {
+    fn logits_of(&self, h: &[f32], out: &mut [f32], s1: &mut Vec<f32>, s2: &mut Vec<f32>) {
         match &self.embeddings {
             Embeddings::Standard(e) => matvec(e, h, out),
             Embeddings::Hash { e1, e2 } => {
                 let b = self.config.hash_buckets;
-                let mut s1 = vec![0.0; b];
-                let mut s2 = vec![0.0; b];
-                matvec(e1, h, &mut s1);
-                matvec(e2, h, &mut s2);
-                for (t, o) in out.iter_mut().enumerate() {
-                    *o = s1[t % b] + s2[(t / b) % b];
+                s1.resize(b, 0.0);
+                s2.resize(b, 0.0);
+                matvec(e1, h, s1);
+                matvec(e2, h, s2);
+                // ℓ_t = s1[t mod B] + s2[⌊t/B⌋ mod B], in runs of B ids that share ⌊t/B⌋: no
+                // division per id.
+                for (k, run) in out.chunks_mut(b).enumerate() {
+                    let c = s2[k % b];
+                    run.iter_mut().zip(s1.iter()).for_each(|(o, a)| *o = a + c);
                 }
             }
         }
@@ -249,6 +258,27 @@ impl Model {
         cache: &mut KvCache,
         all: bool,
     ) -> Result<Vec<f32>, ForwardError> {
+        let mut logits = Vec::new();
+        self.forward_into(
+            tokens,
+            cache,
+            all,
+            &mut ForwardScratch::default(),
+            &mut logits,
+        )?;
+        Ok(logits)
+    }
+
+    /// [`Model::forward`] into `logits` (resized), with buffers from `b`: once `b` and `logits`
+    /// have served a call of as many rows, a call allocates nothing.
+    pub fn forward_into(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all: bool,
+        b: &mut ForwardScratch,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ForwardError> {
         let c = &self.config;
         let (d, f, hd, nh) = (c.n_embd, c.mlp_hidden(), c.head_dim(), c.n_head);
         let t = tokens.len();
@@ -266,20 +296,26 @@ impl Model {
                 vocab: c.vocab_size,
             });
         }
-        let mut b = Buffers {
-            x: vec![0.0; t * d],
-            xn: vec![0.0; t * d],
-            q: vec![0.0; t * d],
-            k: vec![0.0; t * d],
-            v: vec![0.0; t * d],
-            att: vec![0.0; t * d],
-            mixed: vec![0.0; t * d],
-            proj: vec![0.0; t * d],
-            gate: vec![0.0; t * f],
-            up: vec![0.0; t * f],
-            scores: vec![0.0; p0 + t],
-            lin: LinearScratch::default(),
-        };
+        // Every buffer is fully overwritten before it is read (embed, rmsnorm, the linears,
+        // matvec_strided, weighted_rows), so resizing keeps no stale value visible.
+        for (buf, n) in [
+            (&mut b.x, t * d),
+            (&mut b.xn, t * d),
+            (&mut b.q, t * d),
+            (&mut b.k, t * d),
+            (&mut b.v, t * d),
+            (&mut b.att, t * d),
+            (&mut b.mixed, t * d),
+            (&mut b.proj, t * d),
+            (&mut b.gate, t * f),
+            (&mut b.up, t * f),
+        ] {
+            buf.resize(n, 0.0);
+        }
+        // The scores grow by one position per decode step: reserve the whole context once.
+        b.scores
+            .reserve(cache.capacity().saturating_sub(b.scores.len()));
+        b.scores.resize(p0 + t, 0.0);
         for (row, &tok) in b.x.chunks_exact_mut(d).zip(tokens) {
             self.embed(tok, row);
         }
@@ -305,16 +341,12 @@ impl Model {
                 for h in 0..nh {
                     let qh = &b.q[i * d + h * hd..i * d + (h + 1) * hd];
                     let scores = &mut b.scores[..seen];
-                    for (p, s) in scores.iter_mut().enumerate() {
-                        *s = dot(qh, &keys[p * d + h * hd..p * d + (h + 1) * hd]) * scale;
-                    }
+                    // Row p of head h's keys starts at p·d + h·hd.
+                    matvec_strided(&keys[h * hd..], d, qh, scores);
+                    scores.iter_mut().for_each(|s| *s *= scale);
                     softmax(scores);
                     let out = &mut b.att[i * d + h * hd..i * d + (h + 1) * hd];
-                    out.fill(0.0);
-                    for (p, w) in scores.iter().enumerate() {
-                        let vh = &values[p * d + h * hd..p * d + (h + 1) * hd];
-                        out.iter_mut().zip(vh).for_each(|(o, v)| *o += w * v);
-                    }
+                    weighted_rows(scores, &values[h * hd..], d, out);
                 }
             }
             let attn_out = match &layer.mix {
@@ -332,23 +364,20 @@ impl Model {
             }
             layer.gate.forward(&b.xn, &mut b.gate, &mut b.lin);
             layer.up.forward(&b.xn, &mut b.up, &mut b.lin);
-            b.gate
-                .iter_mut()
-                .zip(&b.up)
-                .for_each(|(g, u)| *g = silu(*g) * u);
+            swiglu(&mut b.gate, &b.up);
             layer.down.forward(&b.gate, &mut b.proj, &mut b.lin);
             b.x.iter_mut().zip(&b.proj).for_each(|(x, y)| *x += y);
         }
         cache.advance(t);
         let v = c.vocab_size;
-        let rows: Vec<usize> = if all { (0..t).collect() } else { vec![t - 1] };
-        let mut logits = vec![0.0; rows.len() * v];
-        let mut h = vec![0.0; d];
-        for (k, &i) in rows.iter().enumerate() {
-            rmsnorm(&b.x[i * d..(i + 1) * d], &self.norm, &mut h);
-            self.logits_of(&h, &mut logits[k * v..(k + 1) * v]);
+        let first = if all { 0 } else { t - 1 };
+        logits.resize((t - first) * v, 0.0);
+        b.h.resize(d, 0.0);
+        for (k, i) in (first..t).enumerate() {
+            rmsnorm(&b.x[i * d..(i + 1) * d], &self.norm, &mut b.h);
+            self.logits_of(&b.h, &mut logits[k * v..(k + 1) * v], &mut b.s1, &mut b.s2);
         }
-        Ok(logits)
+        Ok(())
     }
 
     /// Heap bytes of the weights as the engine holds them.

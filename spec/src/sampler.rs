@@ -73,6 +73,19 @@ impl SamplingParams {
 
 /// Index of the largest value, lowest index on ties.
 pub fn argmax(logits: &[f32]) -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        argmax_simd(logits)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        argmax_lanes(logits)
+    }
+}
+
+/// The definition of [`argmax`]: the first index whose value no later value exceeds (`>`), so
+/// the lowest id among the maxima; NaNs are never chosen unless logits[0] is one.
+pub fn argmax_sequential(logits: &[f32]) -> usize {
     let mut best = 0;
     for (i, v) in logits.iter().enumerate() {
         if *v > logits[best] {
@@ -80,6 +93,84 @@ pub fn argmax(logits: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// [`argmax_sequential`] computed as four interleaved lanes (lane l sees ids ≡ l mod 4, starting
+/// from (−∞, id 0)), then the lanes merged by value and lowest id: the same answer, in the shape
+/// of the wasm32 SIMD loop, which does exactly this with i32x4/f32x4 compares.
+pub fn argmax_lanes(logits: &[f32]) -> usize {
+    if logits.first().is_none_or(|v| v.is_nan()) {
+        return 0;
+    }
+    let mut best = [f32::NEG_INFINITY; 4];
+    let mut idx = [0usize; 4];
+    let (chunks, rest) = logits.as_chunks::<4>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        for l in 0..4 {
+            if chunk[l] > best[l] {
+                best[l] = chunk[l];
+                idx[l] = 4 * c + l;
+            }
+        }
+    }
+    merge_lanes(best, idx, logits, 4 * chunks.len(), rest)
+}
+
+/// Lanes → one answer (highest value, lowest id on ties), then the tail sequentially.
+fn merge_lanes(
+    best: [f32; 4],
+    idx: [usize; 4],
+    logits: &[f32],
+    start: usize,
+    rest: &[f32],
+) -> usize {
+    let mut b = 0;
+    for l in 1..4 {
+        if best[l] > best[b] || (best[l] == best[b] && idx[l] < idx[b]) {
+            b = l;
+        }
+    }
+    let mut win = idx[b];
+    for (k, v) in rest.iter().enumerate() {
+        if *v > logits[win] {
+            win = start + k;
+        }
+    }
+    win
+}
+
+#[cfg(target_arch = "wasm32")]
+fn argmax_simd(logits: &[f32]) -> usize {
+    use core::arch::wasm32::*;
+    if logits.first().is_none_or(|v| v.is_nan()) {
+        return 0;
+    }
+    let (chunks, rest) = logits.as_chunks::<4>();
+    let mut best = f32x4_splat(f32::NEG_INFINITY);
+    let mut idx = i32x4_splat(0);
+    let mut cur = i32x4(0, 1, 2, 3);
+    let four = i32x4_splat(4);
+    for chunk in chunks {
+        // SAFETY: a chunk is 16 bytes of f32.
+        let v = unsafe { v128_load(chunk.as_ptr() as *const v128) };
+        let gt = f32x4_gt(v, best);
+        best = v128_bitselect(v, best, gt);
+        idx = v128_bitselect(cur, idx, gt);
+        cur = i32x4_add(cur, four);
+    }
+    let b = [
+        f32x4_extract_lane::<0>(best),
+        f32x4_extract_lane::<1>(best),
+        f32x4_extract_lane::<2>(best),
+        f32x4_extract_lane::<3>(best),
+    ];
+    let i = [
+        i32x4_extract_lane::<0>(idx) as u32 as usize,
+        i32x4_extract_lane::<1>(idx) as u32 as usize,
+        i32x4_extract_lane::<2>(idx) as u32 as usize,
+        i32x4_extract_lane::<3>(idx) as u32 as usize,
+    ];
+    merge_lanes(b, i, logits, 4 * chunks.len(), rest)
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +252,40 @@ mod tests {
         let mut r = SplitMix64::new(0);
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn argmax_lanes_is_argmax_sequential() {
+        let mut cases: Vec<Vec<f32>> = vec![
+            vec![],
+            vec![1.0],
+            vec![f32::NAN, 5.0, 6.0],
+            vec![1.0, f32::NAN, 3.0, 3.0, f32::NAN, 3.0, 2.0],
+            vec![f32::NEG_INFINITY; 9],
+            vec![-0.0, 0.0, 0.0, -0.0, 0.0],
+            vec![0.0, 1.0, 1.0, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0],
+            vec![
+                f32::NEG_INFINITY,
+                f32::NEG_INFINITY,
+                2.0,
+                f32::INFINITY,
+                2.0,
+                f32::INFINITY,
+            ],
+        ];
+        let mut rng = SplitMix64::new(3);
+        for len in [3, 4, 5, 17, 64, 1021, 50257] {
+            // Few distinct values, so ties are everywhere.
+            cases.push(
+                (0..len)
+                    .map(|_| (rng.next_u64() % 7) as f32 - 3.0)
+                    .collect(),
+            );
+        }
+        for c in &cases {
+            assert_eq!(argmax_lanes(c), argmax_sequential(c), "{c:?}");
+            assert_eq!(argmax(c), argmax_sequential(c));
+        }
     }
 
     #[test]

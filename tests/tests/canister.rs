@@ -500,8 +500,20 @@ fn figures() {
         let (r, total) = generate(&mut h, "Once upon a time", 100);
         let g = ok(r);
         let per_token = (total - prefill) / u64::from(g.generated_tokens.max(1));
+        let (r, total200) = generate(&mut h, "Once upon a time", 200);
+        let g200 = ok(r);
+        let per_token_200 = (total200 - prefill) / u64::from(g200.generated_tokens.max(1));
         let (r, _) = generate(&mut h, "Once upon a time", 255);
         let most = ok(r);
+        // One machine-readable line per model (per token averaged over a 200-token generation).
+        println!(
+            "FIGURES {{\"config\": \"{}\", \"instructions_per_token\": {}, \"tokens_in_one_query\": {}, \"prefill_instructions\": {}, \"heap_bytes\": {}}}",
+            config.trim_end_matches(".toml"),
+            per_token_200,
+            most.generated_tokens,
+            prefill,
+            c.heap_bytes
+        );
         // Sampled (temperature 0.8, top-k 40): what the sampler adds per token.
         let sampled = GenerateRequest {
             prompt: "Once upon a time".into(),

@@ -306,7 +306,30 @@ fn rmsnorm(x: &[f64], g: &[f64]) -> Vec<f64> {
 }
 
 fn silu(a: f64) -> f64 {
-    a / (1.0 + (-a).exp())
+    a / (1.0 + exp_e(-a))
+}
+
+/// The e(x) of SPEC §2.5, evaluated in f64 from the SPEC's formula: x clamped to [−87, 88],
+/// k = round-half-even(x·log2 e), r = (x − k·ln2_hi) − k·ln2_lo, e^r by the degree-6 polynomial,
+/// times 2^k. (The SPEC's constants, as the f32 values they round to.)
+fn exp_e(x: f64) -> f64 {
+    let f = |v: f32| f64::from(v);
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * std::f64::consts::LOG2_E).round_ties_even();
+    let r = (x - k * f(0.693_359_4)) - k * f(-2.121_944_4e-4);
+    let c = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+    let mut p = f(c[0]);
+    for v in &c[1..] {
+        p = p * r + f(*v);
+    }
+    ((p * r * r + r) + 1.0) * 2f64.powi(k as i32)
 }
 
 /// The explicit V×D embedding matrix of a checkpoint (SPEC §2.4).
@@ -470,7 +493,7 @@ impl Reference {
                         })
                         .collect();
                     let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let e: Vec<f64> = scores.iter().map(|s| exp_e(s - max)).collect();
                     let sum: f64 = e.iter().sum();
                     for (p, w) in e.iter().enumerate() {
                         for cc in sl.clone() {

@@ -34,9 +34,9 @@ if ! ic_wasm="$(find_ic_wasm)"; then
   ic_wasm="$root/target/ic-wasm/bin/ic-wasm"
 fi
 
-(cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --profile canister --locked \
+(cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release --locked \
   --target wasm32-unknown-unknown -p walsh-canister)
-raw="$target_dir/wasm32-unknown-unknown/canister/walsh_canister.wasm"
+raw="$target_dir/wasm32-unknown-unknown/release/walsh_canister.wasm"
 mkdir -p "$(dirname "$out")"
 "$ic_wasm" "$raw" -o "$out" shrink
 "$ic_wasm" "$out" -o "$out" metadata candid:service -f "$root/candid/walsh.did" -v public

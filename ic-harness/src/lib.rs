@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! use walsh_ic_harness::{Harness, Principal};
-//! let wasm = std::fs::read("target/wasm32-unknown-unknown/canister/walsh_canister.wasm").unwrap();
+//! let wasm = std::fs::read("target/wasm32-unknown-unknown/release/walsh_canister.wasm").unwrap();
 //! let admin = Principal::from_slice(&[1; 29]);
 //! let mut ic = Harness::new();
 //! ic.install(&wasm, &candid::encode_args(()).unwrap(), vec![admin], admin).unwrap();

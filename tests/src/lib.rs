@@ -20,7 +20,7 @@ pub fn wasm_target_dir() -> PathBuf {
     root().join("target/wasm-check")
 }
 
-/// The canister's wasm as deployed (`cargo build --profile canister --target wasm32-unknown-unknown -p
+/// The canister's wasm as deployed (`cargo build --release --target wasm32-unknown-unknown -p
 /// walsh-canister`, default features: IC entry points and the embedded model), built once per
 /// test process.
 pub fn canister_wasm() -> &'static [u8] {
@@ -31,8 +31,7 @@ pub fn canister_wasm() -> &'static [u8] {
             .current_dir(root())
             .args([
                 "build",
-                "--profile",
-                "canister",
+                "--release",
                 "--target",
                 "wasm32-unknown-unknown",
                 "-p",
@@ -45,7 +44,7 @@ pub fn canister_wasm() -> &'static [u8] {
             status.success(),
             "building the canister for wasm32 failed (is the target installed? `rustup target add wasm32-unknown-unknown`)"
         );
-        std::fs::read(wasm_target_dir().join("wasm32-unknown-unknown/canister/walsh_canister.wasm"))
+        std::fs::read(wasm_target_dir().join("wasm32-unknown-unknown/release/walsh_canister.wasm"))
             .expect("canister wasm")
     })
 }

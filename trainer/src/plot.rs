@@ -220,6 +220,58 @@ pub fn plot_run(run_dir: &Path) -> Result<PathBuf, PlotError> {
     Ok(png)
 }
 
+/// Height of the title's band: what plotters' `titled` took for a 26 px title (text + 2 × 5 px).
+const TITLE_BAND: i32 = 36;
+
+/// The title, centred in `band`, laid out and rasterized with ab_glyph directly. plotters' own
+/// ab_glyph text drawing places each glyph's bitmap at the pen position without the glyph's left
+/// bearing, truncated to whole pixels, which spaces letters unevenly ("ti nystories") — most
+/// visible at the title's size. Here every glyph sits at its subpixel pen position plus its
+/// bearing, with kerning, and its coverage is blended into the white background.
+fn draw_title<DB: DrawingBackend>(
+    band: &DrawingArea<DB, Shift>,
+    text: &str,
+    px: f32,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
+    let font = FontRef::try_from_slice(FONT_TTF)?;
+    let scaled = font.as_scaled(PxScale::from(px));
+    let mut glyphs = Vec::new();
+    let (mut x, mut prev) = (0f32, None);
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        if let Some(p) = prev {
+            x += scaled.kern(p, id);
+        }
+        glyphs.push(id.with_scale_and_position(px, point(x, scaled.ascent())));
+        x += scaled.h_advance(id);
+        prev = Some(id);
+    }
+    let (w, h) = band.dim_in_pixel();
+    let left = ((w as f32 - x) / 2.0).max(0.0);
+    let top = ((h as f32 - scaled.height()) / 2.0).max(0.0);
+    let mut pixels = Vec::new();
+    for g in glyphs {
+        if let Some(outline) = font.outline_glyph(g) {
+            let b = outline.px_bounds();
+            outline.draw(|gx, gy, coverage| {
+                let px = (left + b.min.x).round() as i32 + gx as i32;
+                let py = (top + b.min.y).round() as i32 + gy as i32;
+                pixels.push((px, py, coverage));
+            });
+        }
+    }
+    for (px, py, coverage) in pixels {
+        if coverage > 0.0 {
+            band.draw_pixel((px, py), &BLACK.mix(f64::from(coverage.min(1.0))))?;
+        }
+    }
+    Ok(())
+}
+
 fn register_font() -> Result<(), PlotError> {
     static OK: OnceLock<bool> = OnceLock::new();
     let ok = OK.get_or_init(|| {
@@ -281,7 +333,8 @@ fn draw(png: &Path, title: &str, c: &Curves) -> Result<(), Box<dyn std::error::E
 
     let root = BitMapBackend::new(png, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
-    let root = root.titled(title, label(26))?;
+    let (band, root) = root.split_vertically(TITLE_BAND);
+    draw_title(&band, title, 26.0)?;
     let (top, bottom) = root.split_vertically(58.percent_height());
 
     let (lo, hi) = robust_range(c.train.iter().chain(&c.val).map(|p| p.1)).unwrap_or((0.0, 1.0));

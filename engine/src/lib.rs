@@ -4,11 +4,15 @@
 //! canister), with the same results on both. It knows nothing of the Internet Computer.
 
 pub mod algebra_linear;
+pub mod embedding_table;
 pub mod eval;
 pub mod generate;
+pub mod int_math;
 pub mod kv_cache;
 pub mod math;
 pub mod model;
+pub mod quant;
+pub mod ternary_linear;
 pub mod tokenizer;
 
 #[cfg(target_arch = "wasm32")]

@@ -2,8 +2,10 @@
 //! forward pass over a block of new positions (the whole prompt at once, or one decode step).
 
 use crate::algebra_linear::{AlgebraLinear, LinearScratch};
+use crate::embedding_table::{EmbeddingTable, HeadScratch};
 use crate::kv_cache::KvCache;
-use crate::math::{matvec, matvec_strided, rmsnorm, softmax, swiglu, weighted_rows};
+use crate::math::{matvec_strided, rmsnorm, softmax, swiglu, weighted_rows};
+use crate::ternary_linear::{TernaryLinear, TernaryScratch};
 use thiserror::Error;
 use walsh_spec::blob::{Blob, BlobError};
 use walsh_spec::config::{Algebra, Embedding, ModelConfig};
@@ -22,24 +24,27 @@ pub enum ForwardError {
 
 #[derive(Debug)]
 enum Embeddings {
-    Standard(Vec<f32>),
-    Hash { e1: Vec<f32>, e2: Vec<f32> },
+    Standard(EmbeddingTable),
+    Hash {
+        e1: EmbeddingTable,
+        e2: EmbeddingTable,
+    },
 }
 
 #[derive(Debug)]
 struct Layer {
     attn_norm: Vec<f32>,
-    q: AlgebraLinear,
-    k: AlgebraLinear,
-    v: AlgebraLinear,
-    o: AlgebraLinear,
+    q: TernaryLinear,
+    k: TernaryLinear,
+    v: TernaryLinear,
+    o: TernaryLinear,
     /// Head mixing as an AlgebraLinear over one group of A heads (α = 1, β = β_h repeated): the
     /// SPEC's mixing formulas are exactly that map.
     mix: Option<AlgebraLinear>,
     mlp_norm: Vec<f32>,
-    gate: AlgebraLinear,
-    up: AlgebraLinear,
-    down: AlgebraLinear,
+    gate: TernaryLinear,
+    up: TernaryLinear,
+    down: TernaryLinear,
 }
 
 #[derive(Debug)]
@@ -64,20 +69,24 @@ fn linear(
     prefix: &str,
     inp: usize,
     out: usize,
-) -> Result<AlgebraLinear, BlobError> {
+) -> Result<TernaryLinear, BlobError> {
     let name = format!("{prefix}.weight");
     let w = blob
         .tensor(&name)
         .ok_or(BlobError::MissingTensor(name))?
         .to_ternary()?;
-    Ok(AlgebraLinear {
-        algebra: blob.config.algebra,
-        in_dim: inp,
-        out_dim: out,
-        weight: w.into_iter().map(f32::from).collect(),
-        alpha: floats(blob, &format!("{prefix}.alpha"))?,
-        beta: floats(blob, &format!("{prefix}.beta"))?,
-    })
+    Ok(TernaryLinear::new(
+        blob.config.algebra,
+        inp,
+        out,
+        &w,
+        floats(blob, &format!("{prefix}.alpha"))?,
+        floats(blob, &format!("{prefix}.beta"))?,
+    ))
+}
+
+fn table(blob: &Blob<'_>, name: &str, cols: usize) -> Result<EmbeddingTable, BlobError> {
+    Ok(EmbeddingTable::new(&floats(blob, name)?, cols))
 }
 
 /// The buffers of a forward pass, kept between calls (a generation holds one), so that a decode
@@ -96,6 +105,8 @@ pub struct ForwardScratch {
     up: Vec<f32>,
     scores: Vec<f32>,
     lin: LinearScratch,
+    tern: TernaryScratch,
+    head: HeadScratch,
     /// The hash logits' two tables' scores and the final normed row.
     s1: Vec<f32>,
     s2: Vec<f32>,
@@ -108,10 +119,10 @@ impl Model {
         let c = &blob.config;
         let (d, f, hd, a) = (c.n_embd, c.mlp_hidden(), c.head_dim(), c.algebra_dim());
         let embeddings = match c.embedding {
-            Embedding::Standard => Embeddings::Standard(floats(blob, "tok_emb.weight")?),
+            Embedding::Standard => Embeddings::Standard(table(blob, "tok_emb.weight", d)?),
             Embedding::Hash => Embeddings::Hash {
-                e1: floats(blob, "tok_emb.hash1")?,
-                e2: floats(blob, "tok_emb.hash2")?,
+                e1: table(blob, "tok_emb.hash1", d)?,
+                e2: table(blob, "tok_emb.hash2", d)?,
             },
         };
         let mut layers = Vec::with_capacity(c.n_layer);
@@ -198,34 +209,36 @@ impl Model {
     }
 
     fn embed(&self, token: u32, out: &mut [f32]) {
-        let d = self.config.n_embd;
         let t = token as usize;
         match &self.embeddings {
-            Embeddings::Standard(e) => out.copy_from_slice(&e[t * d..(t + 1) * d]),
+            Embeddings::Standard(e) => e.row_into(t, out),
             Embeddings::Hash { e1, e2 } => {
                 let b = self.config.hash_buckets;
-                let (i1, i2) = (t % b, (t / b) % b);
-                for ((o, x), y) in out
-                    .iter_mut()
-                    .zip(&e1[i1 * d..(i1 + 1) * d])
-                    .zip(&e2[i2 * d..(i2 + 1) * d])
-                {
-                    *o = x + y;
-                }
+                e1.row_into(t % b, out);
+                e2.add_row((t / b) % b, out);
             }
         }
     }
 
     /// Tied output logits of one final hidden row (after the final RMSNorm), SPEC §2.4.
-    fn logits_of(&self, h: &[f32], out: &mut [f32], s1: &mut Vec<f32>, s2: &mut Vec<f32>) {
+    fn logits_of(
+        &self,
+        h: &[f32],
+        out: &mut [f32],
+        s1: &mut Vec<f32>,
+        s2: &mut Vec<f32>,
+        hs: &mut HeadScratch,
+    ) {
         match &self.embeddings {
-            Embeddings::Standard(e) => matvec(e, h, out),
+            Embeddings::Standard(e) => e.logits(h, out, hs),
             Embeddings::Hash { e1, e2 } => {
                 let b = self.config.hash_buckets;
+                // Table 2 is only reached at rows ⌊t/B⌋ mod B < ⌈V/B⌉.
+                let rows2 = b.min(self.config.vocab_size.div_ceil(b));
                 s1.resize(b, 0.0);
-                s2.resize(b, 0.0);
-                matvec(e1, h, s1);
-                matvec(e2, h, s2);
+                s2.resize(rows2, 0.0);
+                e1.logits(h, s1, hs);
+                e2.logits(h, s2, hs);
                 // ℓ_t = s1[t mod B] + s2[⌊t/B⌋ mod B], in runs of B ids that share ⌊t/B⌋: no
                 // division per id.
                 for (k, run) in out.chunks_mut(b).enumerate() {
@@ -324,9 +337,9 @@ impl Model {
             for (xr, nr) in b.x.chunks_exact(d).zip(b.xn.chunks_exact_mut(d)) {
                 rmsnorm(xr, &layer.attn_norm, nr);
             }
-            layer.q.forward(&b.xn, &mut b.q, &mut b.lin);
-            layer.k.forward(&b.xn, &mut b.k, &mut b.lin);
-            layer.v.forward(&b.xn, &mut b.v, &mut b.lin);
+            layer.q.forward(&b.xn, &mut b.q, &mut b.tern);
+            layer.k.forward(&b.xn, &mut b.k, &mut b.tern);
+            layer.v.forward(&b.xn, &mut b.v, &mut b.tern);
             for i in 0..t {
                 self.rope(&mut b.q[i * d..(i + 1) * d], p0 + i);
                 self.rope(&mut b.k[i * d..(i + 1) * d], p0 + i);
@@ -356,16 +369,16 @@ impl Model {
                 }
                 None => &b.att,
             };
-            layer.o.forward(attn_out, &mut b.proj, &mut b.lin);
+            layer.o.forward(attn_out, &mut b.proj, &mut b.tern);
             b.x.iter_mut().zip(&b.proj).for_each(|(x, y)| *x += y);
 
             for (xr, nr) in b.x.chunks_exact(d).zip(b.xn.chunks_exact_mut(d)) {
                 rmsnorm(xr, &layer.mlp_norm, nr);
             }
-            layer.gate.forward(&b.xn, &mut b.gate, &mut b.lin);
-            layer.up.forward(&b.xn, &mut b.up, &mut b.lin);
+            layer.gate.forward(&b.xn, &mut b.gate, &mut b.tern);
+            layer.up.forward(&b.xn, &mut b.up, &mut b.tern);
             swiglu(&mut b.gate, &b.up);
-            layer.down.forward(&b.gate, &mut b.proj, &mut b.lin);
+            layer.down.forward(&b.gate, &mut b.proj, &mut b.tern);
             b.x.iter_mut().zip(&b.proj).for_each(|(x, y)| *x += y);
         }
         cache.advance(t);
@@ -375,29 +388,32 @@ impl Model {
         b.h.resize(d, 0.0);
         for (k, i) in (first..t).enumerate() {
             rmsnorm(&b.x[i * d..(i + 1) * d], &self.norm, &mut b.h);
-            self.logits_of(&b.h, &mut logits[k * v..(k + 1) * v], &mut b.s1, &mut b.s2);
+            self.logits_of(
+                &b.h,
+                &mut logits[k * v..(k + 1) * v],
+                &mut b.s1,
+                &mut b.s2,
+                &mut b.head,
+            );
         }
         Ok(())
     }
 
     /// Heap bytes of the weights as the engine holds them.
     pub fn heap_bytes(&self) -> usize {
-        let lin = |l: &AlgebraLinear| 4 * (l.weight.len() + l.alpha.len() + l.beta.len());
+        let mix = |l: &AlgebraLinear| 4 * (l.weight.len() + l.alpha.len() + l.beta.len());
         let emb = match &self.embeddings {
-            Embeddings::Standard(e) => e.len(),
-            Embeddings::Hash { e1, e2 } => e1.len() + e2.len(),
+            Embeddings::Standard(e) => e.heap_bytes(),
+            Embeddings::Hash { e1, e2 } => e1.heap_bytes() + e2.heap_bytes(),
         };
-        let mut total = 4 * (emb + self.norm.len() + self.rope_cos.len() + self.rope_sin.len());
+        let mut total = emb + 4 * (self.norm.len() + self.rope_cos.len() + self.rope_sin.len());
         for l in &self.layers {
-            total += lin(&l.q)
-                + lin(&l.k)
-                + lin(&l.v)
-                + lin(&l.o)
-                + lin(&l.gate)
-                + lin(&l.up)
-                + lin(&l.down);
+            total += [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                .iter()
+                .map(|t| t.heap_bytes())
+                .sum::<usize>();
             total += 4 * (l.attn_norm.len() + l.mlp_norm.len());
-            total += l.mix.as_ref().map_or(0, lin);
+            total += l.mix.as_ref().map_or(0, mix);
         }
         total
     }

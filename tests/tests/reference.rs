@@ -111,6 +111,14 @@ impl Lcg {
 }
 
 /// max|engine − reference| / max|reference| over one row of logits.
+/// Engine against reference. SPEC §2.6 rounds every weight product's input to integer codes:
+/// where the engine's f32 value and the reference's f64 value of an activation fall on either side
+/// of a rounding boundary (about 3 in 1,000 entries at L = 32,767 after a few layers), that entry
+/// moves by 1/L of its vector's maximum, and the random test models (whose attention is peaky)
+/// amplify such steps to ~2e-4 of the logits; without the codes the two agreed to ~6e-6. A wrong
+/// sign, index or scale anywhere moves them by 1e-2 or more.
+const REF_TOL: f64 = 1e-3;
+
 fn rel_err(engine: &[f32], reference: &[f64]) -> f64 {
     assert_eq!(engine.len(), reference.len());
     let mut diff: f64 = 0.0;
@@ -169,6 +177,43 @@ fn quantize(w: &[f32]) -> (Vec<i8>, f32) {
     (q, gamma)
 }
 
+/// Q(x, L) of SPEC §2.6 then back to values, in f64: m = max|x|, code = clamp(round-half-even(
+/// x·L/m), −L, L), value = code·m/L (all zero when m = 0).
+fn qdq(x: &[f64], limit: i32) -> Vec<f64> {
+    let m = x.iter().fold(0f64, |m, v| m.max(v.abs()));
+    if m == 0.0 {
+        return vec![0.0; x.len()];
+    }
+    let l = f64::from(limit);
+    x.iter()
+        .map(|v| (v * l / m).round_ties_even().clamp(-l, l) * m / l)
+        .collect()
+}
+
+/// An embedding table as SPEC §2.6 has the engine hold it: each row's int8 codes Q(row, 127),
+/// computed with the SPEC's f32 operations (inv = 127/m and x·inv rounded in f32), times the
+/// row's scale m/127 (f32), as f64 values.
+fn int8_rows(table: &[f32], cols: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(table.len());
+    for row in table.chunks(cols) {
+        let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if m == 0.0 {
+            out.extend(std::iter::repeat_n(0.0, row.len()));
+            continue;
+        }
+        let (inv, scale) = (127f32 / m, m / 127f32);
+        out.extend(row.iter().map(|v| {
+            f64::from((v * inv).round_ties_even().clamp(-127.0, 127.0)) * f64::from(scale)
+        }));
+    }
+    out
+}
+
+/// The activation limit of the head (SPEC §2.6): the largest L ≤ 32767 with D·L·127 < 2^31.
+fn head_limit(d: usize) -> i32 {
+    ((i32::MAX as u64 / (d as u64 * 127)).min(32_767)) as i32
+}
+
 fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|x| f64::from(*x)).collect()
 }
@@ -183,14 +228,32 @@ fn matvec(w: &[f64], rows: usize, cols: usize, x: &[f64]) -> Vec<f64> {
 }
 
 /// The part product of SPEC §2.2: blocks W[k] of shape [n, m], input parts u_j of length m,
-/// output parts z_i of length n, for A = 1, 8 or 32.
-fn algebra_product(algebra: Algebra, w: &[f64], n: usize, m: usize, u: &[f64]) -> Vec<f64> {
+/// output parts z_i of length n, for A = 1, 8 or 32. With `quant`, the block products see the
+/// input as SPEC §2.6 quantizes it: Q(u, L) (for hadamard Q(û, L), after the transform).
+fn algebra_product(
+    algebra: Algebra,
+    w: &[f64],
+    n: usize,
+    m: usize,
+    u: &[f64],
+    quant: Option<i32>,
+) -> Vec<f64> {
+    let q = |v: &[f64]| match quant {
+        Some(l) => qdq(v, l),
+        None => v.to_vec(),
+    };
     let a = algebra.dim();
     assert_eq!(w.len(), a * n * m);
     assert_eq!(u.len(), a * m);
     let block = |k: usize| &w[k * n * m..(k + 1) * n * m];
     let part = |v: &[f64], j: usize, len: usize| v[j * len..(j + 1) * len].to_vec();
     let mut z = vec![0.0; a * n];
+    let uq = if algebra == Algebra::Hadamard {
+        u.to_vec()
+    } else {
+        q(u)
+    };
+    let u = &uq[..];
     match algebra {
         Algebra::Dense => z = matvec(block(0), n, m, u),
         Algebra::Octonion => {
@@ -206,15 +269,18 @@ fn algebra_product(algebra: Algebra, w: &[f64], n: usize, m: usize, u: &[f64]) -
         }
         Algebra::Hadamard => {
             // û_g = Σ_j H(g, j) u_j; v_g = W[g] û_g; z_i = Σ_g H(i, g) v_g.
-            let mut v = vec![0.0; 32 * n];
+            let mut uh = vec![0.0; 32 * m];
             for g in 0..32 {
-                let mut uh = vec![0.0; m];
                 for j in 0..32 {
                     for c in 0..m {
-                        uh[c] += h32(g, j) * u[j * m + c];
+                        uh[g * m + c] += h32(g, j) * u[j * m + c];
                     }
                 }
-                let vg = matvec(block(g), n, m, &uh);
+            }
+            let uh = q(&uh);
+            let mut v = vec![0.0; 32 * n];
+            for g in 0..32 {
+                let vg = matvec(block(g), n, m, &uh[g * m..(g + 1) * m]);
                 v[g * n..(g + 1) * n].copy_from_slice(&vg);
             }
             for i in 0..32 {
@@ -272,7 +338,7 @@ impl RefLinear {
 
     fn apply(&self, x: &[f64]) -> Vec<f64> {
         let u: Vec<f64> = x.iter().zip(&self.alpha).map(|(v, a)| v * a).collect();
-        let z = algebra_product(self.algebra, &self.wq, self.n, self.m, &u);
+        let z = algebra_product(self.algebra, &self.wq, self.n, self.m, &u, Some(32_767));
         z.iter().zip(&self.scale).map(|(v, s)| v * s).collect()
     }
 }
@@ -332,21 +398,22 @@ fn exp_e(x: f64) -> f64 {
     ((p * r * r + r) + 1.0) * 2f64.powi(k as i32)
 }
 
-/// The explicit V×D embedding matrix of a checkpoint (SPEC §2.4).
+/// The explicit V×D embedding matrix of a checkpoint (SPEC §2.4) from its tables as the engine
+/// holds them (int8 rows, SPEC §2.6).
 fn explicit_embeddings(ckpt: &Checkpoint) -> Vec<f64> {
     let c = &ckpt.config;
     let d = c.n_embd;
     match c.embedding {
-        Embedding::Standard => f64s(&ckpt.tensors["tok_emb.weight"].data),
+        Embedding::Standard => int8_rows(&ckpt.tensors["tok_emb.weight"].data, d),
         Embedding::Hash => {
             let b = c.hash_buckets;
-            let e1 = &ckpt.tensors["tok_emb.hash1"].data;
-            let e2 = &ckpt.tensors["tok_emb.hash2"].data;
+            let e1 = int8_rows(&ckpt.tensors["tok_emb.hash1"].data, d);
+            let e2 = int8_rows(&ckpt.tensors["tok_emb.hash2"].data, d);
             let mut e = vec![0.0; c.vocab_size * d];
             for t in 0..c.vocab_size {
                 let (i1, i2) = (t % b, (t / b) % b);
                 for k in 0..d {
-                    e[t * d + k] = f64::from(e1[i1 * d + k]) + f64::from(e2[i2 * d + k]);
+                    e[t * d + k] = e1[i1 * d + k] + e2[i2 * d + k];
                 }
             }
             e
@@ -518,7 +585,7 @@ impl Reference {
         }
         x.iter()
             .map(|row| {
-                let h = rmsnorm(row, &self.norm);
+                let h = qdq(&rmsnorm(row, &self.norm), head_limit(d));
                 (0..v)
                     .map(|tok| {
                         self.emb[tok * d..(tok + 1) * d]
@@ -573,7 +640,7 @@ fn engine_sign_table_is_the_spec_table() {
         let x: Vec<f64> = (0..8)
             .map(|_| rng.next() as f64 / 2f64.powi(30) - 1.0)
             .collect();
-        let got = algebra_product(Algebra::Octonion, &w, 1, 1, &x);
+        let got = algebra_product(Algebra::Octonion, &w, 1, 1, &x, None);
         let want = cayley_dickson(&w, &x);
         for k in 0..8 {
             assert!((got[k] - want[k]).abs() < 1e-12, "{got:?} vs {want:?}");
@@ -582,7 +649,7 @@ fn engine_sign_table_is_the_spec_table() {
     for i in 1..8 {
         let mut e = vec![0.0; 8];
         e[i] = 1.0;
-        let sq = algebra_product(Algebra::Octonion, &e, 1, 1, &e);
+        let sq = algebra_product(Algebra::Octonion, &e, 1, 1, &e, None);
         let mut minus_one = vec![0.0; 8];
         minus_one[0] = -1.0;
         assert_eq!(sq, minus_one, "e_{i}²");
@@ -590,7 +657,7 @@ fn engine_sign_table_is_the_spec_table() {
     // The reference's H32 is orthonormal and its own inverse: the hadamard product with identity
     // blocks (n = m = 1) returns its input.
     let x: Vec<f64> = (0..32).map(|k| (k as f64 * 0.37).sin()).collect();
-    let y = algebra_product(Algebra::Hadamard, &[1.0; 32], 1, 1, &x);
+    let y = algebra_product(Algebra::Hadamard, &[1.0; 32], 1, 1, &x, None);
     for k in 0..32 {
         assert!((x[k] - y[k]).abs() < 1e-12);
     }
@@ -617,7 +684,7 @@ fn check_against_reference(algebra: Algebra, embedding: Embedding, mixing: bool,
     for (p, row) in want.iter().enumerate() {
         let e = rel_err(&got[p * VOCAB..(p + 1) * VOCAB], row);
         assert!(
-            e < 1e-4,
+            e < REF_TOL,
             "{}: position {p}: relative error {e:.3e}",
             cfg.name
         );
@@ -693,7 +760,7 @@ fn kv_cache_decode_equals_full_recomputation() {
             worst_full = worst_full.max(e);
             let e = rel_err(&logits, &reference[n - 1]);
             assert!(
-                e < 1e-4,
+                e < REF_TOL,
                 "{}: after {n} tokens: vs reference {e:.3e}",
                 cfg.name
             );
@@ -727,60 +794,26 @@ fn hash_logits_equal_the_explicit_embedding_matrix() {
         let hash = checkpoint(&cfg, seed);
         let tokens = Lcg(seed).tokens(cfg.block_size);
 
-        // The same model with a standard embedding whose table is the explicit E (summed in f32,
-        // as the engine sums e(t)).
-        let mut std_cfg = cfg.clone();
-        std_cfg.embedding = Embedding::Standard;
-        let (b, d) = (cfg.hash_buckets, cfg.n_embd);
-        let e1 = &hash.tensors["tok_emb.hash1"].data;
-        let e2 = &hash.tensors["tok_emb.hash2"].data;
-        let mut explicit = vec![0f32; VOCAB * d];
-        for t in 0..VOCAB {
-            let (i1, i2) = (t % b, (t / b) % b);
-            for k in 0..d {
-                explicit[t * d + k] = e1[i1 * d + k] + e2[i2 * d + k];
-            }
-        }
-        let mut standard = hash.clone();
-        standard.config = std_cfg;
-        standard.tensors.remove("tok_emb.hash1");
-        standard.tensors.remove("tok_emb.hash2");
-        standard.tensors.insert(
-            "tok_emb.weight".into(),
-            walsh_spec::Tensor {
-                shape: vec![VOCAB, d],
-                data: explicit,
-            },
-        );
-
         let eh = load(&pack(&hash, Packing::X4, DType::F32));
-        let es = load(&pack(&standard, Packing::X4, DType::F32));
         let gh = eh
             .model
             .forward(&tokens, &mut eh.model.new_cache(), true)
             .expect("forward");
-        let gs = es
-            .model
-            .forward(&tokens, &mut es.model.new_cache(), true)
-            .expect("forward");
         // The reference always goes through the explicit V×D matrix.
         let want = Reference::new(&hash).forward(&tokens);
-        let (mut worst_engines, mut worst_ref): (f64, f64) = (0.0, 0.0);
+        let mut worst_ref: f64 = 0.0;
         for (p, row) in want.iter().enumerate() {
             let r = p * VOCAB..(p + 1) * VOCAB;
-            let e = rel_err_f32(&gh[r.clone()], &gs[r.clone()]);
+            let e = rel_err(&gh[r], row);
             assert!(
-                e < 1e-5,
-                "{}: position {p}: factorized vs explicit {e:.3e}",
+                e < REF_TOL,
+                "{}: position {p}: vs reference {e:.3e}",
                 cfg.name
             );
-            worst_engines = worst_engines.max(e);
-            let e = rel_err(&gh[r], row);
-            assert!(e < 1e-4, "{}: position {p}: vs reference {e:.3e}", cfg.name);
             worst_ref = worst_ref.max(e);
         }
         println!(
-            "{}: factorized vs explicit engine {worst_engines:.3e}, vs explicit reference {worst_ref:.3e}",
+            "{}: factorized engine vs explicit reference {worst_ref:.3e}",
             cfg.name
         );
     }
@@ -1014,7 +1047,7 @@ fn f16_and_int8_embeddings_load_and_stay_close() {
                 // The engine decodes the tables exactly as SPEC §4 says.
                 let e = rel_err(row, &on_stored[p]);
                 assert!(
-                    e < 1e-4,
+                    e < REF_TOL,
                     "{} {dtype:?}: position {p}: vs reference on the stored table {e:.3e}",
                     cfg.name
                 );
@@ -1024,9 +1057,11 @@ fn f16_and_int8_embeddings_load_and_stay_close() {
             // Close to the f32 model. The scrambled models are badly conditioned (peaky
             // attention amplifies the tables' rounding: int8 moves their logits by 20-35 %), so
             // the bound applies to the SPEC-initialised ones, where int8's per-row rounding of
-            // about max/254 moves the logits by about 1.5-2 % and f16 by about 5e-4.
+            // about max/254 moves the logits by about 1.5-2 %. The engine holds every table as
+            // int8 codes (SPEC §2.6) and so does the reference: an f16 table differs from the f32
+            // one where its rounding moves a value across an int8 step, ~5e-3 of the logits.
             if !scrambled {
-                let bound = if dtype == DType::F16 { 2e-3 } else { 4e-2 };
+                let bound = if dtype == DType::F16 { 1e-2 } else { 4e-2 };
                 assert!(
                     worst_exact < bound,
                     "{} {dtype:?}: vs f32 reference {worst_exact:.3e} (bound {bound:.0e})",

@@ -1,0 +1,309 @@
+//! Integer kernels of SPEC §2.6: dot products of i16 codes into i32 sums, and the unnormalized
+//! Walsh–Hadamard transform over i32 parts.
+//!
+//! Integer sums are exact (SPEC §2.6 bounds every sum below 2^31), so their order cannot change a
+//! bit: the wasm32 versions (`simd`, `i32x4.dot_i16x8_s`: eight multiply-adds per instruction)
+//! and the portable loops agree by construction, and wrapping arithmetic on both makes even an
+//! out-of-bound sum the same on both.
+
+/// Σ a_i·b_i (wrapping).
+#[inline]
+pub fn dot(a: &[i16], b: &[i16]) -> i32 {
+    a.iter().zip(b).fold(0i32, |s, (x, y)| {
+        s.wrapping_add(i32::from(*x) * i32::from(*y))
+    })
+}
+
+/// out[r] = Σ_c w[r·stride + c]·x[c] for c < x.len(): the rows of a row-major i16 matrix whose
+/// rows start `stride` (≥ x.len()) codes apart against the codes x.
+pub fn matvec(w: &[i16], stride: usize, x: &[i16], out: &mut [i32]) {
+    let cols = x.len();
+    #[cfg(target_arch = "wasm32")]
+    if cols.is_multiple_of(8) && cols > 0 && stride >= cols {
+        simd::matvec(w, stride, x, out);
+        return;
+    }
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = dot(&w[r * stride..r * stride + cols], x);
+    }
+}
+
+/// The Walsh–Hadamard transform over `parts` (a power of two) equal parts of x, without the
+/// 1/√parts factor: x_g ← Σ_j (−1)^popcount(g AND j) x_j, exact in i32 (wrapping).
+pub fn fht(x: &mut [i32], parts: usize) {
+    let width = x.len() / parts;
+    debug_assert!(parts.is_power_of_two() && width * parts == x.len());
+    #[cfg(target_arch = "wasm32")]
+    if width.is_multiple_of(4) {
+        simd::fht(x, parts);
+        return;
+    }
+    let mut h = 1;
+    while h < parts {
+        for block in (0..parts).step_by(2 * h) {
+            for j in block..block + h {
+                let (lo, hi) = x.split_at_mut((j + h) * width);
+                for (a, b) in lo[j * width..(j + 1) * width]
+                    .iter_mut()
+                    .zip(&mut hi[..width])
+                {
+                    let (s, d) = (a.wrapping_add(*b), a.wrapping_sub(*b));
+                    *a = s;
+                    *b = d;
+                }
+            }
+        }
+        h *= 2;
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod simd {
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    unsafe fn ld(p: *const i16) -> v128 {
+        unsafe { v128_load(p as *const v128) }
+    }
+
+    /// [Σ a, Σ b, Σ c, Σ d] of four i32x4 vectors' lanes.
+    #[inline(always)]
+    fn reduce4(a: v128, b: v128, c: v128, d: v128) -> v128 {
+        let p = i32x4_add(
+            i32x4_shuffle::<0, 4, 1, 5>(a, b),
+            i32x4_shuffle::<2, 6, 3, 7>(a, b),
+        );
+        let q = i32x4_add(
+            i32x4_shuffle::<0, 4, 1, 5>(c, d),
+            i32x4_shuffle::<2, 6, 3, 7>(c, d),
+        );
+        i32x4_add(
+            i32x4_shuffle::<0, 1, 4, 5>(p, q),
+            i32x4_shuffle::<2, 3, 6, 7>(p, q),
+        )
+    }
+
+    #[inline(always)]
+    fn hsum(a: v128) -> i32 {
+        let b = i32x4_add(a, i32x4_shuffle::<2, 3, 0, 1>(a, a));
+        let c = i32x4_add(b, i32x4_shuffle::<1, 0, 3, 2>(b, b));
+        i32x4_extract_lane::<0>(c)
+    }
+
+    /// Four rows against x, `CH` chunks of eight codes known at compile time (fully unrolled, so
+    /// every weight load takes a constant offset from one row pointer).
+    #[inline(always)]
+    unsafe fn rows4_fixed<const CH: usize>(p: *const i16, stride: usize, xs: &[v128; CH]) -> v128 {
+        let z = i32x4_splat(0);
+        let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+        // SAFETY (whole block): the caller guarantees four rows of CH·8 codes from p.
+        unsafe {
+            let (p0, p1, p2, p3) = (p, p.add(stride), p.add(2 * stride), p.add(3 * stride));
+            for (c, xv) in xs.iter().enumerate() {
+                a0 = i32x4_add(a0, i32x4_dot_i16x8(ld(p0.add(8 * c)), *xv));
+                a1 = i32x4_add(a1, i32x4_dot_i16x8(ld(p1.add(8 * c)), *xv));
+                a2 = i32x4_add(a2, i32x4_dot_i16x8(ld(p2.add(8 * c)), *xv));
+                a3 = i32x4_add(a3, i32x4_dot_i16x8(ld(p3.add(8 * c)), *xv));
+            }
+        }
+        reduce4(a0, a1, a2, a3)
+    }
+
+    fn matvec_fixed<const CH: usize>(w: &[i16], stride: usize, x: &[i16], out: &mut [i32]) {
+        let rows = out.len();
+        let mut xs = [i32x4_splat(0); CH];
+        for (c, v) in xs.iter_mut().enumerate() {
+            // SAFETY: x.len() = 8·CH.
+            *v = unsafe { ld(x.as_ptr().add(8 * c)) };
+        }
+        let mut r = 0;
+        while r + 4 <= rows {
+            // SAFETY: rows r..r+4 end at (r+3)·stride + 8·CH ≤ w.len() (checked by the caller).
+            unsafe {
+                let v = rows4_fixed::<CH>(w.as_ptr().add(r * stride), stride, &xs);
+                v128_store(out.as_mut_ptr().add(r) as *mut v128, v);
+            }
+            r += 4;
+        }
+        for rr in r..rows {
+            let mut a = i32x4_splat(0);
+            for (c, xv) in xs.iter().enumerate() {
+                // SAFETY: row rr's 8·CH codes are inside w.
+                unsafe {
+                    a = i32x4_add(
+                        a,
+                        i32x4_dot_i16x8(ld(w.as_ptr().add(rr * stride + 8 * c)), *xv),
+                    )
+                };
+            }
+            out[rr] = hsum(a);
+        }
+    }
+
+    fn matvec_any(w: &[i16], stride: usize, x: &[i16], out: &mut [i32]) {
+        let (rows, cols) = (out.len(), x.len());
+        let px = x.as_ptr();
+        let z = i32x4_splat(0);
+        let mut r = 0;
+        while r + 4 <= rows {
+            // SAFETY: as in matvec_fixed, with cols a multiple of 8.
+            unsafe {
+                let p0 = w.as_ptr().add(r * stride);
+                let (p1, p2, p3) = (p0.add(stride), p0.add(2 * stride), p0.add(3 * stride));
+                let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+                let mut c = 0;
+                while c + 16 <= cols {
+                    let (x0, x1) = (ld(px.add(c)), ld(px.add(c + 8)));
+                    a0 = i32x4_add(
+                        i32x4_add(a0, i32x4_dot_i16x8(ld(p0.add(c)), x0)),
+                        i32x4_dot_i16x8(ld(p0.add(c + 8)), x1),
+                    );
+                    a1 = i32x4_add(
+                        i32x4_add(a1, i32x4_dot_i16x8(ld(p1.add(c)), x0)),
+                        i32x4_dot_i16x8(ld(p1.add(c + 8)), x1),
+                    );
+                    a2 = i32x4_add(
+                        i32x4_add(a2, i32x4_dot_i16x8(ld(p2.add(c)), x0)),
+                        i32x4_dot_i16x8(ld(p2.add(c + 8)), x1),
+                    );
+                    a3 = i32x4_add(
+                        i32x4_add(a3, i32x4_dot_i16x8(ld(p3.add(c)), x0)),
+                        i32x4_dot_i16x8(ld(p3.add(c + 8)), x1),
+                    );
+                    c += 16;
+                }
+                if c < cols {
+                    let x0 = ld(px.add(c));
+                    a0 = i32x4_add(a0, i32x4_dot_i16x8(ld(p0.add(c)), x0));
+                    a1 = i32x4_add(a1, i32x4_dot_i16x8(ld(p1.add(c)), x0));
+                    a2 = i32x4_add(a2, i32x4_dot_i16x8(ld(p2.add(c)), x0));
+                    a3 = i32x4_add(a3, i32x4_dot_i16x8(ld(p3.add(c)), x0));
+                }
+                v128_store(
+                    out.as_mut_ptr().add(r) as *mut v128,
+                    reduce4(a0, a1, a2, a3),
+                );
+            }
+            r += 4;
+        }
+        for rr in r..rows {
+            let mut a = z;
+            let mut c = 0;
+            while c < cols {
+                // SAFETY: row rr's cols codes are inside w.
+                unsafe {
+                    a = i32x4_add(
+                        a,
+                        i32x4_dot_i16x8(ld(w.as_ptr().add(rr * stride + c)), ld(px.add(c))),
+                    )
+                };
+                c += 8;
+            }
+            out[rr] = hsum(a);
+        }
+    }
+
+    /// `super::matvec` for x.len() a positive multiple of 8.
+    pub fn matvec(w: &[i16], stride: usize, x: &[i16], out: &mut [i32]) {
+        let (rows, cols) = (out.len(), x.len());
+        if rows == 0 {
+            return;
+        }
+        assert!(cols.is_multiple_of(8) && stride >= cols && w.len() >= (rows - 1) * stride + cols);
+        match cols / 8 {
+            1 => matvec_fixed::<1>(w, stride, x, out),
+            2 => matvec_fixed::<2>(w, stride, x, out),
+            3 => matvec_fixed::<3>(w, stride, x, out),
+            4 => matvec_fixed::<4>(w, stride, x, out),
+            6 => matvec_fixed::<6>(w, stride, x, out),
+            8 => matvec_fixed::<8>(w, stride, x, out),
+            _ => matvec_any(w, stride, x, out),
+        }
+    }
+
+    /// `super::fht` for a part width that is a multiple of 4.
+    pub fn fht(x: &mut [i32], parts: usize) {
+        let width = x.len() / parts;
+        assert!(width.is_multiple_of(4) && width * parts == x.len());
+        let px = x.as_mut_ptr();
+        let mut h = 1;
+        while h < parts {
+            let mut block = 0;
+            while block < parts {
+                for j in block..block + h {
+                    let mut c = 0;
+                    while c < width {
+                        // SAFETY: (j + h)·width + c + 4 ≤ parts·width = x.len().
+                        unsafe {
+                            let pa = px.add(j * width + c) as *mut v128;
+                            let pb = px.add((j + h) * width + c) as *mut v128;
+                            let (a, b) = (v128_load(pa), v128_load(pb));
+                            v128_store(pa, i32x4_add(a, b));
+                            v128_store(pb, i32x4_sub(a, b));
+                        }
+                        c += 4;
+                    }
+                }
+                block += 2 * h;
+            }
+            h *= 2;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(len: usize, a: usize, b: usize, off: i32) -> Vec<i16> {
+        (0..len)
+            .map(|i| ((i * a % b) as i32 - off) as i16)
+            .collect()
+    }
+
+    #[test]
+    fn matvec_matches_i64_sums() {
+        for (rows, cols, stride) in [
+            (0, 8, 8),
+            (1, 16, 16),
+            (5, 16, 40),
+            (9, 24, 24),
+            (7, 5, 9),
+            (6, 64, 64),
+            (3, 72, 80),
+        ] {
+            let w = codes(rows * stride + cols, 5, 23, 11);
+            let x: Vec<i16> = codes(cols, 3, 65_000, 32_000);
+            let mut out = vec![0; rows];
+            matvec(&w, stride, &x, &mut out);
+            for (r, o) in out.iter().enumerate() {
+                let want: i64 = (0..cols)
+                    .map(|c| i64::from(w[r * stride + c]) * i64::from(x[c]))
+                    .sum();
+                assert_eq!(i64::from(*o), want);
+            }
+        }
+    }
+
+    #[test]
+    fn fht_is_the_unnormalized_hadamard_matrix() {
+        for (parts, width) in [(1, 4), (2, 3), (8, 4), (32, 1), (32, 16)] {
+            let x: Vec<i32> = (0..parts * width)
+                .map(|i| (i * 37 % 101) as i32 - 50)
+                .collect();
+            let mut y = x.clone();
+            fht(&mut y, parts);
+            for g in 0..parts {
+                for c in 0..width {
+                    let want: i32 = (0..parts)
+                        .map(|j| {
+                            let s = if (g & j).count_ones() % 2 == 0 { 1 } else { -1 };
+                            s * x[j * width + c]
+                        })
+                        .sum();
+                    assert_eq!(y[g * width + c], want);
+                }
+            }
+        }
+    }
+}

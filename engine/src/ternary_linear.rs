@@ -1,0 +1,284 @@
+//! AlgebraLinear of SPEC §2.2 on ternary weights, computed as SPEC §2.6 defines it for inference:
+//! the input (after α and, for hadamard, the FHT across parts) becomes i16 codes with one scale,
+//! every block product is an exact integer dot product, and the output is scaled back to f32.
+//!
+//! Weights are held as i16 in {−1, 0, 1} in a padded layout made at load, [A, n_p, m_p] with
+//! m_p = m rounded up to 8 (one `i32x4.dot_i16x8_s` takes eight codes) and n_p = n rounded up to
+//! 4 (the integer FHT moves four lanes at a time); the padding is zero, so it adds nothing.
+
+use crate::int_math;
+use crate::math::fht32;
+use crate::quant::{ACT_LIMIT, absmax, encode, scales};
+use walsh_spec::config::Algebra;
+use walsh_spec::octonion::SIGNS;
+
+#[derive(Debug, Clone)]
+pub struct TernaryLinear {
+    algebra: Algebra,
+    in_dim: usize,
+    out_dim: usize,
+    /// Part sizes (m in, n out) and their padded strides.
+    m: usize,
+    n: usize,
+    mp: usize,
+    np: usize,
+    /// Wq, [A, n_p, m_p], zero-padded.
+    weight: Vec<i16>,
+    alpha: Vec<f32>,
+    /// γ·β (SPEC §2.2: γ is folded into β in a blob).
+    beta: Vec<f32>,
+}
+
+/// Reusable buffers, so that a forward pass allocates nothing per row.
+#[derive(Debug, Default)]
+pub struct TernaryScratch {
+    u: Vec<f32>,
+    codes: Vec<i16>,
+    t: Vec<i32>,
+    z: Vec<i32>,
+}
+
+/// 1/√32 as the f32 FHT uses it.
+fn r32() -> f32 {
+    1.0 / 32f32.sqrt()
+}
+
+impl TernaryLinear {
+    /// From Wq ([A, n, m] row-major, values in {−1, 0, 1}), α (in_dim) and γ·β (out_dim).
+    pub fn new(
+        algebra: Algebra,
+        in_dim: usize,
+        out_dim: usize,
+        wq: &[i8],
+        alpha: Vec<f32>,
+        beta: Vec<f32>,
+    ) -> Self {
+        let a = algebra.dim();
+        let (m, n) = (in_dim / a, out_dim / a);
+        let (mp, np) = (m.div_ceil(8) * 8, n.div_ceil(4) * 4);
+        let mut weight = vec![0i16; a * np * mp];
+        for k in 0..a {
+            for r in 0..n {
+                let src = &wq[(k * n + r) * m..(k * n + r + 1) * m];
+                let dst = &mut weight[(k * np + r) * mp..(k * np + r) * mp + m];
+                dst.iter_mut()
+                    .zip(src)
+                    .for_each(|(d, s)| *d = i16::from(*s));
+            }
+        }
+        TernaryLinear {
+            algebra,
+            in_dim,
+            out_dim,
+            m,
+            n,
+            mp,
+            np,
+            weight,
+            alpha,
+            beta,
+        }
+    }
+
+    fn block(&self, k: usize) -> &[i16] {
+        let size = self.np * self.mp;
+        &self.weight[k * size..(k + 1) * size]
+    }
+
+    /// y = γβ ⊙ concat(z) for one input row x (len in_dim) into y (len out_dim).
+    pub fn forward_row(&self, x: &[f32], y: &mut [f32], s: &mut TernaryScratch) {
+        let a = self.algebra.dim();
+        let (m, n, mp, np) = (self.m, self.n, self.mp, self.np);
+        // u = α ⊙ x in the padded layout (pads 0).
+        s.u.clear();
+        s.u.resize(a * mp, 0.0);
+        for ((up, xp), al) in
+            s.u.chunks_exact_mut(mp)
+                .zip(x.chunks_exact(m))
+                .zip(self.alpha.chunks_exact(m))
+        {
+            up[..m]
+                .iter_mut()
+                .zip(xp.iter().zip(al))
+                .for_each(|(u, (v, al))| *u = v * al);
+        }
+        if self.algebra == Algebra::Hadamard {
+            // Column by column the same butterflies as on the unpadded parts: the same bits.
+            fht32(&mut s.u);
+        }
+        s.codes.resize(a * mp, 0);
+        s.z.resize(a * np, 0);
+        let Some((inv, scale)) = scales(absmax(&s.u), ACT_LIMIT) else {
+            // u = 0 (or not finite): every product is 0.
+            y.fill(0.0);
+            return;
+        };
+        encode(&s.u, inv, ACT_LIMIT, &mut s.codes);
+        let part = |j: usize| j * mp..(j + 1) * mp;
+        let mut c = scale;
+        match self.algebra {
+            Algebra::Dense => int_math::matvec(self.block(0), mp, &s.codes, &mut s.z),
+            Algebra::Octonion => {
+                s.t.resize(np, 0);
+                for (i, zi) in s.z.chunks_exact_mut(np).enumerate() {
+                    zi.fill(0);
+                    for (j, &sign) in SIGNS[i].iter().enumerate() {
+                        int_math::matvec(self.block(i ^ j), mp, &s.codes[part(j)], &mut s.t);
+                        if sign > 0 {
+                            zi.iter_mut()
+                                .zip(&s.t)
+                                .for_each(|(z, t)| *z = z.wrapping_add(*t));
+                        } else {
+                            zi.iter_mut()
+                                .zip(&s.t)
+                                .for_each(|(z, t)| *z = z.wrapping_sub(*t));
+                        }
+                    }
+                }
+            }
+            Algebra::Hadamard => {
+                for (g, zg) in s.z.chunks_exact_mut(np).enumerate() {
+                    int_math::matvec(self.block(g), mp, &s.codes[part(g)], zg);
+                }
+                int_math::fht(&mut s.z, 32);
+                c = scale * r32();
+            }
+        }
+        for ((yp, zp), bp) in y
+            .chunks_exact_mut(n)
+            .zip(s.z.chunks_exact(np))
+            .zip(self.beta.chunks_exact(n))
+        {
+            for ((y, z), b) in yp.iter_mut().zip(zp).zip(bp) {
+                *y = (*z as f32 * c) * b;
+            }
+        }
+    }
+
+    /// The same for `rows` rows of a row-major [rows, in_dim] input.
+    pub fn forward(&self, x: &[f32], y: &mut [f32], s: &mut TernaryScratch) {
+        for (xr, yr) in x
+            .chunks_exact(self.in_dim)
+            .zip(y.chunks_exact_mut(self.out_dim))
+        {
+            self.forward_row(xr, yr, s);
+        }
+    }
+
+    /// Heap bytes of the weights and scales.
+    pub fn heap_bytes(&self) -> usize {
+        2 * self.weight.len() + 4 * (self.alpha.len() + self.beta.len())
+    }
+
+    /// Multiply-adds per row (the padded products actually run).
+    pub fn macs(&self) -> usize {
+        let a = self.algebra.dim();
+        let blocks = if self.algebra == Algebra::Octonion {
+            a * a
+        } else {
+            a
+        };
+        blocks * self.np * self.mp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §2.6 in f64 for one row: codes of u (computed as the SPEC says, in f32), exact
+    /// integer block products in i64, then the f32 output scaling.
+    fn reference(l: &TernaryLinear, wq: &[i8], x: &[f32]) -> Vec<f32> {
+        let a = l.algebra.dim();
+        let (m, n) = (l.m, l.n);
+        let mut u: Vec<f32> = x.iter().zip(&l.alpha).map(|(v, al)| v * al).collect();
+        if l.algebra == Algebra::Hadamard {
+            walsh_spec::hadamard::fht_parts(&mut u, 32);
+        }
+        let mut codes = vec![0i16; u.len()];
+        let scale = crate::quant::quantize(&u, ACT_LIMIT, &mut codes);
+        let prod = |k: usize, j: usize| -> Vec<i64> {
+            (0..n)
+                .map(|r| {
+                    (0..m)
+                        .map(|c| i64::from(wq[(k * n + r) * m + c]) * i64::from(codes[j * m + c]))
+                        .sum()
+                })
+                .collect()
+        };
+        let mut z = vec![0i64; a * n];
+        match l.algebra {
+            Algebra::Dense => z = prod(0, 0),
+            Algebra::Octonion => {
+                for i in 0..8 {
+                    for j in 0..8 {
+                        let t = prod(i ^ j, j);
+                        for r in 0..n {
+                            z[i * n + r] += i64::from(SIGNS[i][j]) * t[r];
+                        }
+                    }
+                }
+            }
+            Algebra::Hadamard => {
+                let v: Vec<Vec<i64>> = (0..32).map(|g| prod(g, g)).collect();
+                for i in 0..32usize {
+                    for g in 0..32usize {
+                        let s: i64 = if (i & g).count_ones() % 2 == 0 { 1 } else { -1 };
+                        for r in 0..n {
+                            z[i * n + r] += s * v[g][r];
+                        }
+                    }
+                }
+            }
+        }
+        let c = if l.algebra == Algebra::Hadamard {
+            scale * r32()
+        } else {
+            scale
+        };
+        z.iter()
+            .zip(&l.beta)
+            .map(|(z, b)| (*z as i32 as f32 * c) * b)
+            .collect()
+    }
+
+    #[test]
+    fn every_algebra_matches_the_integer_reference_bit_for_bit() {
+        for (algebra, inp, out) in [
+            (Algebra::Dense, 24, 20),
+            (Algebra::Dense, 13, 7),
+            (Algebra::Octonion, 64, 40),
+            (Algebra::Octonion, 8 * 21, 8 * 3),
+            (Algebra::Hadamard, 32 * 16, 32 * 16),
+            (Algebra::Hadamard, 32 * 43, 32 * 5),
+        ] {
+            let a = algebra.dim();
+            let numel = a * (out / a) * (inp / a);
+            let wq: Vec<i8> = (0..numel)
+                .map(|i| ((i * 7 + i / 5) % 3) as i8 - 1)
+                .collect();
+            let alpha: Vec<f32> = (0..inp).map(|i| 0.5 + (i % 7) as f32 / 8.0).collect();
+            let beta: Vec<f32> = (0..out).map(|i| 0.25 + (i % 5) as f32 / 16.0).collect();
+            let l = TernaryLinear::new(algebra, inp, out, &wq, alpha, beta);
+            let x: Vec<f32> = (0..inp)
+                .map(|i| ((i * 31 % 97) as f32 - 48.5) / 9.0)
+                .collect();
+            let mut y = vec![f32::NAN; out];
+            l.forward_row(&x, &mut y, &mut TernaryScratch::default());
+            let want = reference(&l, &wq, &x);
+            assert_eq!(
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{algebra:?} {inp}→{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_input_gives_zero_output() {
+        let l = TernaryLinear::new(Algebra::Dense, 8, 4, &[1; 32], vec![1.0; 8], vec![1.0; 4]);
+        let mut y = vec![f32::NAN; 4];
+        l.forward_row(&[0.0; 8], &mut y, &mut TernaryScratch::default());
+        assert_eq!(y, [0.0; 4]);
+    }
+}

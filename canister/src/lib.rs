@@ -265,6 +265,31 @@ fn generate_with(req: GenerateRequest) -> GenerateResult {
     run_generate(req)
 }
 
+/// Greedy generation as `generate`, returning the instructions spent in each engine phase
+/// (walsh_engine::profile) and, last, ("total", all of the call's instructions) and
+/// ("tokens", tokens generated). Only in a build with the `profile` feature.
+#[cfg(feature = "profile")]
+#[ic_cdk::query]
+fn profile(prompt: String, max_tokens: u32) -> Vec<(String, u64)> {
+    fn clock() -> u64 {
+        ic_cdk::api::performance_counter(0)
+    }
+    walsh_engine::profile::set_clock(Some(clock));
+    let r = generate(prompt, max_tokens);
+    let mut out: Vec<(String, u64)> = walsh_engine::profile::totals()
+        .into_iter()
+        .map(|(p, v)| (p.name().to_string(), v))
+        .collect();
+    walsh_engine::profile::set_clock(None);
+    out.push(("total".into(), clock()));
+    let tokens = match r {
+        GenerateResult::Ok(g) => u64::from(g.generated_tokens),
+        GenerateResult::Err(_) => 0,
+    };
+    out.push(("tokens".into(), tokens));
+    out
+}
+
 fn info(engine: &Engine, source: ModelSource) -> ModelInfo {
     let c = engine.config();
     let (emb, brain) = c.param_counts();

@@ -3,16 +3,14 @@
 //! widening) with the row length padded to a multiple of 8. The same table serves the input
 //! (a row, decoded) and the tied output head (integer dot products against the codes of h).
 
-use crate::int_math;
+use crate::int_math::PanelMatrix;
 use crate::quant::{EMB_LIMIT, act_limit, quantize};
 
 #[derive(Debug, Clone)]
 pub struct EmbeddingTable {
-    rows: usize,
     cols: usize,
-    /// Padded row length (a multiple of 8).
-    stride: usize,
-    codes: Vec<i16>,
+    /// The codes, in the kernels' panel layout.
+    codes: PanelMatrix,
     scales: Vec<f32>,
 }
 
@@ -21,49 +19,46 @@ pub struct EmbeddingTable {
 pub struct HeadScratch {
     codes: Vec<i16>,
     dots: Vec<i32>,
+    row: Vec<i16>,
 }
 
 impl EmbeddingTable {
     /// From a row-major [rows, cols] f32 table (the blob's tensor decoded).
     pub fn new(values: &[f32], cols: usize) -> Self {
         let rows = values.len() / cols.max(1);
-        let stride = cols.div_ceil(8) * 8;
-        let mut codes = vec![0i16; rows * stride];
+        let mut dense = vec![0i16; rows * cols];
         let mut scales = Vec::with_capacity(rows);
-        for (row, out) in values
-            .chunks_exact(cols)
-            .zip(codes.chunks_exact_mut(stride))
-        {
+        for (row, out) in values.chunks_exact(cols).zip(dense.chunks_exact_mut(cols)) {
             scales.push(quantize(row, EMB_LIMIT, out));
         }
         EmbeddingTable {
-            rows,
             cols,
-            stride,
-            codes,
+            codes: PanelMatrix::from_dense(&dense, rows, cols),
             scales,
         }
     }
 
     pub fn rows(&self) -> usize {
-        self.rows
+        self.codes.rows()
     }
 
     /// out[i] = code[r][i] · scale[r].
-    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+    pub fn row_into(&self, r: usize, out: &mut [f32], b: &mut HeadScratch) {
         let s = self.scales[r];
-        let codes = &self.codes[r * self.stride..r * self.stride + self.cols];
+        b.row.resize(self.cols, 0);
+        self.codes.row(r, &mut b.row);
         out.iter_mut()
-            .zip(codes)
+            .zip(&b.row)
             .for_each(|(o, c)| *o = f32::from(*c) * s);
     }
 
     /// out[i] += code[r][i] · scale[r].
-    pub fn add_row(&self, r: usize, out: &mut [f32]) {
+    pub fn add_row(&self, r: usize, out: &mut [f32], b: &mut HeadScratch) {
         let s = self.scales[r];
-        let codes = &self.codes[r * self.stride..r * self.stride + self.cols];
+        b.row.resize(self.cols, 0);
+        self.codes.row(r, &mut b.row);
         out.iter_mut()
-            .zip(codes)
+            .zip(&b.row)
             .for_each(|(o, c)| *o += f32::from(*c) * s);
     }
 
@@ -77,17 +72,17 @@ impl EmbeddingTable {
     pub fn logits(&self, h: &[f32], out: &mut [f32], b: &mut HeadScratch) {
         let rows = out.len();
         b.codes.clear();
-        b.codes.resize(self.stride, 0);
+        b.codes.resize(self.codes.cols_padded(), 0);
         let s = quantize(h, self.head_limit(), &mut b.codes);
-        b.dots.resize(rows, 0);
-        int_math::matvec(&self.codes, self.stride, &b.codes, &mut b.dots);
+        b.dots.resize(self.codes.rows_padded(), 0);
+        self.codes.matvec(&b.codes, &mut b.dots, rows);
         for ((o, d), sc) in out.iter_mut().zip(&b.dots).zip(&self.scales) {
             *o = (*d as f32 * sc) * s;
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        2 * self.codes.len() + 4 * self.scales.len()
+        self.codes.heap_bytes() + 4 * self.scales.len()
     }
 }
 
@@ -124,7 +119,7 @@ mod tests {
         }
         // Rows decode to their codes times the scale, within half a step of the input.
         let mut row = vec![0.0; cols];
-        t.row_into(3, &mut row);
+        t.row_into(3, &mut row, &mut HeadScratch::default());
         for (i, v) in row.iter().enumerate() {
             assert!((v - e[3 * cols + i]).abs() <= t.scales[3] * 0.5001);
         }

@@ -155,7 +155,9 @@ impl<'e> Generation<'e> {
         if self.finish.is_some() {
             return Ok(None);
         }
+        let mut laps = crate::profile::Laps::start();
         let token = self.sampler.sample(&self.logits);
+        laps.lap(crate::profile::Phase::Sample);
         if token == self.engine.model.config.eos_token_id {
             self.finish = Some(FinishReason::Eos);
             return Ok(None);

@@ -57,6 +57,140 @@ pub fn fht(x: &mut [i32], parts: usize) {
     }
 }
 
+/// An i16 matrix in the layout the wasm kernels read with constant offsets: rows padded to a
+/// multiple of 4 and columns to a multiple of 8 (with zeros), cut into panels of 16 rows (the last
+/// ones of 4), each panel into column blocks of up to 8 chunks of 8 codes, stored group of 4 rows
+/// by group, chunk by chunk, row by row. A kernel call takes one panel's column block from a
+/// single base pointer (LLVM folds constant offsets into wasm loads only from a function's
+/// parameters, not from a pointer that a loop advances).
+#[derive(Debug, Clone)]
+pub struct PanelMatrix {
+    rows: usize,
+    cols: usize,
+    rows_p: usize,
+    cols_p: usize,
+    data: Vec<i16>,
+}
+
+/// Rows of a panel starting at padded row r0 of rows_p.
+#[inline]
+fn panel_height(r0: usize, rows_p: usize) -> usize {
+    if rows_p - r0 >= 16 { 16 } else { 4 }
+}
+
+impl PanelMatrix {
+    /// From a row-major [rows, cols] matrix.
+    pub fn from_dense(w: &[i16], rows: usize, cols: usize) -> Self {
+        let (rows_p, cols_p) = (rows.div_ceil(4) * 4, cols.div_ceil(8) * 8);
+        let chunks = cols_p / 8;
+        let mut data = Vec::with_capacity(rows_p * cols_p);
+        let mut r0 = 0;
+        while r0 < rows_p {
+            let h = panel_height(r0, rows_p);
+            for b in (0..chunks).step_by(8) {
+                for g in 0..h / 4 {
+                    for c in b..(b + 8).min(chunks) {
+                        for r in 0..4 {
+                            let row = r0 + 4 * g + r;
+                            for k in 0..8 {
+                                let col = 8 * c + k;
+                                data.push(if row < rows && col < cols {
+                                    w[row * cols + col]
+                                } else {
+                                    0
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            r0 += h;
+        }
+        PanelMatrix {
+            rows,
+            cols,
+            rows_p,
+            cols_p,
+            data,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Rows padded to a multiple of 4: the length `matvec`'s output needs.
+    pub fn rows_padded(&self) -> usize {
+        self.rows_p
+    }
+
+    /// Columns padded to a multiple of 8: the length `matvec`'s input needs (zeros past `cols`).
+    pub fn cols_padded(&self) -> usize {
+        self.cols_p
+    }
+
+    /// Index in `data` of row `row`'s chunk `c` (8 codes).
+    fn chunk_index(&self, row: usize, c: usize) -> usize {
+        let chunks = self.cols_p / 8;
+        // Panels above are full 16-row panels, except when the matrix ends in 4-row ones.
+        let full = self.rows_p / 16 * 16;
+        let (r0, h) = if row < full {
+            (row / 16 * 16, 16)
+        } else {
+            (full + (row - full) / 4 * 4, 4)
+        };
+        let (b, cb) = (c / 8 * 8, (chunks - c / 8 * 8).min(8));
+        let (g, r) = ((row - r0) / 4, (row - r0) % 4);
+        r0 * self.cols_p + (b * h + (g * cb + (c - b)) * 4 + r) * 8
+    }
+
+    /// The codes of row `row` (its first `cols` entries).
+    pub fn row(&self, row: usize, out: &mut [i16]) {
+        for (c, o) in out[..self.cols].chunks_mut(8).enumerate() {
+            let i = self.chunk_index(row, c);
+            o.copy_from_slice(&self.data[i..i + o.len()]);
+        }
+    }
+
+    /// out[r] = Σ_c W[r][c]·x[c] (wrapping) for every row r of the panels that cover rows
+    /// 0..need; x.len() = cols_padded() (zeros past cols), out.len() ≥ need rounded up to its
+    /// panel (rows_padded() always does).
+    pub fn matvec(&self, x: &[i16], out: &mut [i32], need: usize) {
+        assert!(x.len() == self.cols_p && need <= self.rows_p);
+        #[cfg(target_arch = "wasm32")]
+        {
+            simd::panel_matvec(self, x, out, need);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let chunks = self.cols_p / 8;
+            let mut i = 0;
+            let mut r0 = 0;
+            while r0 < need {
+                let h = panel_height(r0, self.rows_p);
+                out[r0..r0 + h].fill(0);
+                for b in (0..chunks).step_by(8) {
+                    for g in 0..h / 4 {
+                        for c in b..(b + 8).min(chunks) {
+                            for r in 0..4 {
+                                let o = &mut out[r0 + 4 * g + r];
+                                *o =
+                                    o.wrapping_add(dot(&self.data[i..i + 8], &x[8 * c..8 * c + 8]));
+                                i += 8;
+                            }
+                        }
+                    }
+                }
+                r0 += h;
+            }
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        2 * self.data.len()
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod simd {
     use core::arch::wasm32::*;
@@ -221,6 +355,98 @@ mod simd {
         }
     }
 
+    /// Σ over CH chunks of four rows' dot products with x, the rows of a group stored chunk by
+    /// chunk, row by row from w; returns the four sums (lanes = rows).
+    #[inline(always)]
+    unsafe fn group<const CH: usize>(w: *const v128, xs: &[v128; CH]) -> v128 {
+        let mut s = [i32x4_splat(0); 4];
+        for (r, sr) in s.iter_mut().enumerate() {
+            // SAFETY: the caller's panel holds CH·4 vectors from w.
+            let mut a = unsafe { i32x4_dot_i16x8(v128_load(w.add(r)), xs[0]) };
+            for (c, xc) in xs.iter().enumerate().skip(1) {
+                a = i32x4_add(a, unsafe {
+                    i32x4_dot_i16x8(v128_load(w.add(4 * c + r)), *xc)
+                });
+            }
+            *sr = a;
+        }
+        reduce4(s[0], s[1], s[2], s[3])
+    }
+
+    /// One column block of CH chunks of a panel of G groups (4·G rows) from w, against x (CH
+    /// chunks): acc[g] = (or +=, unless FIRST) the sums of group g's rows. Not inlined, so that
+    /// w and x are parameters and every load takes a constant offset.
+    #[inline(never)]
+    unsafe fn block<const G: usize, const CH: usize, const FIRST: bool>(
+        w: *const v128,
+        x: *const v128,
+        acc: *mut v128,
+    ) {
+        let mut xs = [i32x4_splat(0); CH];
+        for (c, xc) in xs.iter_mut().enumerate() {
+            // SAFETY: x holds CH chunks.
+            *xc = unsafe { v128_load(x.add(c)) };
+        }
+        for g in 0..G {
+            // SAFETY: group g's CH·4 vectors follow the previous groups'; acc holds G vectors.
+            unsafe {
+                let v = group::<CH>(w.add(g * CH * 4), &xs);
+                let p = acc.add(g);
+                v128_store(p, if FIRST { v } else { i32x4_add(v128_load(p), v) });
+            }
+        }
+    }
+
+    type BlockFn = unsafe fn(*const v128, *const v128, *mut v128);
+
+    macro_rules! blocks {
+        ($g:literal, $first:literal) => {
+            [
+                block::<$g, 1, $first> as BlockFn,
+                block::<$g, 2, $first>,
+                block::<$g, 3, $first>,
+                block::<$g, 4, $first>,
+                block::<$g, 5, $first>,
+                block::<$g, 6, $first>,
+                block::<$g, 7, $first>,
+                block::<$g, 8, $first>,
+            ]
+        };
+    }
+
+    /// `PanelMatrix::matvec` in wasm.
+    pub fn panel_matvec(m: &super::PanelMatrix, x: &[i16], out: &mut [i32], need: usize) {
+        const B16: [[BlockFn; 8]; 2] = [blocks!(4, false), blocks!(4, true)];
+        const B4: [[BlockFn; 8]; 2] = [blocks!(1, false), blocks!(1, true)];
+        let chunks = m.cols_p / 8;
+        let w = m.data.as_ptr() as *const v128;
+        let xp = x.as_ptr() as *const v128;
+        let mut off = 0;
+        let mut r0 = 0;
+        while r0 < need {
+            let h = super::panel_height(r0, m.rows_p);
+            assert!(out.len() >= r0 + h && m.data.len() >= (off + h / 4 * chunks * 4) * 8);
+            let mut acc = [i32x4_splat(0); 4];
+            let table = if h == 16 { &B16 } else { &B4 };
+            let mut b = 0;
+            while b < chunks {
+                let cb = (chunks - b).min(8);
+                // SAFETY: this block's h/4·cb·4 vectors lie inside data (asserted for the whole
+                // panel above); x holds `chunks` chunks; acc holds 4 vectors ≥ h/4.
+                unsafe {
+                    table[usize::from(b == 0)][cb - 1](w.add(off), xp.add(b), acc.as_mut_ptr())
+                };
+                off += h / 4 * cb * 4;
+                b += cb;
+            }
+            for (g, a) in acc.iter().take(h / 4).enumerate() {
+                // SAFETY: out holds rows r0..r0 + h (asserted).
+                unsafe { v128_store(out.as_mut_ptr().add(r0 + 4 * g) as *mut v128, *a) };
+            }
+            r0 += h;
+        }
+    }
+
     /// `super::fht` for a part width that is a multiple of 4.
     pub fn fht(x: &mut [i32], parts: usize) {
         let width = x.len() / parts;
@@ -281,6 +507,41 @@ mod tests {
                     .map(|c| i64::from(w[r * stride + c]) * i64::from(x[c]))
                     .sum();
                 assert_eq!(i64::from(*o), want);
+            }
+        }
+    }
+
+    #[test]
+    fn panel_matvec_matches_i64_sums_and_rows_round_trip() {
+        for (rows, cols) in [
+            (1, 1),
+            (4, 8),
+            (5, 16),
+            (16, 16),
+            (44, 16),
+            (16, 48),
+            (37, 70),
+            (20, 130),
+            (64, 512),
+        ] {
+            let w = codes(rows * cols, 5, 23, 11);
+            let p = PanelMatrix::from_dense(&w, rows, cols);
+            let mut x: Vec<i16> = codes(cols, 3, 65_000, 32_000);
+            x.resize(p.cols_padded(), 0);
+            for need in [rows, 1] {
+                let mut out = vec![7; p.rows_padded()];
+                p.matvec(&x, &mut out, need);
+                for r in 0..need {
+                    let want: i64 = (0..cols)
+                        .map(|c| i64::from(w[r * cols + c]) * i64::from(x[c]))
+                        .sum();
+                    assert_eq!(i64::from(out[r]), want, "{rows}x{cols} row {r}");
+                }
+            }
+            let mut row = vec![0; cols];
+            for r in 0..rows {
+                p.row(r, &mut row);
+                assert_eq!(&row[..], &w[r * cols..(r + 1) * cols]);
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod int_math;
 pub mod kv_cache;
 pub mod math;
 pub mod model;
+pub mod profile;
 pub mod quant;
 pub mod ternary_linear;
 pub mod tokenizer;

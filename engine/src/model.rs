@@ -5,6 +5,7 @@ use crate::algebra_linear::{AlgebraLinear, LinearScratch};
 use crate::embedding_table::{EmbeddingTable, HeadScratch};
 use crate::kv_cache::KvCache;
 use crate::math::{matvec_strided, rmsnorm, softmax, swiglu, weighted_rows};
+use crate::profile::{Laps, Phase};
 use crate::ternary_linear::{TernaryLinear, TernaryScratch};
 use thiserror::Error;
 use walsh_spec::blob::{Blob, BlobError};
@@ -208,14 +209,14 @@ impl Model {
         )
     }
 
-    fn embed(&self, token: u32, out: &mut [f32]) {
+    fn embed(&self, token: u32, out: &mut [f32], hs: &mut HeadScratch) {
         let t = token as usize;
         match &self.embeddings {
-            Embeddings::Standard(e) => e.row_into(t, out),
+            Embeddings::Standard(e) => e.row_into(t, out, hs),
             Embeddings::Hash { e1, e2 } => {
                 let b = self.config.hash_buckets;
-                e1.row_into(t % b, out);
-                e2.add_row((t / b) % b, out);
+                e1.row_into(t % b, out, hs);
+                e2.add_row((t / b) % b, out, hs);
             }
         }
     }
@@ -329,17 +330,21 @@ impl Model {
         b.scores
             .reserve(cache.capacity().saturating_sub(b.scores.len()));
         b.scores.resize(p0 + t, 0.0);
+        let mut laps = Laps::start();
         for (row, &tok) in b.x.chunks_exact_mut(d).zip(tokens) {
-            self.embed(tok, row);
+            self.embed(tok, row, &mut b.head);
         }
+        laps.lap(Phase::Embed);
         let scale = 1.0 / (hd as f32).sqrt();
         for (l, layer) in self.layers.iter().enumerate() {
             for (xr, nr) in b.x.chunks_exact(d).zip(b.xn.chunks_exact_mut(d)) {
                 rmsnorm(xr, &layer.attn_norm, nr);
             }
+            laps.lap(Phase::Norm);
             layer.q.forward(&b.xn, &mut b.q, &mut b.tern);
             layer.k.forward(&b.xn, &mut b.k, &mut b.tern);
             layer.v.forward(&b.xn, &mut b.v, &mut b.tern);
+            laps.lap(Phase::Linear);
             for i in 0..t {
                 self.rope(&mut b.q[i * d..(i + 1) * d], p0 + i);
                 self.rope(&mut b.k[i * d..(i + 1) * d], p0 + i);
@@ -347,6 +352,7 @@ impl Model {
                 cache.k[r.clone()].copy_from_slice(&b.k[i * d..(i + 1) * d]);
                 cache.v[r].copy_from_slice(&b.v[i * d..(i + 1) * d]);
             }
+            laps.lap(Phase::Rope);
             let keys = &cache.k[cache.layer(l, p0 + t)];
             let values = &cache.v[cache.layer(l, p0 + t)];
             for i in 0..t {
@@ -362,6 +368,7 @@ impl Model {
                     weighted_rows(scores, &values[h * hd..], d, out);
                 }
             }
+            laps.lap(Phase::Attention);
             let attn_out = match &layer.mix {
                 Some(mix) => {
                     mix.forward(&b.att, &mut b.mixed, &mut b.lin);
@@ -369,17 +376,25 @@ impl Model {
                 }
                 None => &b.att,
             };
+            laps.lap(Phase::Mix);
             layer.o.forward(attn_out, &mut b.proj, &mut b.tern);
+            laps.lap(Phase::Linear);
             b.x.iter_mut().zip(&b.proj).for_each(|(x, y)| *x += y);
+            laps.lap(Phase::Residual);
 
             for (xr, nr) in b.x.chunks_exact(d).zip(b.xn.chunks_exact_mut(d)) {
                 rmsnorm(xr, &layer.mlp_norm, nr);
             }
+            laps.lap(Phase::Norm);
             layer.gate.forward(&b.xn, &mut b.gate, &mut b.tern);
             layer.up.forward(&b.xn, &mut b.up, &mut b.tern);
+            laps.lap(Phase::Linear);
             swiglu(&mut b.gate, &b.up);
+            laps.lap(Phase::SwiGlu);
             layer.down.forward(&b.gate, &mut b.proj, &mut b.tern);
+            laps.lap(Phase::Linear);
             b.x.iter_mut().zip(&b.proj).for_each(|(x, y)| *x += y);
+            laps.lap(Phase::Residual);
         }
         cache.advance(t);
         let v = c.vocab_size;
@@ -396,6 +411,7 @@ impl Model {
                 &mut b.head,
             );
         }
+        laps.lap(Phase::Head);
         Ok(())
     }
 

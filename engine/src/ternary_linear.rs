@@ -6,7 +6,7 @@
 //! m_p = m rounded up to 8 (one `i32x4.dot_i16x8_s` takes eight codes) and n_p = n rounded up to
 //! 4 (the integer FHT moves four lanes at a time); the padding is zero, so it adds nothing.
 
-use crate::int_math;
+use crate::int_math::{self, PanelMatrix};
 use crate::math::fht32;
 use crate::quant::{ACT_LIMIT, absmax, encode, scales};
 use walsh_spec::config::Algebra;
@@ -22,8 +22,8 @@ pub struct TernaryLinear {
     n: usize,
     mp: usize,
     np: usize,
-    /// Wq, [A, n_p, m_p], zero-padded.
-    weight: Vec<i16>,
+    /// Wq's A blocks, each [n, m] in the kernels' panel layout (padded to [n_p, m_p]).
+    blocks: Vec<PanelMatrix>,
     alpha: Vec<f32>,
     /// γ·β (SPEC §2.2: γ is folded into β in a blob).
     beta: Vec<f32>,
@@ -56,16 +56,15 @@ impl TernaryLinear {
         let a = algebra.dim();
         let (m, n) = (in_dim / a, out_dim / a);
         let (mp, np) = (m.div_ceil(8) * 8, n.div_ceil(4) * 4);
-        let mut weight = vec![0i16; a * np * mp];
-        for k in 0..a {
-            for r in 0..n {
-                let src = &wq[(k * n + r) * m..(k * n + r + 1) * m];
-                let dst = &mut weight[(k * np + r) * mp..(k * np + r) * mp + m];
-                dst.iter_mut()
-                    .zip(src)
-                    .for_each(|(d, s)| *d = i16::from(*s));
-            }
-        }
+        let blocks = (0..a)
+            .map(|k| {
+                let block: Vec<i16> = wq[k * n * m..(k + 1) * n * m]
+                    .iter()
+                    .map(|v| i16::from(*v))
+                    .collect();
+                PanelMatrix::from_dense(&block, n, m)
+            })
+            .collect();
         TernaryLinear {
             algebra,
             in_dim,
@@ -74,15 +73,14 @@ impl TernaryLinear {
             n,
             mp,
             np,
-            weight,
+            blocks,
             alpha,
             beta,
         }
     }
 
-    fn block(&self, k: usize) -> &[i16] {
-        let size = self.np * self.mp;
-        &self.weight[k * size..(k + 1) * size]
+    fn block(&self, k: usize) -> &PanelMatrix {
+        &self.blocks[k]
     }
 
     /// y = γβ ⊙ concat(z) for one input row x (len in_dim) into y (len out_dim).
@@ -117,13 +115,13 @@ impl TernaryLinear {
         let part = |j: usize| j * mp..(j + 1) * mp;
         let mut c = scale;
         match self.algebra {
-            Algebra::Dense => int_math::matvec(self.block(0), mp, &s.codes, &mut s.z),
+            Algebra::Dense => self.block(0).matvec(&s.codes, &mut s.z, n),
             Algebra::Octonion => {
                 s.t.resize(np, 0);
                 for (i, zi) in s.z.chunks_exact_mut(np).enumerate() {
                     zi.fill(0);
                     for (j, &sign) in SIGNS[i].iter().enumerate() {
-                        int_math::matvec(self.block(i ^ j), mp, &s.codes[part(j)], &mut s.t);
+                        self.block(i ^ j).matvec(&s.codes[part(j)], &mut s.t, n);
                         if sign > 0 {
                             zi.iter_mut()
                                 .zip(&s.t)
@@ -138,7 +136,7 @@ impl TernaryLinear {
             }
             Algebra::Hadamard => {
                 for (g, zg) in s.z.chunks_exact_mut(np).enumerate() {
-                    int_math::matvec(self.block(g), mp, &s.codes[part(g)], zg);
+                    self.block(g).matvec(&s.codes[part(g)], zg, n);
                 }
                 int_math::fht(&mut s.z, 32);
                 c = scale * r32();
@@ -167,7 +165,8 @@ impl TernaryLinear {
 
     /// Heap bytes of the weights and scales.
     pub fn heap_bytes(&self) -> usize {
-        2 * self.weight.len() + 4 * (self.alpha.len() + self.beta.len())
+        self.blocks.iter().map(|b| b.heap_bytes()).sum::<usize>()
+            + 4 * (self.alpha.len() + self.beta.len())
     }
 
     /// Multiply-adds per row (the padded products actually run).

@@ -25,7 +25,23 @@ pub fn wasm_target_dir() -> PathBuf {
 /// test process.
 pub fn canister_wasm() -> &'static [u8] {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| build_canister(&[], &wasm_target_dir()))
+}
+
+/// The canister built with its `profile` feature (a `profile` query reporting instructions per
+/// engine phase), in a target directory of its own so that it never replaces the deployed build.
+pub fn canister_wasm_profile() -> &'static [u8] {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
     WASM.get_or_init(|| {
+        build_canister(
+            &["--features", "profile"],
+            &root().join("target/wasm-profile"),
+        )
+    })
+}
+
+fn build_canister(features: &[&str], target_dir: &Path) -> Vec<u8> {
+    {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(root())
@@ -37,14 +53,15 @@ pub fn canister_wasm() -> &'static [u8] {
                 "-p",
                 "walsh-canister",
             ])
-            .env("CARGO_TARGET_DIR", wasm_target_dir())
+            .args(features)
+            .env("CARGO_TARGET_DIR", target_dir)
             .status()
             .expect("cargo runs");
         assert!(
             status.success(),
             "building the canister for wasm32 failed (is the target installed? `rustup target add wasm32-unknown-unknown`)"
         );
-        std::fs::read(wasm_target_dir().join("wasm32-unknown-unknown/release/walsh_canister.wasm"))
+        std::fs::read(target_dir.join("wasm32-unknown-unknown/release/walsh_canister.wasm"))
             .expect("canister wasm")
-    })
+    }
 }

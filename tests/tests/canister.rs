@@ -441,6 +441,84 @@ fn budget_ends_generation_cleanly() {
     );
 }
 
+/// Installs `wasm` and uploads a random-weights model of `config` (the figures' models).
+fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) -> Harness {
+    let mut h = Harness::new();
+    h.install(wasm, &Encode!().unwrap(), vec![controller()], controller())
+        .expect("install");
+    let bytes = blob(
+        config,
+        &[],
+        1,
+        PackOptions {
+            embeddings,
+            ..PackOptions::default()
+        },
+    );
+    let sha = Sha256::digest(&bytes).to_vec();
+    assert!(matches!(
+        begin(&mut h, bytes.len(), sha, 1_900_000),
+        UploadResult::Ok(_)
+    ));
+    for (i, c) in bytes.chunks(1_900_000).enumerate() {
+        let req = UploadChunk {
+            index: i as u32,
+            data: serde_bytes::ByteBuf::from(c.to_vec()),
+        };
+        h.update(controller(), "upload_chunk", &Encode!(&req).unwrap())
+            .unwrap();
+    }
+    let c = h
+        .update(controller(), "upload_commit", &Encode!().unwrap())
+        .unwrap();
+    assert!(matches!(
+        c.decode::<CommitResult>().unwrap(),
+        CommitResult::Ok(_)
+    ));
+    h
+}
+
+/// Where a generated token's instructions go, per engine phase, for the figures' three models:
+/// the canister built with its `profile` feature, `generate("Once upon a time", 200)` less a
+/// 0-token call, divided by the tokens generated:
+/// `cargo test --release -p walsh-tests --test canister -- --ignored --nocapture profile`
+#[test]
+#[ignore]
+fn profile() {
+    let wasm = walsh_tests::canister_wasm_profile();
+    for (config, embeddings) in [
+        (
+            "tinystories-hadamard-hash.toml",
+            walsh_spec::blob::DType::Int8,
+        ),
+        ("tinystories-hadamard.toml", walsh_spec::blob::DType::F16),
+        ("tinystories-octonion.toml", walsh_spec::blob::DType::F16),
+    ] {
+        let mut h = with_model(wasm, config, embeddings);
+        let mut run = |n: u32| -> Vec<(String, u64)> {
+            let r = h
+                .query(
+                    Principal::anonymous(),
+                    "profile",
+                    &Encode!(&"Once upon a time", &n).unwrap(),
+                )
+                .expect("profile query");
+            r.decode::<Vec<(String, u64)>>().expect("decode")
+        };
+        let (base, long) = (run(0), run(200));
+        let tokens = long
+            .iter()
+            .find(|(k, _)| k == "tokens")
+            .map_or(1, |(_, v)| (*v).max(1));
+        println!("{config}: per generated token, averaged over {tokens} tokens");
+        for ((name, a), (_, b)) in base.iter().zip(&long) {
+            if name != "tokens" {
+                println!("  {name:<16} {:>12}", (b - a) / tokens);
+            }
+        }
+    }
+}
+
 /// The canister's figures of merit for docs/BENCHMARKS.md, for the seed's three configs with
 /// random weights (uploads of up to 52 MB: minutes, so not part of the default run):
 /// `cargo test --release -p walsh-tests --test canister -- --ignored --nocapture figures`

@@ -191,6 +191,61 @@ impl PanelMatrix {
     }
 }
 
+/// out[r] = Σ_c W[r][c]·x[c] for the out.len() rows (a multiple of 4) of a matrix stored in
+/// groups of 4 rows, each group chunk by chunk (`chunks` chunks of 8 codes), row by row: the
+/// layout of one 4-row panel of [`PanelMatrix`], repeated (the attention's keys of one head).
+pub fn groups_matvec(w: &[i16], chunks: usize, x: &[i16], out: &mut [i32]) {
+    let groups = out.len() / 4;
+    assert!(out.len() == 4 * groups && x.len() == 8 * chunks && w.len() >= groups * chunks * 32);
+    #[cfg(target_arch = "wasm32")]
+    {
+        simd::groups_matvec(w, chunks, x, out);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    for g in 0..groups {
+        for r in 0..4 {
+            out[4 * g + r] = (0..chunks).fold(0i32, |s, c| {
+                let i = ((g * chunks + c) * 4 + r) * 8;
+                s.wrapping_add(dot(&w[i..i + 8], &x[8 * c..8 * c + 8]))
+            });
+        }
+    }
+}
+
+/// Positions per block of [`pairs_weighted`]: 32 products of codes ≤ 2,047 and ≤ 32,767 stay
+/// below 2^31 (SPEC §2.6), so each block's sums are exact in i32.
+pub const PAIR_BLOCK: usize = 32;
+
+/// acc[j] = Σ_blocks f32(Σ_{p in block} w[p]·v_p[j]) (blocks of [`PAIR_BLOCK`] positions, their
+/// f32 sums in increasing block order) for j < dims, with the values stored in pairs of
+/// positions: v[(q·dims + j)·2 + (p mod 2)] holds v_p[j] for p = 2q + p mod 2. w.len() is a
+/// multiple of PAIR_BLOCK (zeros past the positions that count); dims a multiple of 4.
+pub fn pairs_weighted(v: &[i16], dims: usize, w: &[i16], acc: &mut [f32]) {
+    assert!(
+        w.len().is_multiple_of(PAIR_BLOCK)
+            && dims.is_multiple_of(4)
+            && acc.len() == dims
+            && v.len() >= w.len() * dims
+    );
+    acc.fill(0.0);
+    #[cfg(target_arch = "wasm32")]
+    if simd::pairs_weighted(v, dims, w, acc) {
+        return;
+    }
+    let mut part = vec![0i32; dims];
+    for (b, wb) in w.chunks_exact(PAIR_BLOCK).enumerate() {
+        part.fill(0);
+        for (k, wp) in wb.iter().enumerate() {
+            let p = b * PAIR_BLOCK + k;
+            let (q, odd) = (p / 2, p % 2);
+            for (j, s) in part.iter_mut().enumerate() {
+                *s = s.wrapping_add(i32::from(*wp) * i32::from(v[(q * dims + j) * 2 + odd]));
+            }
+        }
+        acc.iter_mut().zip(&part).for_each(|(a, s)| *a += *s as f32);
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod simd {
     use core::arch::wasm32::*;
@@ -447,6 +502,92 @@ mod simd {
         }
     }
 
+    /// `super::groups_matvec` in wasm: four groups (16 rows) a call where the chunks allow.
+    pub fn groups_matvec(w: &[i16], chunks: usize, x: &[i16], out: &mut [i32]) {
+        const B16: [BlockFn; 8] = blocks!(4, true);
+        const B4: [BlockFn; 8] = blocks!(1, true);
+        const B4ADD: [BlockFn; 8] = blocks!(1, false);
+        let groups = out.len() / 4;
+        let wp = w.as_ptr() as *const v128;
+        let xp = x.as_ptr() as *const v128;
+        let op = out.as_mut_ptr() as *mut v128;
+        let mut g = 0;
+        // SAFETY (whole function): groups_matvec asserted that w holds groups·chunks·4 vectors,
+        // x `chunks` chunks and out 4·groups entries; every call reads inside those.
+        unsafe {
+            if chunks <= 8 {
+                while g + 4 <= groups {
+                    B16[chunks - 1](wp.add(g * chunks * 4), xp, op.add(g));
+                    g += 4;
+                }
+                while g < groups {
+                    B4[chunks - 1](wp.add(g * chunks * 4), xp, op.add(g));
+                    g += 1;
+                }
+            } else {
+                while g < groups {
+                    let mut b = 0;
+                    while b < chunks {
+                        let cb = (chunks - b).min(8);
+                        let table = if b == 0 { &B4 } else { &B4ADD };
+                        table[cb - 1](wp.add((g * chunks + b) * 4), xp.add(b), op.add(g));
+                        b += cb;
+                    }
+                    g += 1;
+                }
+            }
+        }
+    }
+
+    /// One block of 32 positions (16 pairs) of `super::pairs_weighted` for dims = 4·VECS:
+    /// acc[k] (f32x4, dims 4k..4k+4) += f32(the block's exact i32 sums).
+    #[inline(never)]
+    unsafe fn pairs_block<const VECS: usize>(v: *const v128, w: *const i32, acc: *mut v128) {
+        let mut s = [i32x4_splat(0); VECS];
+        for q in 0..16 {
+            // SAFETY: the block holds 16 pairs of VECS vectors from v and 16 weight pairs from w.
+            unsafe {
+                let pair = i32x4_splat(*w.add(q));
+                for (k, sk) in s.iter_mut().enumerate() {
+                    *sk = i32x4_add(*sk, i32x4_dot_i16x8(v128_load(v.add(q * VECS + k)), pair));
+                }
+            }
+        }
+        for (k, sk) in s.iter().enumerate() {
+            // SAFETY: acc holds VECS vectors.
+            unsafe {
+                let p = acc.add(k);
+                v128_store(p, f32x4_add(v128_load(p), f32x4_convert_i32x4(*sk)));
+            }
+        }
+    }
+
+    /// `super::pairs_weighted` in wasm for the head sizes it has kernels for; false otherwise.
+    pub fn pairs_weighted(v: &[i16], dims: usize, w: &[i16], acc: &mut [f32]) -> bool {
+        type PairsFn = unsafe fn(*const v128, *const i32, *mut v128);
+        let f: PairsFn = match dims / 4 {
+            2 => pairs_block::<2>,
+            4 => pairs_block::<4>,
+            6 => pairs_block::<6>,
+            8 => pairs_block::<8>,
+            12 => pairs_block::<12>,
+            16 => pairs_block::<16>,
+            _ => return false,
+        };
+        let vecs = dims / 4;
+        let (vp, wp, ap) = (
+            v.as_ptr() as *const v128,
+            w.as_ptr() as *const i32,
+            acc.as_mut_ptr() as *mut v128,
+        );
+        for b in 0..w.len() / super::PAIR_BLOCK {
+            // SAFETY: block b's 16 pairs of `vecs` vectors lie inside v (asserted by the caller:
+            // v.len() ≥ w.len()·dims), its 16 weight pairs inside w, acc holds `vecs` vectors.
+            unsafe { f(vp.add(b * 16 * vecs), wp.add(b * 16), ap) };
+        }
+        true
+    }
+
     /// `super::fht` for a part width that is a multiple of 4.
     pub fn fht(x: &mut [i32], parts: usize) {
         let width = x.len() / parts;
@@ -542,6 +683,48 @@ mod tests {
             for r in 0..rows {
                 p.row(r, &mut row);
                 assert_eq!(&row[..], &w[r * cols..(r + 1) * cols]);
+            }
+        }
+    }
+
+    #[test]
+    fn groups_matvec_matches_i64_sums() {
+        for (groups, chunks) in [(1, 1), (3, 2), (4, 2), (9, 2), (5, 8), (6, 11)] {
+            // Keys ≤ 2,047 and queries within SPEC §2.6's bound for 88 terms.
+            let w = codes(groups * chunks * 32, 7, 4_001, 2_000);
+            let x = codes(chunks * 8, 3, 20_000, 10_000);
+            let mut out = vec![0; 4 * groups];
+            groups_matvec(&w, chunks, &x, &mut out);
+            for g in 0..groups {
+                for r in 0..4 {
+                    let want: i64 = (0..chunks * 8)
+                        .map(|k| {
+                            let (c, e) = (k / 8, k % 8);
+                            i64::from(w[((g * chunks + c) * 4 + r) * 8 + e]) * i64::from(x[k])
+                        })
+                        .sum();
+                    assert_eq!(i64::from(out[4 * g + r]), want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pairs_weighted_sums_blocks_exactly() {
+        for (positions, dims) in [(32, 4), (64, 16), (96, 64), (32, 20)] {
+            let v = codes(positions * dims, 11, 4_095, 2_047);
+            let w = codes(positions, 13, 65_535, 32_767);
+            let mut acc = vec![0.0; dims];
+            pairs_weighted(&v, dims, &w, &mut acc);
+            for j in 0..dims {
+                let mut want = 0f32;
+                for b in 0..positions / PAIR_BLOCK {
+                    let s: i64 = (b * PAIR_BLOCK..(b + 1) * PAIR_BLOCK)
+                        .map(|p| i64::from(w[p]) * i64::from(v[((p / 2) * dims + j) * 2 + p % 2]))
+                        .sum();
+                    want += s as f32;
+                }
+                assert_eq!(acc[j].to_bits(), want.to_bits());
             }
         }
     }

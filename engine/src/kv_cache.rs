@@ -1,27 +1,63 @@
 //! Keys and values of every layer for the positions seen so far, allocated once per generation
-//! for the whole context (block_size positions).
+//! for the whole context (block_size positions), as the integer codes of SPEC §2.6: each head's
+//! key and value at each position is Q(·, 2047) with its own scale.
+//!
+//! Layouts, per (layer, head), made for the wasm kernels of `int_math`: keys in groups of 4
+//! positions, chunk by chunk (8 codes), position by position (`groups_matvec`); values in pairs
+//! of positions, dimension by dimension, the two positions side by side (`pairs_weighted`).
+//! Positions are padded to a multiple of 32 and head sizes to a multiple of 8, with zeros.
+
+use crate::int_math::PAIR_BLOCK;
+use crate::quant::{KV_LIMIT, quantize};
 
 #[derive(Debug)]
 pub struct KvCache {
-    pub(crate) k: Vec<f32>,
-    pub(crate) v: Vec<f32>,
-    layer_stride: usize,
-    dim: usize,
+    k: Vec<i16>,
+    k_scale: Vec<f32>,
+    v: Vec<i16>,
+    v_scale: Vec<f32>,
+    n_head: usize,
+    head_dim: usize,
+    /// Head size padded to a multiple of 8.
+    hdp: usize,
+    /// Positions padded to a multiple of PAIR_BLOCK.
+    cap_p: usize,
     capacity: usize,
     len: usize,
+    /// One head's codes, before they are scattered into the layouts.
+    tmp: Vec<i16>,
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize, capacity: usize, dim: usize) -> Self {
-        let layer_stride = capacity * dim;
+    pub fn new(n_layer: usize, capacity: usize, dim: usize, n_head: usize) -> Self {
+        let head_dim = dim / n_head.max(1);
+        let hdp = head_dim.div_ceil(8) * 8;
+        let cap_p = capacity.div_ceil(PAIR_BLOCK) * PAIR_BLOCK;
+        let heads = n_layer * n_head;
         KvCache {
-            k: vec![0.0; n_layer * layer_stride],
-            v: vec![0.0; n_layer * layer_stride],
-            layer_stride,
-            dim,
+            k: vec![0; heads * cap_p * hdp],
+            k_scale: vec![0.0; heads * cap_p],
+            v: vec![0; heads * cap_p * hdp],
+            v_scale: vec![0.0; heads * cap_p],
+            n_head,
+            head_dim,
+            hdp,
+            cap_p,
             capacity,
             len: 0,
+            tmp: vec![0; hdp],
         }
+    }
+
+    /// Heap bytes of a cache of this shape (for the load-time heap estimate).
+    pub fn bytes_for(n_layer: usize, capacity: usize, dim: usize, n_head: usize) -> u64 {
+        let hd = (dim / n_head.max(1)) as u64;
+        let hdp = hd.div_ceil(8) * 8;
+        let cap_p = (capacity as u64).div_ceil(PAIR_BLOCK as u64) * PAIR_BLOCK as u64;
+        let heads = n_layer as u64 * n_head as u64;
+        heads
+            .saturating_mul(cap_p)
+            .saturating_mul(2 * 2 * hdp + 2 * 4)
     }
 
     /// Positions filled.
@@ -38,22 +74,61 @@ impl KvCache {
     }
 
     pub fn bytes(&self) -> usize {
-        4 * (self.k.len() + self.v.len())
+        2 * (self.k.len() + self.v.len()) + 4 * (self.k_scale.len() + self.v_scale.len())
     }
 
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
     }
 
-    /// Range of layer `l`, position `p` in `k` / `v`.
-    pub(crate) fn at(&self, l: usize, p: usize) -> std::ops::Range<usize> {
-        let start = l * self.layer_stride + p * self.dim;
-        start..start + self.dim
+    pub(crate) fn head_dim_padded(&self) -> usize {
+        self.hdp
     }
 
-    /// All positions 0..n of layer l (contiguous).
-    pub(crate) fn layer(&self, l: usize, n: usize) -> std::ops::Range<usize> {
-        let start = l * self.layer_stride;
-        start..start + n * self.dim
+    fn head_index(&self, l: usize, h: usize) -> usize {
+        l * self.n_head + h
+    }
+
+    /// Stores the keys and values (all heads, `dim` entries each, after RoPE for keys) of layer
+    /// `l` at position `p`.
+    pub(crate) fn write(&mut self, l: usize, p: usize, k: &[f32], v: &[f32]) {
+        let (hd, hdp, cap_p) = (self.head_dim, self.hdp, self.cap_p);
+        for h in 0..self.n_head {
+            let head = self.head_index(l, h);
+            let base = head * cap_p * hdp;
+            // Keys: group p/4, chunk c, row p mod 4.
+            self.tmp.fill(0);
+            let s = quantize(&k[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
+            self.k_scale[head * cap_p + p] = s;
+            let (g, r) = (p / 4, p % 4);
+            for c in 0..hdp / 8 {
+                let i = base + ((g * (hdp / 8) + c) * 4 + r) * 8;
+                self.k[i..i + 8].copy_from_slice(&self.tmp[8 * c..8 * c + 8]);
+            }
+            // Values: pair p/2, dimension j, slot p mod 2.
+            self.tmp.fill(0);
+            let s = quantize(&v[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
+            self.v_scale[head * cap_p + p] = s;
+            let (q, odd) = (p / 2, p % 2);
+            for (j, code) in self.tmp.iter().enumerate() {
+                self.v[base + (q * hdp + j) * 2 + odd] = *code;
+            }
+        }
+    }
+
+    /// Head h of layer l: (key codes, key scales, value codes, value scales) for all padded
+    /// positions.
+    pub(crate) fn head(&self, l: usize, h: usize) -> (&[i16], &[f32], &[i16], &[f32]) {
+        let head = self.head_index(l, h);
+        let (codes, scales) = (
+            head * self.cap_p * self.hdp..(head + 1) * self.cap_p * self.hdp,
+            head * self.cap_p..(head + 1) * self.cap_p,
+        );
+        (
+            &self.k[codes.clone()],
+            &self.k_scale[scales.clone()],
+            &self.v[codes],
+            &self.v_scale[scales],
+        )
     }
 }

@@ -4,6 +4,7 @@
 //! canister), with the same results on both. It knows nothing of the Internet Computer.
 
 pub mod algebra_linear;
+pub mod attention;
 pub mod embedding_table;
 pub mod eval;
 pub mod generate;

@@ -149,6 +149,22 @@ const EXP_P: [f32; 6] = [
     0.5, // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
 ];
 
+/// x[i] ← e(x[i] − max) with e = [`exp_spec`]; returns their sum, in increasing index (f32).
+pub fn exp_minus_sum(x: &mut [f32], max: f32) -> f32 {
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::exp_minus(x, max);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for v in x[done..].iter_mut() {
+        *v = exp_spec(*v - max);
+    }
+    let mut sum = 0f32;
+    for v in x.iter() {
+        sum += *v;
+    }
+    sum
+}
+
 /// In-place softmax with the maximum subtracted first: e(x − max) with e = [`exp_spec`], summed
 /// in increasing index, then each × (1 / sum).
 pub fn softmax(x: &mut [f32]) {

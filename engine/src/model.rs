@@ -2,9 +2,10 @@
 //! forward pass over a block of new positions (the whole prompt at once, or one decode step).
 
 use crate::algebra_linear::{AlgebraLinear, LinearScratch};
+use crate::attention::{AttentionScratch, attend};
 use crate::embedding_table::{EmbeddingTable, HeadScratch};
 use crate::kv_cache::KvCache;
-use crate::math::{matvec_strided, rmsnorm, softmax, swiglu, weighted_rows};
+use crate::math::{rmsnorm, swiglu};
 use crate::profile::{Laps, Phase};
 use crate::ternary_linear::{TernaryLinear, TernaryScratch};
 use thiserror::Error;
@@ -104,7 +105,7 @@ pub struct ForwardScratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    scores: Vec<f32>,
+    attn: AttentionScratch,
     lin: LinearScratch,
     tern: TernaryScratch,
     head: HeadScratch,
@@ -188,7 +189,7 @@ impl Model {
         let estimate = || -> Option<u64> {
             let weights = mul(4, emb.checked_add(brain)?)?;
             let rope = mul(4, mul(u(c.block_size), u(c.head_dim()))?)?;
-            let kv = mul(8, mul(mul(u(c.n_layer), u(c.block_size))?, u(c.n_embd))?)?;
+            let kv = KvCache::bytes_for(c.n_layer, c.block_size, c.n_embd, c.n_head);
             let row = mul(8, u(c.n_embd))?
                 .checked_add(mul(2, u(c.mlp_hidden()))?)?
                 .checked_add(u(c.vocab_size))?;
@@ -206,6 +207,7 @@ impl Model {
             self.config.n_layer,
             self.config.block_size,
             self.config.n_embd,
+            self.config.n_head,
         )
     }
 
@@ -327,15 +329,12 @@ impl Model {
             buf.resize(n, 0.0);
         }
         // The scores grow by one position per decode step: reserve the whole context once.
-        b.scores
-            .reserve(cache.capacity().saturating_sub(b.scores.len()));
-        b.scores.resize(p0 + t, 0.0);
+        b.attn.reserve(cache);
         let mut laps = Laps::start();
         for (row, &tok) in b.x.chunks_exact_mut(d).zip(tokens) {
             self.embed(tok, row, &mut b.head);
         }
         laps.lap(Phase::Embed);
-        let scale = 1.0 / (hd as f32).sqrt();
         for (l, layer) in self.layers.iter().enumerate() {
             for (xr, nr) in b.x.chunks_exact(d).zip(b.xn.chunks_exact_mut(d)) {
                 rmsnorm(xr, &layer.attn_norm, nr);
@@ -348,24 +347,27 @@ impl Model {
             for i in 0..t {
                 self.rope(&mut b.q[i * d..(i + 1) * d], p0 + i);
                 self.rope(&mut b.k[i * d..(i + 1) * d], p0 + i);
-                let r = cache.at(l, p0 + i);
-                cache.k[r.clone()].copy_from_slice(&b.k[i * d..(i + 1) * d]);
-                cache.v[r].copy_from_slice(&b.v[i * d..(i + 1) * d]);
+                cache.write(
+                    l,
+                    p0 + i,
+                    &b.k[i * d..(i + 1) * d],
+                    &b.v[i * d..(i + 1) * d],
+                );
             }
             laps.lap(Phase::Rope);
-            let keys = &cache.k[cache.layer(l, p0 + t)];
-            let values = &cache.v[cache.layer(l, p0 + t)];
             for i in 0..t {
                 let seen = p0 + i + 1;
                 for h in 0..nh {
-                    let qh = &b.q[i * d + h * hd..i * d + (h + 1) * hd];
-                    let scores = &mut b.scores[..seen];
-                    // Row p of head h's keys starts at p·d + h·hd.
-                    matvec_strided(&keys[h * hd..], d, qh, scores);
-                    scores.iter_mut().for_each(|s| *s *= scale);
-                    softmax(scores);
-                    let out = &mut b.att[i * d + h * hd..i * d + (h + 1) * hd];
-                    weighted_rows(scores, &values[h * hd..], d, out);
+                    let heads = i * d + h * hd..i * d + (h + 1) * hd;
+                    attend(
+                        cache,
+                        l,
+                        h,
+                        &b.q[heads.clone()],
+                        seen,
+                        &mut b.att[heads],
+                        &mut b.attn,
+                    );
                 }
             }
             laps.lap(Phase::Attention);

@@ -185,6 +185,8 @@ impl TernaryLinear {
 mod tests {
     use super::*;
 
+    // Index loops on purpose: they read like the SPEC's formulas.
+    #[allow(clippy::needless_range_loop)]
     /// SPEC §2.6 in f64 for one row: codes of u (computed as the SPEC says, in f32), exact
     /// integer block products in i64, then the f32 output scaling.
     fn reference(l: &TernaryLinear, wq: &[i8], x: &[f32]) -> Vec<f32> {

@@ -1,0 +1,86 @@
+//! Causal attention of one query position over the cached positions of one head: SPEC §2.3 with
+//! the integer codes of §2.6 (keys and values Q(·, 2047) in the cache, the query Q(q, L_q), the
+//! value weights Q(w, 32767)), so that the scores and the weighted sum are exact integer dot
+//! products (`int_math::groups_matvec`, `int_math::pairs_weighted`).
+
+use crate::int_math::{PAIR_BLOCK, groups_matvec, pairs_weighted};
+use crate::kv_cache::KvCache;
+use crate::math::exp_minus_sum;
+use crate::quant::{ACT_LIMIT, KV_LIMIT, act_limit, quantize};
+
+/// Buffers of [`attend`], kept between calls.
+#[derive(Debug, Default)]
+pub struct AttentionScratch {
+    q: Vec<i16>,
+    dots: Vec<i32>,
+    scores: Vec<f32>,
+    w: Vec<i16>,
+    acc: Vec<f32>,
+}
+
+impl AttentionScratch {
+    /// Sizes the buffers for a whole context once, so that decode steps allocate nothing.
+    pub fn reserve(&mut self, cache: &KvCache) {
+        let cap = cache.capacity().div_ceil(PAIR_BLOCK) * PAIR_BLOCK;
+        self.dots.reserve(cap.saturating_sub(self.dots.len()));
+        self.scores.reserve(cap.saturating_sub(self.scores.len()));
+        self.w.reserve(cap.saturating_sub(self.w.len()));
+    }
+}
+
+/// out (head size) = head h of layer l attending from a query q (head size, after RoPE) to
+/// positions 0..seen of the cache.
+pub fn attend(
+    cache: &KvCache,
+    l: usize,
+    h: usize,
+    q: &[f32],
+    seen: usize,
+    out: &mut [f32],
+    s: &mut AttentionScratch,
+) {
+    let hd = q.len();
+    let hdp = cache.head_dim_padded();
+    let chunks = hdp / 8;
+    let (kc, ks, vc, vs) = cache.head(l, h);
+
+    // Scores: score_p = (f32(c_q · c_k,p) · s_k,p) · (s_q · hd^−1/2).
+    s.q.clear();
+    s.q.resize(hdp, 0);
+    let sq = quantize(q, act_limit(hd, KV_LIMIT), &mut s.q);
+    let groups = seen.div_ceil(4);
+    s.dots.resize(4 * groups, 0);
+    groups_matvec(&kc[..groups * chunks * 32], chunks, &s.q, &mut s.dots);
+    let c = sq * (1.0 / (hd as f32).sqrt());
+    s.scores.clear();
+    s.scores.extend(
+        s.dots[..seen]
+            .iter()
+            .zip(&ks[..seen])
+            .map(|(d, k)| (*d as f32 * k) * c),
+    );
+
+    // Softmax's numerators e(score − max) and their sum, then the value weights
+    // w_p = e_p · s_v,p as codes; positions past `seen` in the last block weigh 0.
+    let max = s
+        .scores
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let sum = exp_minus_sum(&mut s.scores, max);
+    s.scores
+        .iter_mut()
+        .zip(&vs[..seen])
+        .for_each(|(e, sv)| *e *= sv);
+    let padded = seen.div_ceil(PAIR_BLOCK) * PAIR_BLOCK;
+    s.w.clear();
+    s.w.resize(padded, 0);
+    let sw = quantize(&s.scores, ACT_LIMIT, &mut s.w);
+
+    // o_j = (Σ_blocks f32(Σ_p c_w,p · c_v,p,j) · s_w) · (1 / S).
+    s.acc.resize(hdp, 0.0);
+    pairs_weighted(&vc[..padded * hdp], hdp, &s.w, &mut s.acc);
+    let inv = 1.0 / sum;
+    out.iter_mut()
+        .zip(&s.acc)
+        .for_each(|(o, a)| *o = (a * sw) * inv);
+}

@@ -5,7 +5,7 @@
 
 use crate::int_math::{PAIR_BLOCK, groups_matvec, pairs_weighted};
 use crate::kv_cache::KvCache;
-use crate::math::exp_minus_sum;
+use crate::math::{dequant, exp_minus_sum, max, mul_assign};
 use crate::quant::{ACT_LIMIT, KV_LIMIT, act_limit, quantize};
 
 /// Buffers of [`attend`], kept between calls.
@@ -52,25 +52,14 @@ pub fn attend(
     s.dots.resize(4 * groups, 0);
     groups_matvec(&kc[..groups * chunks * 32], chunks, &s.q, &mut s.dots);
     let c = sq * (1.0 / (hd as f32).sqrt());
-    s.scores.clear();
-    s.scores.extend(
-        s.dots[..seen]
-            .iter()
-            .zip(&ks[..seen])
-            .map(|(d, k)| (*d as f32 * k) * c),
-    );
+    s.scores.resize(seen, 0.0);
+    dequant(&s.dots, ks, c, &mut s.scores);
 
     // Softmax's numerators e(score − max) and their sum, then the value weights
     // w_p = e_p · s_v,p as codes; positions past `seen` in the last block weigh 0.
-    let max = s
-        .scores
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    let sum = exp_minus_sum(&mut s.scores, max);
-    s.scores
-        .iter_mut()
-        .zip(&vs[..seen])
-        .for_each(|(e, sv)| *e *= sv);
+    let m = max(&s.scores);
+    let sum = exp_minus_sum(&mut s.scores, m);
+    mul_assign(&mut s.scores, vs);
     let padded = seen.div_ceil(PAIR_BLOCK) * PAIR_BLOCK;
     s.w.clear();
     s.w.resize(padded, 0);

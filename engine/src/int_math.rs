@@ -410,27 +410,12 @@ mod simd {
         }
     }
 
-    /// Σ over CH chunks of four rows' dot products with x, the rows of a group stored chunk by
-    /// chunk, row by row from w; returns the four sums (lanes = rows).
-    #[inline(always)]
-    unsafe fn group<const CH: usize>(w: *const v128, xs: &[v128; CH]) -> v128 {
-        let mut s = [i32x4_splat(0); 4];
-        for (r, sr) in s.iter_mut().enumerate() {
-            // SAFETY: the caller's panel holds CH·4 vectors from w.
-            let mut a = unsafe { i32x4_dot_i16x8(v128_load(w.add(r)), xs[0]) };
-            for (c, xc) in xs.iter().enumerate().skip(1) {
-                a = i32x4_add(a, unsafe {
-                    i32x4_dot_i16x8(v128_load(w.add(4 * c + r)), *xc)
-                });
-            }
-            *sr = a;
-        }
-        reduce4(s[0], s[1], s[2], s[3])
-    }
-
     /// One column block of CH chunks of a panel of G groups (4·G rows) from w, against x (CH
-    /// chunks): acc[g] = (or +=, unless FIRST) the sums of group g's rows. Not inlined, so that
-    /// w and x are parameters and every load takes a constant offset.
+    /// chunks): acc[g] = (or +=, unless FIRST) the sums of group g's rows (lanes = rows). Not
+    /// inlined, and every address is ONE constant offset from a parameter (`w.add(k)` with k a
+    /// constant once unrolled): only then does LLVM fold the offsets into the wasm loads (from a
+    /// pointer that a loop advances, or through two `add`s, it computes each address with an
+    /// `i32.add`, three more instructions per load).
     #[inline(never)]
     unsafe fn block<const G: usize, const CH: usize, const FIRST: bool>(
         w: *const v128,
@@ -443,9 +428,20 @@ mod simd {
             *xc = unsafe { v128_load(x.add(c)) };
         }
         for g in 0..G {
-            // SAFETY: group g's CH·4 vectors follow the previous groups'; acc holds G vectors.
+            let mut s = [i32x4_splat(0); 4];
+            for (r, sr) in s.iter_mut().enumerate() {
+                // SAFETY: group g's CH·4 vectors follow the previous groups' from w.
+                let mut a = unsafe { i32x4_dot_i16x8(v128_load(w.add(g * CH * 4 + r)), xs[0]) };
+                for (c, xc) in xs.iter().enumerate().skip(1) {
+                    a = i32x4_add(a, unsafe {
+                        i32x4_dot_i16x8(v128_load(w.add(g * CH * 4 + 4 * c + r)), *xc)
+                    });
+                }
+                *sr = a;
+            }
+            let v = reduce4(s[0], s[1], s[2], s[3]);
+            // SAFETY: acc holds G vectors.
             unsafe {
-                let v = group::<CH>(w.add(g * CH * 4), &xs);
                 let p = acc.add(g);
                 v128_store(p, if FIRST { v } else { i32x4_add(v128_load(p), v) });
             }

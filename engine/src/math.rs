@@ -149,6 +149,87 @@ const EXP_P: [f32; 6] = [
     0.5, // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
 ];
 
+/// Elementwise kernels: each output entry is one or two f32 operations of its inputs, so the
+/// wasm32 lanes and the portable loop give the same bits.
+///
+/// out[i] = a[i] · b[i].
+pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    assert!(a.len() >= n && b.len() >= n);
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::binary(&a[..n], &b[..n], out, core::arch::wasm32::f32x4_mul);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for i in done..n {
+        out[i] = a[i] * b[i];
+    }
+}
+
+/// a[i] ← a[i] + b[i].
+pub fn add_assign(a: &mut [f32], b: &[f32]) {
+    let n = a.len();
+    assert!(b.len() >= n);
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::binary_assign(a, &b[..n], core::arch::wasm32::f32x4_add);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for i in done..n {
+        a[i] += b[i];
+    }
+}
+
+/// a[i] ← a[i] · b[i].
+pub fn mul_assign(a: &mut [f32], b: &[f32]) {
+    let n = a.len();
+    assert!(b.len() >= n);
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::binary_assign(a, &b[..n], core::arch::wasm32::f32x4_mul);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for i in done..n {
+        a[i] *= b[i];
+    }
+}
+
+/// y[i] = (f32(z[i]) · v[i]) · c: integer sums back to f32 (SPEC §2.6).
+pub fn dequant(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) {
+    let n = y.len();
+    assert!(z.len() >= n && v.len() >= n);
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::dequant(&z[..n], &v[..n], c, y);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for i in done..n {
+        y[i] = (z[i] as f32 * v[i]) * c;
+    }
+}
+
+/// RoPE on one head (SPEC §2.3) with the pair-duplicated tables of its position: cos =
+/// (c_0, c_0, c_1, c_1, …) and sin = (−s_0, s_0, −s_1, s_1, …): x[2i] ← x[2i]·c_i + x[2i+1]·(−s_i),
+/// x[2i+1] ← x[2i+1]·c_i + x[2i]·s_i — the same bits as a·cos − b·sin and a·sin + b·cos.
+pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let n = x.len();
+    assert!(n.is_multiple_of(2) && cos.len() >= n && sin.len() >= n);
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::rope(x, cos, sin);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for i in (done..n).step_by(2) {
+        let (a, b) = (x[i], x[i + 1]);
+        x[i] = a * cos[i] + b * sin[i];
+        x[i + 1] = b * cos[i + 1] + a * sin[i + 1];
+    }
+}
+
+/// The largest entry (−∞ for none), NaN ignored: compare-and-select, so lanes cannot change it.
+pub fn max(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "wasm32")]
+    let (m, done) = simd::max(x);
+    #[cfg(not(target_arch = "wasm32"))]
+    let (m, done) = (f32::NEG_INFINITY, 0);
+    x[done..].iter().fold(m, |m, &v| if v > m { v } else { m })
+}
+
 /// x[i] ← e(x[i] − max) with e = [`exp_spec`]; returns their sum, in increasing index (f32).
 pub fn exp_minus_sum(x: &mut [f32], max: f32) -> f32 {
     #[cfg(target_arch = "wasm32")]
@@ -332,6 +413,91 @@ mod simd {
             unsafe { v128_store(out.as_mut_ptr().add(c) as *mut v128, o0) };
             c += 4;
         }
+    }
+
+    /// out = op(a, b) lane-wise on the first ⌊len/4⌋·4 entries; returns how many.
+    #[inline(always)]
+    pub fn binary(a: &[f32], b: &[f32], out: &mut [f32], op: fn(v128, v128) -> v128) -> usize {
+        let n = out.len() / 4 * 4;
+        let (pa, pb, po) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n ≤ the three slices' lengths.
+            unsafe { v128_store(po.add(i) as *mut v128, op(ld(pa.add(i)), ld(pb.add(i)))) };
+            i += 4;
+        }
+        n
+    }
+
+    /// a = op(a, b) lane-wise on the first ⌊len/4⌋·4 entries; returns how many.
+    #[inline(always)]
+    pub fn binary_assign(a: &mut [f32], b: &[f32], op: fn(v128, v128) -> v128) -> usize {
+        let n = a.len() / 4 * 4;
+        let (pa, pb) = (a.as_mut_ptr(), b.as_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n ≤ both lengths.
+            unsafe { v128_store(pa.add(i) as *mut v128, op(ld(pa.add(i)), ld(pb.add(i)))) };
+            i += 4;
+        }
+        n
+    }
+
+    /// `super::dequant` on the first ⌊len/4⌋·4 entries; returns how many.
+    pub fn dequant(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) -> usize {
+        let n = y.len() / 4 * 4;
+        let cv = f32x4_splat(c);
+        let (pz, pv, py) = (z.as_ptr(), v.as_ptr(), y.as_mut_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n ≤ the three lengths.
+            unsafe {
+                let zf = f32x4_convert_i32x4(v128_load(pz.add(i) as *const v128));
+                v128_store(
+                    py.add(i) as *mut v128,
+                    f32x4_mul(f32x4_mul(zf, ld(pv.add(i))), cv),
+                );
+            }
+            i += 4;
+        }
+        n
+    }
+
+    /// `super::rope` on the first ⌊len/4⌋·4 entries; returns how many.
+    pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) -> usize {
+        let n = x.len() / 4 * 4;
+        let (px, pc, ps) = (x.as_mut_ptr(), cos.as_ptr(), sin.as_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n ≤ the three lengths.
+            unsafe {
+                let v = ld(px.add(i));
+                let swapped = i32x4_shuffle::<1, 0, 3, 2>(v, v);
+                let y = f32x4_add(
+                    f32x4_mul(v, ld(pc.add(i))),
+                    f32x4_mul(swapped, ld(ps.add(i))),
+                );
+                v128_store(px.add(i) as *mut v128, y);
+            }
+            i += 4;
+        }
+        n
+    }
+
+    /// (max over the first ⌊len/4⌋·4 entries, how many), NaN ignored.
+    pub fn max(x: &[f32]) -> (f32, usize) {
+        let n = x.len() / 4 * 4;
+        let mut m = f32x4_splat(f32::NEG_INFINITY);
+        let p = x.as_ptr();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n. pmax(m, v) = if m < v { v } else { m }.
+            unsafe { m = f32x4_pmax(m, ld(p.add(i))) };
+            i += 4;
+        }
+        let a = f32x4_pmax(m, i32x4_shuffle::<2, 3, 0, 1>(m, m));
+        let b = f32x4_pmax(a, i32x4_shuffle::<1, 0, 3, 2>(a, a));
+        (f32x4_extract_lane::<0>(b), n)
     }
 
     /// `exp_spec` on four lanes: the same operations in the same order (pmax/pmin are the scalar
@@ -533,6 +699,49 @@ mod tests {
             let want = a / (1.0 + (-a).exp()) * f64::from(u[k]);
             assert!((f64::from(g[k]) - want).abs() < 1e-6 * (1.0 + want.abs()));
         }
+    }
+
+    #[test]
+    fn rope_rotates_pairs() {
+        let x0 = data(12, 5, 13, 6.0, 3.0);
+        let angles: Vec<f64> = (0..6).map(|i| 0.3 * i as f64 + 0.1).collect();
+        let cos: Vec<f32> = angles.iter().flat_map(|a| [a.cos() as f32; 2]).collect();
+        let sin: Vec<f32> = angles
+            .iter()
+            .flat_map(|a| [-(a.sin() as f32), a.sin() as f32])
+            .collect();
+        let mut x = x0.clone();
+        rope(&mut x, &cos, &sin);
+        for i in 0..6 {
+            let (a, b) = (x0[2 * i], x0[2 * i + 1]);
+            let (c, s) = (cos[2 * i], sin[2 * i + 1]);
+            assert_eq!(x[2 * i].to_bits(), (a * c - b * s).to_bits());
+            assert_eq!(x[2 * i + 1].to_bits(), (a * s + b * c).to_bits());
+        }
+    }
+
+    #[test]
+    fn elementwise_kernels_and_max() {
+        let a = data(11, 5, 13, 6.0, 3.0);
+        let b = data(11, 3, 7, 2.0, 5.0);
+        let mut out = vec![0.0; 11];
+        mul(&a, &b, &mut out);
+        let mut c = a.clone();
+        mul_assign(&mut c, &b);
+        let mut d = a.clone();
+        add_assign(&mut d, &b);
+        let z: Vec<i32> = (0..11).map(|i| i * 1_000_003 - 5_000_000).collect();
+        let mut y = vec![0.0; 11];
+        dequant(&z, &b, 0.37, &mut y);
+        for i in 0..11 {
+            assert_eq!(out[i], a[i] * b[i]);
+            assert_eq!(c[i], a[i] * b[i]);
+            assert_eq!(d[i], a[i] + b[i]);
+            assert_eq!(y[i], (z[i] as f32 * b[i]) * 0.37);
+        }
+        assert_eq!(max(&a), a.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
+        assert_eq!(max(&[f32::NAN, -3.0, f32::NAN]), -3.0);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::algebra_linear::{AlgebraLinear, LinearScratch};
 use crate::attention::{AttentionScratch, attend};
 use crate::embedding_table::{EmbeddingTable, HeadScratch};
 use crate::kv_cache::KvCache;
-use crate::math::{rmsnorm, swiglu};
+use crate::math::{add_assign, rmsnorm, rope, swiglu};
 use crate::profile::{Laps, Phase};
 use crate::ternary_linear::{TernaryLinear, TernaryScratch};
 use thiserror::Error;
@@ -55,7 +55,7 @@ pub struct Model {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    /// cos / sin of the RoPE angles, [T, hd/2].
+    /// The RoPE angles' cos and (−sin, sin), each duplicated per pair: [T, hd] (math::rope).
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
 }
@@ -157,14 +157,15 @@ impl Model {
             });
         }
         let half = hd / 2;
-        let mut rope_cos = Vec::with_capacity(c.block_size * half);
-        let mut rope_sin = Vec::with_capacity(c.block_size * half);
+        let mut rope_cos = Vec::with_capacity(c.block_size * hd);
+        let mut rope_sin = Vec::with_capacity(c.block_size * hd);
         for p in 0..c.block_size {
             for i in 0..half {
                 let inv_freq = libm::pow(c.rope_theta, -((2 * i) as f64) / hd as f64);
                 let angle = p as f64 * inv_freq;
-                rope_cos.push(libm::cos(angle) as f32);
-                rope_sin.push(libm::sin(angle) as f32);
+                let (cos, sin) = (libm::cos(angle) as f32, libm::sin(angle) as f32);
+                rope_cos.extend([cos, cos]);
+                rope_sin.extend([-sin, sin]);
             }
         }
         Ok(Model {
@@ -254,15 +255,10 @@ impl Model {
 
     fn rope(&self, row: &mut [f32], pos: usize) {
         let hd = self.config.head_dim();
-        let half = hd / 2;
-        let cos = &self.rope_cos[pos * half..(pos + 1) * half];
-        let sin = &self.rope_sin[pos * half..(pos + 1) * half];
+        let cos = &self.rope_cos[pos * hd..(pos + 1) * hd];
+        let sin = &self.rope_sin[pos * hd..(pos + 1) * hd];
         for head in row.chunks_exact_mut(hd) {
-            for i in 0..half {
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * cos[i] - b * sin[i];
-                head[2 * i + 1] = a * sin[i] + b * cos[i];
-            }
+            rope(head, cos, sin);
         }
     }
 
@@ -381,7 +377,7 @@ impl Model {
             laps.lap(Phase::Mix);
             layer.o.forward(attn_out, &mut b.proj, &mut b.tern);
             laps.lap(Phase::Linear);
-            b.x.iter_mut().zip(&b.proj).for_each(|(x, y)| *x += y);
+            add_assign(&mut b.x, &b.proj);
             laps.lap(Phase::Residual);
 
             for (xr, nr) in b.x.chunks_exact(d).zip(b.xn.chunks_exact_mut(d)) {
@@ -395,7 +391,7 @@ impl Model {
             laps.lap(Phase::SwiGlu);
             layer.down.forward(&b.gate, &mut b.proj, &mut b.tern);
             laps.lap(Phase::Linear);
-            b.x.iter_mut().zip(&b.proj).for_each(|(x, y)| *x += y);
+            add_assign(&mut b.x, &b.proj);
             laps.lap(Phase::Residual);
         }
         cache.advance(t);

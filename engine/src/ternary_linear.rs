@@ -7,7 +7,7 @@
 //! 4 (the integer FHT moves four lanes at a time); the padding is zero, so it adds nothing.
 
 use crate::int_math::{self, PanelMatrix};
-use crate::math::fht32;
+use crate::math::{dequant, fht32, mul};
 use crate::quant::{ACT_LIMIT, absmax, encode, scales};
 use walsh_spec::config::Algebra;
 use walsh_spec::octonion::SIGNS;
@@ -95,10 +95,7 @@ impl TernaryLinear {
                 .zip(x.chunks_exact(m))
                 .zip(self.alpha.chunks_exact(m))
         {
-            up[..m]
-                .iter_mut()
-                .zip(xp.iter().zip(al))
-                .for_each(|(u, (v, al))| *u = v * al);
+            mul(xp, al, &mut up[..m]);
         }
         if self.algebra == Algebra::Hadamard {
             // Column by column the same butterflies as on the unpadded parts: the same bits.
@@ -147,9 +144,7 @@ impl TernaryLinear {
             .zip(s.z.chunks_exact(np))
             .zip(self.beta.chunks_exact(n))
         {
-            for ((y, z), b) in yp.iter_mut().zip(zp).zip(bp) {
-                *y = (*z as f32 * c) * b;
-            }
+            dequant(zp, bp, c, yp);
         }
     }
 
@@ -239,7 +234,7 @@ mod tests {
         };
         z.iter()
             .zip(&l.beta)
-            .map(|(z, b)| (*z as i32 as f32 * c) * b)
+            .map(|(z, b)| (*z as i32 as f32 * b) * c)
             .collect()
     }
 

@@ -1,9 +1,9 @@
 //! Causal attention of one query position over the cached positions of one head: SPEC §2.3 with
 //! the integer codes of §2.6 (keys and values Q(·, 2047) in the cache, the query Q(q, L_q), the
 //! value weights Q(w, 32767)), so that the scores and the weighted sum are exact integer dot
-//! products (`int_math::groups_matvec`, `int_math::pairs_weighted`).
+//! products (`int_math::matvec`, `int_math::pairs_weighted`).
 
-use crate::int_math::{PAIR_BLOCK, groups_matvec, pairs_weighted};
+use crate::int_math::{PAIR_BLOCK, matvec, pairs_weighted};
 use crate::kv_cache::KvCache;
 use crate::math::{dequant, exp_minus_sum, max, mul_assign};
 use crate::quant::{ACT_LIMIT, KV_LIMIT, act_limit, quantize};
@@ -41,7 +41,6 @@ pub fn attend(
 ) {
     let hd = q.len();
     let hdp = cache.head_dim_padded();
-    let chunks = hdp / 8;
     let (kc, ks, vc, vs) = cache.head(l, h);
 
     // Scores: score_p = (f32(c_q · c_k,p) · s_k,p) · (s_q · hd^−1/2).
@@ -50,7 +49,7 @@ pub fn attend(
     let sq = quantize(q, act_limit(hd, KV_LIMIT), &mut s.q);
     let groups = seen.div_ceil(4);
     s.dots.resize(4 * groups, 0);
-    groups_matvec(&kc[..groups * chunks * 32], chunks, &s.q, &mut s.dots);
+    matvec(kc, hdp, &s.q, &mut s.dots);
     let c = sq * (1.0 / (hd as f32).sqrt());
     s.scores.resize(seen, 0.0);
     dequant(&s.dots, ks, c, &mut s.scores);

@@ -3,14 +3,14 @@
 //! widening) with the row length padded to a multiple of 8. The same table serves the input
 //! (a row, decoded) and the tied output head (integer dot products against the codes of h).
 
-use crate::int_math::PanelMatrix;
+use crate::int_math::CodeMatrix;
 use crate::quant::{EMB_LIMIT, act_limit, quantize};
 
 #[derive(Debug, Clone)]
 pub struct EmbeddingTable {
     cols: usize,
     /// The codes, in the kernels' panel layout.
-    codes: PanelMatrix,
+    codes: CodeMatrix,
     scales: Vec<f32>,
 }
 
@@ -19,7 +19,6 @@ pub struct EmbeddingTable {
 pub struct HeadScratch {
     codes: Vec<i16>,
     dots: Vec<i32>,
-    row: Vec<i16>,
 }
 
 impl EmbeddingTable {
@@ -33,7 +32,7 @@ impl EmbeddingTable {
         }
         EmbeddingTable {
             cols,
-            codes: PanelMatrix::from_dense(&dense, rows, cols),
+            codes: CodeMatrix::from_dense(&dense, rows, cols),
             scales,
         }
     }
@@ -43,22 +42,18 @@ impl EmbeddingTable {
     }
 
     /// out[i] = code[r][i] · scale[r].
-    pub fn row_into(&self, r: usize, out: &mut [f32], b: &mut HeadScratch) {
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
         let s = self.scales[r];
-        b.row.resize(self.cols, 0);
-        self.codes.row(r, &mut b.row);
         out.iter_mut()
-            .zip(&b.row)
+            .zip(self.codes.row(r))
             .for_each(|(o, c)| *o = f32::from(*c) * s);
     }
 
     /// out[i] += code[r][i] · scale[r].
-    pub fn add_row(&self, r: usize, out: &mut [f32], b: &mut HeadScratch) {
+    pub fn add_row(&self, r: usize, out: &mut [f32]) {
         let s = self.scales[r];
-        b.row.resize(self.cols, 0);
-        self.codes.row(r, &mut b.row);
         out.iter_mut()
-            .zip(&b.row)
+            .zip(self.codes.row(r))
             .for_each(|(o, c)| *o += f32::from(*c) * s);
     }
 
@@ -119,7 +114,7 @@ mod tests {
         }
         // Rows decode to their codes times the scale, within half a step of the input.
         let mut row = vec![0.0; cols];
-        t.row_into(3, &mut row, &mut HeadScratch::default());
+        t.row_into(3, &mut row);
         for (i, v) in row.iter().enumerate() {
             assert!((v - e[3 * cols + i]).abs() <= t.scales[3] * 0.5001);
         }

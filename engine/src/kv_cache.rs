@@ -2,9 +2,9 @@
 //! for the whole context (block_size positions), as the integer codes of SPEC §2.6: each head's
 //! key and value at each position is Q(·, 2047) with its own scale.
 //!
-//! Layouts, per (layer, head), made for the wasm kernels of `int_math`: keys in groups of 4
-//! positions, chunk by chunk (8 codes), position by position (`groups_matvec`); values in pairs
-//! of positions, dimension by dimension, the two positions side by side (`pairs_weighted`).
+//! Layouts, per (layer, head), made for the wasm kernels of `int_math`: keys row-major, one
+//! position after another (`matvec`); values in pairs of positions, dimension by dimension, the
+//! two positions side by side (`pairs_weighted`).
 //! Positions are padded to a multiple of 32 and head sizes to a multiple of 8, with zeros.
 
 use crate::int_math::PAIR_BLOCK;
@@ -96,15 +96,13 @@ impl KvCache {
         for h in 0..self.n_head {
             let head = self.head_index(l, h);
             let base = head * cap_p * hdp;
-            // Keys: group p/4, chunk c, row p mod 4.
-            self.tmp.fill(0);
-            let s = quantize(&k[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
+            // Keys: row p.
+            let s = quantize(
+                &k[h * hd..(h + 1) * hd],
+                KV_LIMIT,
+                &mut self.k[base + p * hdp..base + (p + 1) * hdp],
+            );
             self.k_scale[head * cap_p + p] = s;
-            let (g, r) = (p / 4, p % 4);
-            for c in 0..hdp / 8 {
-                let i = base + ((g * (hdp / 8) + c) * 4 + r) * 8;
-                self.k[i..i + 8].copy_from_slice(&self.tmp[8 * c..8 * c + 8]);
-            }
             // Values: pair p/2, dimension j, slot p mod 2.
             self.tmp.fill(0);
             let s = quantize(&v[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);

@@ -212,14 +212,14 @@ impl Model {
         )
     }
 
-    fn embed(&self, token: u32, out: &mut [f32], hs: &mut HeadScratch) {
+    fn embed(&self, token: u32, out: &mut [f32]) {
         let t = token as usize;
         match &self.embeddings {
-            Embeddings::Standard(e) => e.row_into(t, out, hs),
+            Embeddings::Standard(e) => e.row_into(t, out),
             Embeddings::Hash { e1, e2 } => {
                 let b = self.config.hash_buckets;
-                e1.row_into(t % b, out, hs);
-                e2.add_row((t / b) % b, out, hs);
+                e1.row_into(t % b, out);
+                e2.add_row((t / b) % b, out);
             }
         }
     }
@@ -328,7 +328,7 @@ impl Model {
         b.attn.reserve(cache);
         let mut laps = Laps::start();
         for (row, &tok) in b.x.chunks_exact_mut(d).zip(tokens) {
-            self.embed(tok, row, &mut b.head);
+            self.embed(tok, row);
         }
         laps.lap(Phase::Embed);
         for (l, layer) in self.layers.iter().enumerate() {

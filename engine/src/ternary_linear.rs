@@ -6,7 +6,7 @@
 //! m_p = m rounded up to 8 (one `i32x4.dot_i16x8_s` takes eight codes) and n_p = n rounded up to
 //! 4 (the integer FHT moves four lanes at a time); the padding is zero, so it adds nothing.
 
-use crate::int_math::{self, PanelMatrix};
+use crate::int_math::{self, CodeMatrix};
 use crate::math::{dequant, fht32, mul};
 use crate::quant::{ACT_LIMIT, absmax, encode, scales};
 use walsh_spec::config::Algebra;
@@ -23,7 +23,7 @@ pub struct TernaryLinear {
     mp: usize,
     np: usize,
     /// Wq's A blocks, each [n, m] in the kernels' panel layout (padded to [n_p, m_p]).
-    blocks: Vec<PanelMatrix>,
+    blocks: Vec<CodeMatrix>,
     alpha: Vec<f32>,
     /// γ·β (SPEC §2.2: γ is folded into β in a blob).
     beta: Vec<f32>,
@@ -62,7 +62,7 @@ impl TernaryLinear {
                     .iter()
                     .map(|v| i16::from(*v))
                     .collect();
-                PanelMatrix::from_dense(&block, n, m)
+                CodeMatrix::from_dense(&block, n, m)
             })
             .collect();
         TernaryLinear {
@@ -79,7 +79,7 @@ impl TernaryLinear {
         }
     }
 
-    fn block(&self, k: usize) -> &PanelMatrix {
+    fn block(&self, k: usize) -> &CodeMatrix {
         &self.blocks[k]
     }
 

@@ -175,57 +175,79 @@ mod simd {
         )
     }
 
-    /// Four rows of CH chunks against x: the four sums (lanes = rows). Row r starts at
-    /// w + r·stride vectors, `stride` a run-time value: LLVM then keeps one address per row and
-    /// folds each chunk's offset into its load (with compile-time row offsets it computes every
-    /// address with an `i32.add`, three more instructions per load). Not inlined, so that w and x
-    /// are parameters.
+    /// 4·G rows of CH chunks against x, into out[0..G] (or added to it unless FIRST), lanes =
+    /// rows. Row r starts at w + r·stride vectors, `stride` a run-time value: LLVM then keeps one
+    /// address per row and folds each chunk's offset into its load (with compile-time row
+    /// offsets it computes every address with an `i32.add`, three more instructions per load).
+    /// Not inlined, so that w and x are parameters; G = 4 shares each x chunk among 16 rows.
     #[inline(never)]
-    unsafe fn rows4<const CH: usize>(w: *const v128, stride: usize, x: *const v128) -> v128 {
+    unsafe fn rows<const G: usize, const CH: usize, const FIRST: bool>(
+        w: *const v128,
+        stride: usize,
+        x: *const v128,
+        out: *mut v128,
+    ) {
         let mut xs = [i32x4_splat(0); CH];
         for (c, xc) in xs.iter_mut().enumerate() {
             // SAFETY: x holds CH chunks.
             *xc = unsafe { v128_load(x.add(c)) };
         }
-        let mut s = [i32x4_splat(0); 4];
-        for (r, sr) in s.iter_mut().enumerate() {
-            // SAFETY: the caller's four rows of CH chunks start stride vectors apart from w.
-            unsafe {
-                let p = w.add(r * stride);
-                let mut a = i32x4_dot_i16x8(v128_load(p), xs[0]);
-                for (c, xc) in xs.iter().enumerate().skip(1) {
-                    a = i32x4_add(a, i32x4_dot_i16x8(v128_load(p.add(c)), *xc));
+        for g in 0..G {
+            let mut s = [i32x4_splat(0); 4];
+            for (r, sr) in s.iter_mut().enumerate() {
+                // SAFETY: the caller's 4·G rows of CH chunks start stride vectors apart from w.
+                unsafe {
+                    let p = w.add((4 * g + r) * stride);
+                    let mut a = i32x4_dot_i16x8(v128_load(p), xs[0]);
+                    for (c, xc) in xs.iter().enumerate().skip(1) {
+                        a = i32x4_add(a, i32x4_dot_i16x8(v128_load(p.add(c)), *xc));
+                    }
+                    *sr = a;
                 }
-                *sr = a;
+            }
+            let v = reduce4(s[0], s[1], s[2], s[3]);
+            // SAFETY: out holds G vectors.
+            unsafe {
+                let o = out.add(g);
+                v128_store(o, if FIRST { v } else { i32x4_add(v128_load(o), v) });
             }
         }
-        reduce4(s[0], s[1], s[2], s[3])
     }
 
-    type RowsFn = unsafe fn(*const v128, usize, *const v128) -> v128;
+    type RowsFn = unsafe fn(*const v128, usize, *const v128, *mut v128);
 
-    /// Column blocks of at most 16 chunks.
-    const ROWS4: [RowsFn; 16] = [
-        rows4::<1>,
-        rows4::<2>,
-        rows4::<3>,
-        rows4::<4>,
-        rows4::<5>,
-        rows4::<6>,
-        rows4::<7>,
-        rows4::<8>,
-        rows4::<9>,
-        rows4::<10>,
-        rows4::<11>,
-        rows4::<12>,
-        rows4::<13>,
-        rows4::<14>,
-        rows4::<15>,
-        rows4::<16>,
+    macro_rules! rows_table {
+        ($g:literal, $first:literal) => {
+            [
+                rows::<$g, 1, $first> as RowsFn,
+                rows::<$g, 2, $first>,
+                rows::<$g, 3, $first>,
+                rows::<$g, 4, $first>,
+                rows::<$g, 5, $first>,
+                rows::<$g, 6, $first>,
+                rows::<$g, 7, $first>,
+                rows::<$g, 8, $first>,
+                rows::<$g, 9, $first>,
+                rows::<$g, 10, $first>,
+                rows::<$g, 11, $first>,
+                rows::<$g, 12, $first>,
+                rows::<$g, 13, $first>,
+                rows::<$g, 14, $first>,
+                rows::<$g, 15, $first>,
+                rows::<$g, 16, $first>,
+            ]
+        };
+    }
+
+    /// [G = 4 or 1][FIRST][chunks − 1], column blocks of at most 16 chunks.
+    const ROWS: [[[RowsFn; 16]; 2]; 2] = [
+        [rows_table!(4, false), rows_table!(4, true)],
+        [rows_table!(1, false), rows_table!(1, true)],
     ];
 
-    /// `super::matvec` for x.len() a positive multiple of 8 and stride a multiple of 8: four rows
-    /// a call per column block of up to 16 chunks; the last out.len() mod 4 rows one by one.
+    /// `super::matvec` for x.len() a positive multiple of 8 and stride a multiple of 8: 16 (or
+    /// the last few times 4) rows a call per column block of up to 16 chunks; the last
+    /// out.len() mod 4 rows one by one.
     pub fn matvec(w: &[i16], stride: usize, x: &[i16], out: &mut [i32]) -> bool {
         let (rows, cols) = (out.len(), x.len());
         if rows == 0 || !cols.is_multiple_of(8) || !stride.is_multiple_of(8) || stride < cols {
@@ -234,21 +256,20 @@ mod simd {
         assert!(w.len() >= (rows - 1) * stride + cols);
         let (chunks, sv) = (cols / 8, stride / 8);
         let (wp, xp) = (w.as_ptr() as *const v128, x.as_ptr() as *const v128);
+        let op = out.as_mut_ptr() as *mut v128;
         let mut r = 0;
         while r + 4 <= rows {
-            let mut acc = i32x4_splat(0);
+            let (tall, h) = if r + 16 <= rows { (0, 16) } else { (1, 4) };
             let mut b = 0;
             while b < chunks {
                 let cb = (chunks - b).min(16);
-                // SAFETY: rows r..r+4, chunks b..b+cb lie inside w (asserted); x holds `chunks`.
-                acc = i32x4_add(acc, unsafe {
-                    ROWS4[cb - 1](wp.add(r * sv + b), sv, xp.add(b))
-                });
+                let f = ROWS[tall][usize::from(b == 0)][cb - 1];
+                // SAFETY: rows r..r+h, chunks b..b+cb lie inside w (asserted); x holds `chunks`
+                // chunks; out holds rows r..r+h (r + h ≤ rows).
+                unsafe { f(wp.add(r * sv + b), sv, xp.add(b), op.add(r / 4)) };
                 b += cb;
             }
-            // SAFETY: r + 4 ≤ rows = out.len().
-            unsafe { v128_store(out.as_mut_ptr().add(r) as *mut v128, acc) };
-            r += 4;
+            r += h;
         }
         for (rr, o) in out.iter_mut().enumerate().skip(r) {
             *o = super::dot(&w[rr * stride..rr * stride + cols], x);

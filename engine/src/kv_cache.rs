@@ -77,7 +77,8 @@ impl KvCache {
         2 * (self.k.len() + self.v.len()) + 4 * (self.k_scale.len() + self.v_scale.len())
     }
 
-    pub(crate) fn advance(&mut self, n: usize) {
+    /// Marks n more positions filled (after `write` stored them).
+    pub fn advance(&mut self, n: usize) {
         self.len += n;
     }
 
@@ -91,7 +92,7 @@ impl KvCache {
 
     /// Stores the keys and values (all heads, `dim` entries each, after RoPE for keys) of layer
     /// `l` at position `p`.
-    pub(crate) fn write(&mut self, l: usize, p: usize, k: &[f32], v: &[f32]) {
+    pub fn write(&mut self, l: usize, p: usize, k: &[f32], v: &[f32]) {
         let (hd, hdp, cap_p) = (self.head_dim, self.hdp, self.cap_p);
         for h in 0..self.n_head {
             let head = self.head_index(l, h);

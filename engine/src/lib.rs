@@ -3,11 +3,11 @@
 //! compiles natively (`packer run`, `packer eval`, tests) and to wasm32-unknown-unknown (the
 //! canister), with the same results on both. It knows nothing of the Internet Computer.
 
-pub mod algebra_linear;
 pub mod attention;
 pub mod embedding_table;
 pub mod eval;
 pub mod generate;
+pub mod head_mixing;
 pub mod int_math;
 pub mod kv_cache;
 pub mod math;

@@ -1,9 +1,9 @@
 //! The Walsh model of SPEC §2 with its weights in heap: loading from a validated blob and the
 //! forward pass over a block of new positions (the whole prompt at once, or one decode step).
 
-use crate::algebra_linear::{AlgebraLinear, LinearScratch};
 use crate::attention::{AttentionScratch, attend};
 use crate::embedding_table::{EmbeddingTable, HeadScratch};
+use crate::head_mixing::{HeadMixing, MixScratch};
 use crate::kv_cache::KvCache;
 use crate::math::{add_assign, rmsnorm, rope, swiglu};
 use crate::profile::{Laps, Phase};
@@ -40,9 +40,7 @@ struct Layer {
     k: TernaryLinear,
     v: TernaryLinear,
     o: TernaryLinear,
-    /// Head mixing as an AlgebraLinear over one group of A heads (α = 1, β = β_h repeated): the
-    /// SPEC's mixing formulas are exactly that map.
-    mix: Option<AlgebraLinear>,
+    mix: Option<HeadMixing>,
     mlp_norm: Vec<f32>,
     gate: TernaryLinear,
     up: TernaryLinear,
@@ -106,7 +104,7 @@ pub struct ForwardScratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     attn: AttentionScratch,
-    lin: LinearScratch,
+    mixing: MixScratch,
     tern: TernaryScratch,
     head: HeadScratch,
     /// The hash logits' two tables' scores and the final normed row.
@@ -119,7 +117,7 @@ impl Model {
     /// Builds the heap model from a blob that `blob::parse` accepted.
     pub fn from_blob(blob: &Blob<'_>) -> Result<Self, BlobError> {
         let c = &blob.config;
-        let (d, f, hd, a) = (c.n_embd, c.mlp_hidden(), c.head_dim(), c.algebra_dim());
+        let (d, f, hd) = (c.n_embd, c.mlp_hidden(), c.head_dim());
         let embeddings = match c.embedding {
             Embedding::Standard => Embeddings::Standard(table(blob, "tok_emb.weight", d)?),
             Embedding::Hash => Embeddings::Hash {
@@ -131,15 +129,12 @@ impl Model {
         for l in 0..c.n_layer {
             let p = format!("layers.{l}");
             let mix = if c.head_mixing {
-                let beta_h = floats(blob, &format!("{p}.attn.mix.beta"))?;
-                Some(AlgebraLinear {
-                    algebra: c.algebra,
-                    in_dim: a * hd,
-                    out_dim: a * hd,
-                    weight: floats(blob, &format!("{p}.attn.mix.weight"))?,
-                    alpha: vec![1.0; a * hd],
-                    beta: beta_h.repeat(a),
-                })
+                Some(HeadMixing::new(
+                    c.algebra,
+                    hd,
+                    &floats(blob, &format!("{p}.attn.mix.weight"))?,
+                    floats(blob, &format!("{p}.attn.mix.beta"))?,
+                ))
             } else {
                 None
             };
@@ -369,7 +364,9 @@ impl Model {
             laps.lap(Phase::Attention);
             let attn_out = match &layer.mix {
                 Some(mix) => {
-                    mix.forward(&b.att, &mut b.mixed, &mut b.lin);
+                    for (xr, yr) in b.att.chunks_exact(d).zip(b.mixed.chunks_exact_mut(d)) {
+                        mix.forward(xr, yr, &mut b.mixing);
+                    }
                     &b.mixed
                 }
                 None => &b.att,
@@ -415,7 +412,6 @@ impl Model {
 
     /// Heap bytes of the weights as the engine holds them.
     pub fn heap_bytes(&self) -> usize {
-        let mix = |l: &AlgebraLinear| 4 * (l.weight.len() + l.alpha.len() + l.beta.len());
         let emb = match &self.embeddings {
             Embeddings::Standard(e) => e.heap_bytes(),
             Embeddings::Hash { e1, e2 } => e1.heap_bytes() + e2.heap_bytes(),
@@ -427,7 +423,7 @@ impl Model {
                 .map(|t| t.heap_bytes())
                 .sum::<usize>();
             total += 4 * (l.attn_norm.len() + l.mlp_norm.len());
-            total += l.mix.as_ref().map_or(0, mix);
+            total += l.mix.as_ref().map_or(0, HeadMixing::heap_bytes);
         }
         total
     }

@@ -470,40 +470,49 @@ impl Reference {
         }
     }
 
-    /// Head mixing of SPEC §2.3 on the concatenated head outputs of one position.
+    /// Head mixing of SPEC §2.3 on the concatenated head outputs of one position, with SPEC
+    /// §2.6's codes: W_h's rows as Q(row, 2047), each group's input (after H32 for hadamard) as
+    /// Q(·, L_m) with hd·L_m·2047 < 2^31.
     fn mix_heads(&self, w: &[f64], beta: &[f64], heads: &[f64]) -> Vec<f64> {
         let a = self.cfg.algebra_dim();
         let hd = self.cfg.head_dim();
         let nh = self.cfg.n_head;
         assert_eq!(nh % a, 0);
-        let wb = |k: usize| &w[k * hd * hd..(k + 1) * hd * hd];
+        let lm = ((i32::MAX as u64 / (hd as u64 * 2047)).min(32_767)) as i32;
+        let wq: Vec<f64> = w.chunks(hd).flat_map(|row| qdq(row, 2047)).collect();
+        let wb = |k: usize| &wq[k * hd * hd..(k + 1) * hd * hd];
         let mut out = vec![0.0; heads.len()];
         for r in 0..nh / a {
-            let o = |j: usize| &heads[(r * a + j) * hd..(r * a + j + 1) * hd];
+            let group = &heads[r * a * hd..(r + 1) * a * hd];
             let mixed: Vec<Vec<f64>> = match self.cfg.algebra {
-                Algebra::Dense => vec![matvec(wb(0), hd, hd, o(0))],
-                Algebra::Octonion => (0..8)
-                    .map(|i| {
-                        let mut acc = vec![0.0; hd];
-                        for j in 0..8 {
-                            let t = matvec(wb(i ^ j), hd, hd, o(j));
-                            let s = f64::from(SPEC_SIGNS[i][j]);
-                            acc.iter_mut().zip(&t).for_each(|(x, y)| *x += s * y);
-                        }
-                        acc
-                    })
-                    .collect(),
-                Algebra::Hadamard => {
-                    let vt: Vec<Vec<f64>> = (0..32)
-                        .map(|g| {
-                            let mut oh = vec![0.0; hd];
-                            for j in 0..32 {
-                                oh.iter_mut()
-                                    .zip(o(j))
-                                    .for_each(|(x, y)| *x += h32(g, j) * y);
+                Algebra::Dense => vec![matvec(wb(0), hd, hd, &qdq(group, lm))],
+                Algebra::Octonion => {
+                    let g = qdq(group, lm);
+                    let o = |j: usize| &g[j * hd..(j + 1) * hd];
+                    (0..8)
+                        .map(|i| {
+                            let mut acc = vec![0.0; hd];
+                            for j in 0..8 {
+                                let t = matvec(wb(i ^ j), hd, hd, o(j));
+                                let s = f64::from(SPEC_SIGNS[i][j]);
+                                acc.iter_mut().zip(&t).for_each(|(x, y)| *x += s * y);
                             }
-                            matvec(wb(g), hd, hd, &oh)
+                            acc
                         })
+                        .collect()
+                }
+                Algebra::Hadamard => {
+                    let mut oh = vec![0.0; a * hd];
+                    for g in 0..32 {
+                        for j in 0..32 {
+                            for c in 0..hd {
+                                oh[g * hd + c] += h32(g, j) * group[j * hd + c];
+                            }
+                        }
+                    }
+                    let oh = qdq(&oh, lm);
+                    let vt: Vec<Vec<f64>> = (0..32)
+                        .map(|g| matvec(wb(g), hd, hd, &oh[g * hd..(g + 1) * hd]))
                         .collect();
                     (0..32)
                         .map(|i| {

@@ -1,0 +1,135 @@
+//! Head mixing of SPEC §2.3 as §2.6 computes it: each group of A head outputs (A·hd values) is
+//! one AlgebraLinear with full-precision weights W_h [A, hd, hd]; the weights are held as Q(row,
+//! 2047) per row with the row's scale, the group's input (after the FHT for hadamard) as
+//! Q(·, L_m), L_m = min(32767, ⌊(2^31 − 1)/(2047·hd)⌋), one scale per group; every block product
+//! is an exact integer dot product, scaled back to f32 by its rows' scales, and the blocks are
+//! combined in f32 (octonion: signs, j increasing; hadamard: the f32 FHT).
+
+use crate::int_math::CodeMatrix;
+use crate::math::{add_assign, dequant, fht32};
+use crate::quant::{KV_LIMIT, act_limit, quantize};
+use walsh_spec::config::Algebra;
+use walsh_spec::octonion::SIGNS;
+
+#[derive(Debug, Clone)]
+pub struct HeadMixing {
+    algebra: Algebra,
+    hd: usize,
+    /// Head size padded to a multiple of 8 (the parts' stride in the codes).
+    hdp: usize,
+    blocks: Vec<CodeMatrix>,
+    /// Scale of each row of each block, [A, hd].
+    row_scales: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+/// Buffers of [`HeadMixing::forward`].
+#[derive(Debug, Default)]
+pub struct MixScratch {
+    u: Vec<f32>,
+    codes: Vec<i16>,
+    t: Vec<i32>,
+    v: Vec<f32>,
+    neg: Vec<f32>,
+    z: Vec<f32>,
+}
+
+impl HeadMixing {
+    /// From `mix.weight` [A, hd, hd] and `mix.beta` [hd].
+    pub fn new(algebra: Algebra, hd: usize, weight: &[f32], beta: Vec<f32>) -> Self {
+        let a = algebra.dim();
+        let mut row_scales = Vec::with_capacity(a * hd);
+        let mut codes = vec![0i16; hd];
+        let blocks = (0..a)
+            .map(|k| {
+                let mut dense = Vec::with_capacity(hd * hd);
+                for row in weight[k * hd * hd..(k + 1) * hd * hd].chunks_exact(hd) {
+                    row_scales.push(quantize(row, KV_LIMIT, &mut codes));
+                    dense.extend_from_slice(&codes);
+                }
+                CodeMatrix::from_dense(&dense, hd, hd)
+            })
+            .collect();
+        HeadMixing {
+            algebra,
+            hd,
+            hdp: hd.div_ceil(8) * 8,
+            blocks,
+            row_scales,
+            beta,
+        }
+    }
+
+    /// One block product k of input part j, scaled by block k's row scales, into s.v (hd).
+    fn product(&self, k: usize, j: usize, s: &mut MixScratch) {
+        let (hd, hdp) = (self.hd, self.hdp);
+        let b = &self.blocks[k];
+        s.t.resize(b.rows_padded(), 0);
+        b.matvec(&s.codes[j * hdp..(j + 1) * hdp], &mut s.t, hd);
+        s.v.resize(hd, 0.0);
+        dequant(&s.t, &self.row_scales[k * hd..(k + 1) * hd], 1.0, &mut s.v);
+    }
+
+    /// The mixed outputs of one position's heads: x and y hold n_head·hd values (groups of A).
+    pub fn forward(&self, x: &[f32], y: &mut [f32], s: &mut MixScratch) {
+        let (a, hd, hdp) = (self.algebra.dim(), self.hd, self.hdp);
+        for (xg, yg) in x.chunks_exact(a * hd).zip(y.chunks_exact_mut(a * hd)) {
+            s.u.clear();
+            s.u.resize(a * hdp, 0.0);
+            for (up, xp) in s.u.chunks_exact_mut(hdp).zip(xg.chunks_exact(hd)) {
+                up[..hd].copy_from_slice(xp);
+            }
+            if self.algebra == Algebra::Hadamard {
+                fht32(&mut s.u);
+            }
+            s.codes.resize(a * hdp, 0);
+            let scale = quantize(&s.u, act_limit(hd, KV_LIMIT), &mut s.codes);
+            s.z.clear();
+            s.z.resize(a * hd, 0.0);
+            match self.algebra {
+                Algebra::Dense => {
+                    self.product(0, 0, s);
+                    s.z.copy_from_slice(&s.v);
+                }
+                Algebra::Octonion => {
+                    for i in 0..8 {
+                        for (j, &sign) in SIGNS[i].iter().enumerate() {
+                            self.product(i ^ j, j, s);
+                            let zi = &mut s.z[i * hd..(i + 1) * hd];
+                            if sign > 0 {
+                                add_assign(zi, &s.v);
+                            } else {
+                                s.neg.clear();
+                                s.neg.extend(s.v.iter().map(|v| -v));
+                                add_assign(zi, &s.neg);
+                            }
+                        }
+                    }
+                }
+                Algebra::Hadamard => {
+                    // v_g = W_g ĉ_g, then z = H32 v (f32, in the padded layout).
+                    s.u.iter_mut().for_each(|v| *v = 0.0);
+                    for g in 0..32 {
+                        self.product(g, g, s);
+                        s.u[g * hdp..g * hdp + hd].copy_from_slice(&s.v);
+                    }
+                    fht32(&mut s.u);
+                    for (zp, up) in s.z.chunks_exact_mut(hd).zip(s.u.chunks_exact(hdp)) {
+                        zp.copy_from_slice(&up[..hd]);
+                    }
+                }
+            }
+            // y = (z · s) · β_h for every part.
+            for (yp, zp) in yg.chunks_exact_mut(hd).zip(s.z.chunks_exact(hd)) {
+                for ((y, z), b) in yp.iter_mut().zip(zp).zip(&self.beta) {
+                    *y = (z * scale) * b;
+                }
+            }
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.blocks.iter().map(|b| b.heap_bytes()).sum::<usize>()
+            + 4 * (self.row_scales.len() + self.beta.len())
+    }
+}

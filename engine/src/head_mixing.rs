@@ -92,8 +92,8 @@ impl HeadMixing {
                     s.z.copy_from_slice(&s.v);
                 }
                 Algebra::Octonion => {
-                    for i in 0..8 {
-                        for (j, &sign) in SIGNS[i].iter().enumerate() {
+                    for (i, signs) in SIGNS.iter().enumerate() {
+                        for (j, &sign) in signs.iter().enumerate() {
                             self.product(i ^ j, j, s);
                             let zi = &mut s.z[i * hd..(i + 1) * hd];
                             if sign > 0 {

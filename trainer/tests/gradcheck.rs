@@ -251,22 +251,25 @@ fn algebra_linear_forward_matches_the_engine() {
         let mut u = vec![0.0f32; case.rows * d.in_dim];
         let mut z = vec![0.0f32; case.rows * d.out_dim];
         algebra_linear_forward(&mut out, &mut u, &mut z, &x, &weff, &alpha, &beta, d);
-        let engine = walsh_engine::algebra_linear::AlgebraLinear {
-            algebra: d.algebra,
-            in_dim: d.in_dim,
-            out_dim: d.out_dim,
-            weight: ternary_values(&weff).into_iter().map(f32::from).collect(),
-            alpha: alpha.clone(),
-            beta: beta.iter().map(|b| gamma * b).collect(),
-        };
+        // The engine quantizes the linear's input to i16 codes (SPEC §2.6): within a few code
+        // steps (1/32767 of the input's maximum) of the trainer's f32 product.
+        let engine = walsh_engine::ternary_linear::TernaryLinear::new(
+            d.algebra,
+            d.in_dim,
+            d.out_dim,
+            &ternary_values(&weff),
+            alpha.clone(),
+            beta.iter().map(|b| gamma * b).collect(),
+        );
         let mut want = vec![0.0f32; out.len()];
         engine.forward(&x, &mut want, &mut Default::default());
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let worst = out
             .iter()
             .zip(&want)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs() / b.abs().max(1.0)));
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs() / scale));
         println!("engine {}: max diff {worst:.3e}", d.algebra.name());
-        assert!(worst < 1e-5, "{}: {worst}", d.algebra.name());
+        assert!(worst < 1e-4, "{}: {worst}", d.algebra.name());
     }
 }
 
@@ -625,19 +628,22 @@ fn head_mixing_gradients_and_engine() {
             &[Some(&g[0]), Some(&g[1]), Some(&g[2])],
             &|q: &[Vec<f64>]| weighted(&fwd(q).0, &r),
         );
-        // The engine runs head mixing as an AlgebraLinear over each group of A heads.
-        let engine = walsh_engine::algebra_linear::AlgebraLinear {
-            algebra: dims.algebra,
-            in_dim: a * hd,
-            out_dim: a * hd,
-            weight: to_f32(&p[1]),
-            alpha: vec![1.0; a * hd],
-            beta: to_f32(&p[2]).repeat(a),
-        };
+        // The engine runs head mixing on integer codes (SPEC §2.6: weights Q(row, 2047), inputs
+        // Q(·, L_m)): within a few code steps of the trainer's product.
+        let engine = walsh_engine::head_mixing::HeadMixing::new(
+            dims.algebra,
+            hd,
+            &to_f32(&p[1]),
+            to_f32(&p[2]),
+        );
         let mut want = vec![0.0f32; len];
         engine.forward(&to_f32(&p[0]), &mut want, &mut Default::default());
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         for (o, w) in out.iter().zip(&want) {
-            assert!((o - f64::from(*w)).abs() < 1e-5, "{name}: {o} vs {w}");
+            assert!(
+                (o - f64::from(*w)).abs() < 2e-3 * f64::from(scale),
+                "{name}: {o} vs {w}"
+            );
         }
         // Identity mixing: W_h[0] = I, other blocks 0 for dense and octonion (s(i, i) = + on
         // the diagonal); every block I for hadamard (H32·diag(I, …, I)·H32 = I; W_h[0] = I alone

@@ -178,8 +178,10 @@ mod simd {
     /// 4·G rows of CH chunks against x, into out[0..G] (or added to it unless FIRST), lanes =
     /// rows. Row r starts at w + r·stride vectors, `stride` a run-time value: LLVM then keeps one
     /// address per row and folds each chunk's offset into its load (with compile-time row
-    /// offsets it computes every address with an `i32.add`, three more instructions per load).
-    /// Not inlined, so that w and x are parameters; G = 4 shares each x chunk among 16 rows.
+    /// offsets, or row pointers that a loop advances, it computes every address with an
+    /// `i32.add`: three more instructions per load). Not inlined, so that w and x are
+    /// parameters. Measured: G = 1 (LLVM unrolls it); with G = 4 LLVM keeps a loop over the
+    /// groups and loses the folding (+7 % instructions per token).
     #[inline(never)]
     unsafe fn rows<const G: usize, const CH: usize, const FIRST: bool>(
         w: *const v128,
@@ -239,15 +241,11 @@ mod simd {
         };
     }
 
-    /// [G = 4 or 1][FIRST][chunks − 1], column blocks of at most 16 chunks.
-    const ROWS: [[[RowsFn; 16]; 2]; 2] = [
-        [rows_table!(4, false), rows_table!(4, true)],
-        [rows_table!(1, false), rows_table!(1, true)],
-    ];
+    /// [FIRST][chunks − 1], column blocks of at most 16 chunks.
+    const ROWS: [[RowsFn; 16]; 2] = [rows_table!(1, false), rows_table!(1, true)];
 
-    /// `super::matvec` for x.len() a positive multiple of 8 and stride a multiple of 8: 16 (or
-    /// the last few times 4) rows a call per column block of up to 16 chunks; the last
-    /// out.len() mod 4 rows one by one.
+    /// `super::matvec` for x.len() a positive multiple of 8 and stride a multiple of 8: four
+    /// rows a call per column block of up to 16 chunks; the last out.len() mod 4 rows one by one.
     pub fn matvec(w: &[i16], stride: usize, x: &[i16], out: &mut [i32]) -> bool {
         let (rows, cols) = (out.len(), x.len());
         if rows == 0 || !cols.is_multiple_of(8) || !stride.is_multiple_of(8) || stride < cols {
@@ -259,17 +257,16 @@ mod simd {
         let op = out.as_mut_ptr() as *mut v128;
         let mut r = 0;
         while r + 4 <= rows {
-            let (tall, h) = if r + 16 <= rows { (0, 16) } else { (1, 4) };
             let mut b = 0;
             while b < chunks {
                 let cb = (chunks - b).min(16);
-                let f = ROWS[tall][usize::from(b == 0)][cb - 1];
-                // SAFETY: rows r..r+h, chunks b..b+cb lie inside w (asserted); x holds `chunks`
-                // chunks; out holds rows r..r+h (r + h ≤ rows).
+                let f = ROWS[usize::from(b == 0)][cb - 1];
+                // SAFETY: rows r..r+4, chunks b..b+cb lie inside w (asserted); x holds `chunks`
+                // chunks; out holds rows r..r+4 (r + 4 ≤ rows).
                 unsafe { f(wp.add(r * sv + b), sv, xp.add(b), op.add(r / 4)) };
                 b += cb;
             }
-            r += h;
+            r += 4;
         }
         for (rr, o) in out.iter_mut().enumerate().skip(r) {
             *o = super::dot(&w[rr * stride..rr * stride + cols], x);

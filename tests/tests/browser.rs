@@ -20,7 +20,8 @@ use walsh_tests::root;
 
 const PROMPT: &str = "Once upon a time";
 
-/// The page's default settings: what a visitor gets by pressing Generate.
+/// The page's default settings: what a visitor gets by pressing Generate (seed 3 runs the 200
+/// tokens to the end; many seeds end the story sooner).
 fn settings() -> (usize, SamplingParams) {
     (
         200,
@@ -28,7 +29,7 @@ fn settings() -> (usize, SamplingParams) {
             temperature: 0.8,
             top_k: 40,
             top_p: 0.95,
-            seed: 7,
+            seed: 3,
         },
     )
 }
@@ -252,6 +253,7 @@ fn on_chain_client(
           return IDL.decode(f.retTypes, new Uint8Array(await r.arrayBuffer()))[0];
         };
         window.__chain = new ChainClient(call);
+        window.__call = call;
         return true; })()";
     page.eval(setup);
     let info = page.eval("window.__chain.modelInfo().then((m) => ({ name: m.config.name, embedded: 'embedded' in m.source, blob: Number(m.blob_size) }))");
@@ -270,6 +272,24 @@ fn on_chain_client(
     println!(
         "on-chain (harness): {} tokens in {} query, {} instructions",
         story["tokens"], story["queries"], story["instructions"]
+    );
+    // The alternative the page does not take, measured for docs/BENCHMARKS.md: the same 200
+    // tokens as ten 20-token queries, each continuing the text so far.
+    let short = page.eval(&format!(
+        "(async () => {{
+           const {{ generateRequest }} = await import('/chain.js');
+           let text = ''; let instructions = 0n; let queries = 0; let tokens = 0;
+           while (queries < 10) {{
+             const r = await window.__call('generate_with', generateRequest({{ prompt: {PROMPT:?} + text, maxTokens: 20, temperature: {}, topK: {}, topP: {}, seed: {} }}));
+             queries += 1; text += r.Ok.text; tokens += r.Ok.generated_tokens; instructions += r.Ok.instructions;
+             if (!('length' in r.Ok.finish_reason)) break;
+           }}
+           return {{ queries, tokens, instructions: Number(instructions), same: text === {:?} }}; }})()",
+        params.temperature, params.top_k, params.top_p, params.seed, expected.text
+    ));
+    println!(
+        "on-chain (harness), short queries instead: {} tokens in {} queries of 20, {} instructions; same text as one query: {}",
+        short["tokens"], short["queries"], short["instructions"], short["same"]
     );
     // Every refusal has a sentence: here a prompt over the byte limit.
     let refused = page.eval(

@@ -95,13 +95,29 @@ impl Drop for Browser {
 }
 
 fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("DevTools HTTP connects");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request sent");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response read");
-    out.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("DevTools HTTP connects");
+    let mut w = s.try_clone().expect("socket clone");
+    write!(
+        w,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request sent");
+    let mut reader = BufReader::new(s);
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("response read") == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().expect("a length");
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).expect("body read");
+    String::from_utf8(body).expect("UTF-8")
 }
 
 /// One page over the DevTools protocol.

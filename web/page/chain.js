@@ -76,6 +76,8 @@ export class ChainClient {
     let instructions = 0n;
     let queries = 0;
     let last = null;
+    // Each query's own text: the first is exactly packer run's beginning.
+    const pieces = [];
     while (generated < settings.maxTokens && queries <= MAX_CONTINUATIONS) {
       const req = generateRequest({ ...settings, prompt: settings.prompt + text, maxTokens: settings.maxTokens - generated });
       const r = await this.call('generate_with', req);
@@ -86,6 +88,7 @@ export class ChainClient {
         throw new GenerateRefused(r.Err);
       }
       last = r.Ok;
+      pieces.push(last.text);
       text += last.text;
       generated += last.generated_tokens;
       instructions += BigInt(last.instructions);
@@ -99,6 +102,7 @@ export class ChainClient {
       finish: last ? variantName(last.finish_reason) : 'budget',
       queries,
       instructions,
+      pieces,
     };
   }
 }

@@ -109,10 +109,10 @@ fn http_get(port: u16, path: &str) -> String {
         if reader.read_line(&mut line).expect("response read") == 0 || line.trim().is_empty() {
             break;
         }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().expect("a length");
-            }
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().expect("a length");
         }
     }
     let mut body = vec![0; len];

@@ -224,7 +224,7 @@ fn story_page_in_headless_chromium() {
     assert_eq!(overflow, false, "the page is wider than a phone's screen");
     std::fs::write(out.join("phone.png"), page.screenshot()).expect("screenshot written");
 
-    on_chain_client(&mut page, &server, max_tokens, &params, &expected);
+    on_chain_client(&mut page, max_tokens, &params, &expected);
 }
 
 /// web/page/chain.js (the on-chain mode's client) with the page's Candid types (agent.js's
@@ -233,12 +233,10 @@ fn story_page_in_headless_chromium() {
 /// out is the agent's HTTP envelope and the replica's signatures, which only a replica can serve.
 fn on_chain_client(
     page: &mut Page,
-    server: &StaticServer,
     max_tokens: usize,
     params: &SamplingParams,
     expected: &walsh_packer::run::RunResult,
 ) {
-    let _ = server;
     let setup = "(async () => {
         const { ChainClient } = await import('/chain.js');
         const { idlFactory } = await import('/agent.js');

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the walsh canister's wasm: cargo for wasm32 (release), then ic-wasm to shrink it and to add
-# the `candid:service` metadata that dfx, icp-cli and dashboards read.
+# Builds the walsh canister's wasm: the story page's in-browser engine (web/build.sh), cargo for
+# wasm32 (release), then ic-wasm to shrink it and to add the `candid:service` metadata that dfx,
+# icp-cli and dashboards read.
 #   deploy/build-canister.sh [OUTPUT.wasm]       (default: target/walsh.wasm)
 # dfx.json and icp.yaml both call this script, so both tools deploy the same canister (dfx writes
 # target/walsh.wasm; `icp build` passes its own path, .icp/cache/artifacts/walsh).
@@ -34,6 +35,15 @@ if ! ic_wasm="$(find_ic_wasm)"; then
   ic_wasm="$root/target/ic-wasm/bin/ic-wasm"
 fi
 
+# The story page's in-browser engine (web/build.sh: walsh-web and wasm-bindgen's glue), which the
+# canister embeds and serves at /pkg/. WALSH_NO_WEB_PKG=1 builds the canister without it (the
+# page then offers only the on-chain mode and says why).
+if [ -z "${WALSH_NO_WEB_PKG:-}" ]; then
+  CARGO_TARGET_DIR="$target_dir" bash "$root/web/build.sh" "$target_dir/web-pkg"
+  export WALSH_WEB_PKG="$target_dir/web-pkg"
+else
+  export WALSH_WEB_PKG=""
+fi
 (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release --locked \
   --target wasm32-unknown-unknown -p walsh-canister)
 raw="$target_dir/wasm32-unknown-unknown/release/walsh_canister.wasm"

@@ -1,8 +1,9 @@
 //! The walsh canister: the Internet Computer entry points around the engine (`walsh-engine`),
-//! uploads into stable memory, and the query budget. Its Candid types are in `walsh-interface`.
+//! uploads into stable memory, the query budget, and the story page it serves over HTTP (`http`). Its Candid types are in `walsh-interface`.
 
 mod budget;
 mod hash;
+mod http;
 mod storage;
 mod upload;
 
@@ -136,11 +137,22 @@ fn load_active() {
 #[ic_cdk::init]
 fn init() {
     load_active();
+    http::certify(EMBEDDED_MODEL);
 }
 
 #[ic_cdk::post_upgrade]
 fn post_upgrade() {
     load_active();
+    http::certify(EMBEDDED_MODEL);
+}
+
+/// The story page and the default model's blob, certified (`http.rs`): what the IC's HTTP
+/// gateways serve at `https://<canister id>.icp0.io/`.
+#[ic_cdk::query]
+fn http_request(
+    request: ic_http_certification::HttpRequest<'static>,
+) -> ic_http_certification::HttpResponse<'static> {
+    http::serve(&request)
 }
 
 fn engine() -> Result<(Rc<Engine>, CostModel), GenerateError> {

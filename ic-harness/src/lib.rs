@@ -63,8 +63,10 @@
 //! * `debug_print`: appended to [`Harness::debug_log`] (kept even if the message traps).
 //! * `trap`: ends the execution with [`CallError::Trap`] carrying the message — which is how
 //!   ic-cdk reports Rust panics.
-//! * `certified_data_set`: stored (at most 32 bytes), [`Harness::certified_data`];
-//!   `data_certificate_present` is 0 and `data_certificate_size/copy` trap: no certificates.
+//! * `certified_data_set`: stored (at most 32 bytes), [`Harness::certified_data`]. Non-replicated
+//!   queries get a data certificate (`data_certificate_present` 1, `size/copy`): a certificate
+//!   of the certified data and the time, signed by the harness's root key
+//!   ([`Harness::root_key_der`]; `certificate.rs`). Elsewhere none, as on the IC.
 //! * Cycles: `canister_cycle_balance128` (and liquid) return [`Harness::set_cycle_balance`]'s
 //!   balance (0 by default), `msg_cycles_available128`/`accept128` 0 (ingress carries no
 //!   cycles), `cycles_burn128` burns from the balance; `cost_*` report 0 cycles.
@@ -121,6 +123,7 @@
 //! * Not emulated: inter-canister calls, certificates, cycle charging and the freezing
 //!   threshold, per-message dirty/accessed page limits, heap-delta rate limits, Wasm64.
 
+mod certificate;
 pub mod cost;
 mod instrument;
 mod stable;
@@ -538,6 +541,7 @@ pub struct Harness {
     cycles: u128,
     canister: Option<Live>,
     log: Vec<String>,
+    root_key: certificate::RootKey,
 }
 
 impl Default for Harness {
@@ -569,7 +573,14 @@ impl Harness {
             cycles: 0,
             canister: None,
             log: Vec::new(),
+            root_key: certificate::RootKey::default(),
         }
+    }
+
+    /// The root public key (DER) that signs the data certificates queries get: what an HTTP
+    /// gateway or agent checks certificates against, as the IC's root key on mainnet.
+    pub fn root_key_der(&self) -> Vec<u8> {
+        self.root_key.public_key_der()
     }
 
     /// The limits in force.
@@ -1064,7 +1075,12 @@ impl Harness {
             )));
         };
         let snap = live.snapshot();
-        let ctx = self.ctx(kind, caller.as_slice(), method, arg, self.limits.query);
+        let mut ctx = self.ctx(kind, caller.as_slice(), method, arg, self.limits.query);
+        ctx.data_certificate = Some(self.root_key.data_certificate(
+            &self.env.canister_id,
+            &live.store.data().sys.certified_data,
+            self.env.time,
+        ));
         let out = live.execute(&self.env, &self.limits, &export, ctx);
         self.drain_log(live);
         let heap_bytes = live.heap_bytes();

@@ -99,6 +99,8 @@ pub(crate) struct ExecCtx {
     pub accepted: bool,
     /// 4 KiB stable-memory pages written in this execution (for the dirty-page charge).
     pub dirty_pages: HashSet<u64>,
+    /// The data certificate a non-replicated query gets (`certificate.rs`).
+    pub data_certificate: Option<Vec<u8>>,
 }
 
 /// Canister state that a failed or discarded execution rolls back.
@@ -1016,7 +1018,8 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Res<Linker<HostState>> {
         },
     )?;
 
-    // Certification: the harness has no certificates.
+    // Certification: non-replicated queries get a data certificate; there is no root key
+    // to read from the canister.
     l.func_wrap(
         "ic0",
         "root_key_size",
@@ -1058,7 +1061,7 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Res<Linker<HostState>> {
         |mut c: Caller<'_, HostState>| {
             charge(&mut c, overhead::DEFAULT)?;
             require(&c, "data_certificate_present", ALL)?;
-            Ok(0i32)
+            Ok(i32::from(c.data().ctx.data_certificate.is_some()))
         },
     )?;
     l.func_wrap(
@@ -1067,16 +1070,24 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Res<Linker<HostState>> {
         |mut c: Caller<'_, HostState>| -> Res<i32> {
             charge(&mut c, overhead::DEFAULT)?;
             require(&c, "data_certificate_size", NRQ | CQ)?;
-            violation("ic0.data_certificate_size: no data certificate is present")
+            match &c.data().ctx.data_certificate {
+                Some(cert) => Ok(cert.len() as i32),
+                None => violation("ic0.data_certificate_size: no data certificate is present"),
+            }
         },
     )?;
     l.func_wrap(
         "ic0",
         "data_certificate_copy",
-        |mut c: Caller<'_, HostState>, _dst: i32, _off: i32, size: i32| -> Res<()> {
+        |mut c: Caller<'_, HostState>, dst: i32, off: i32, size: i32| -> Res<()> {
             charge(&mut c, overhead::DEFAULT + u(size))?;
             require(&c, "data_certificate_copy", NRQ | CQ)?;
-            violation("ic0.data_certificate_copy: no data certificate is present")
+            if c.data().ctx.data_certificate.is_none() {
+                return violation("ic0.data_certificate_copy: no data certificate is present");
+            }
+            copy_out(&mut c, "data_certificate_copy", (dst, off, size), |s| {
+                s.ctx.data_certificate.as_deref().unwrap_or_default()
+            })
         },
     )?;
 

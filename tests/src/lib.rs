@@ -2,6 +2,7 @@
 //! the canister build they run in the IC emulation harness (`walsh-ic-harness`), and the
 //! packer's upload client over the harness.
 
+pub mod browser;
 pub mod fixtures;
 pub mod harness_transport;
 
@@ -64,4 +65,22 @@ fn build_canister(features: &[&str], target_dir: &Path) -> Vec<u8> {
         std::fs::read(target_dir.join("wasm32-unknown-unknown/release/walsh_canister.wasm"))
             .expect("canister wasm")
     }
+}
+
+/// The story page's in-browser engine (`web/build.sh`: walsh-web for wasm32, then
+/// wasm-bindgen's glue) in `target/wasm-check/web-pkg`, built once per test process. It shares
+/// the canister's target directory, so the engine's dependencies compile once for both.
+pub fn web_pkg() -> &'static Path {
+    static PKG: OnceLock<PathBuf> = OnceLock::new();
+    PKG.get_or_init(|| {
+        let out = wasm_target_dir().join("web-pkg");
+        let status = Command::new("bash")
+            .arg(root().join("web/build.sh"))
+            .arg(&out)
+            .env("CARGO_TARGET_DIR", wasm_target_dir())
+            .status()
+            .expect("bash runs");
+        assert!(status.success(), "web/build.sh failed");
+        out
+    })
 }

@@ -60,6 +60,9 @@ fn icp_build_produces_a_valid_canister() {
         .env("IC_WASM", &ic_wasm)
         // Shares compiled dependencies with the other wasm tests.
         .env("CARGO_TARGET_DIR", root.join("target/wasm-check"))
+        // Without the in-browser engine (web/build.sh and its wasm-bindgen-cli cost CI minutes;
+        // the browser test builds and runs it).
+        .env("WALSH_NO_WEB_PKG", "1")
         .status()
         .expect("icp runs");
     assert!(status.success(), "icp build walsh failed");
@@ -97,6 +100,7 @@ fn icp_build_produces_a_valid_canister() {
         "canister_query generate",
         "canister_query generate_with",
         "canister_query model_info",
+        "canister_query http_request",
         "canister_update upload_commit",
         "canister_inspect_message",
         "canister_post_upgrade",

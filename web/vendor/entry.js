@@ -1,0 +1,2 @@
+export { HttpAgent, Actor } from '@icp-sdk/core/agent';
+export { IDL } from '@icp-sdk/core/candid';

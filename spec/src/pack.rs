@@ -1,6 +1,9 @@
 //! Checkpoint → blob (SPEC §2.1 and §4): ternary absmean quantization with γ folded into β.
 
-use crate::blob::{BlobWriter, DType, WriterTensor, encode_f16, encode_f32, encode_int8_rows};
+use crate::blob::{
+    BlobWriter, CompactTokenizer, DType, WriterTensor, WriterTokenizer, encode_f16, encode_f32,
+    encode_int8_rows, quant,
+};
 use crate::checkpoint::Checkpoint;
 use crate::config::TensorKind;
 use crate::ternary;
@@ -12,12 +15,15 @@ pub enum Packing {
     X4,
     /// 16 weights per u32, 4×16 tiles for 128-bit SIMD.
     X16,
+    /// 5 weights per byte in base 3 (1.6 bits a weight).
+    X5,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackOptions {
     pub packing: Packing,
-    /// f32, f16 or int8 for the embedding tables.
+    /// f32, f16 or integer rows (int8 / int6 / int4, Hadamard-rotated or not) for the
+    /// embedding tables.
     pub embeddings: DType,
 }
 
@@ -47,13 +53,42 @@ pub fn minify_json(json: &str) -> Result<String, serde_json::Error> {
     serde_json::to_string(&v)
 }
 
+/// The tokenizer section for a tokenizer.json: the compact form of SPEC §4.2 when the tokenizer
+/// has one (any BPE whose ids are 0..n and whose merges each make a new token) and it decodes
+/// back to the same tokenizer, else the minified JSON. Returns why it is JSON, when it is.
+pub fn tokenizer_section(json: &str) -> Result<(WriterTokenizer, Option<String>), PackError> {
+    let minified = minify_json(json).map_err(PackError::Tokenizer)?;
+    let compact = CompactTokenizer::from_json(&minified).and_then(|t| {
+        let bytes = t.encode()?;
+        // The JSON the compact form stands for must be the JSON given (merges as pairs).
+        let back = CompactTokenizer::decode(&bytes)?.to_json();
+        let mut want: serde_json::Value =
+            serde_json::from_str(&minified).map_err(|e| {
+                crate::blob::CompactTokenizerError::NotCompactible(e.to_string())
+            })?;
+        if let Some(m) = want.pointer_mut("/model/merges") {
+            *m = t.to_json()["model"]["merges"].clone();
+        }
+        if back != want {
+            return Err(crate::blob::CompactTokenizerError::NotCompactible(
+                "it does not decode back to the same tokenizer.json".into(),
+            ));
+        }
+        Ok(bytes)
+    });
+    Ok(match compact {
+        Ok(bytes) => (WriterTokenizer::Compact(bytes), None),
+        Err(e) => (WriterTokenizer::Json(minified), Some(e.to_string())),
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("tokenizer.json is not valid JSON: {0}")]
     Tokenizer(serde_json::Error),
-    #[error("embeddings can be stored as f32, f16 or int8, not {0}")]
+    #[error("embeddings can be stored as f32, f16, int8, int6 or int4 (rotated or not), not {0}")]
     EmbeddingDtype(&'static str),
     /// A finite value the chosen storage cannot hold; `fits` is the smallest embedding format
     /// that holds the whole tensor.
@@ -84,6 +119,9 @@ fn range_note(dtype: DType) -> &'static str {
         DType::Int8 => {
             "int8 keeps each row's scale, max|row| / 127, as f16: rows up to about 8.3e6 in magnitude"
         }
+        DType::Int6 | DType::Int4 | DType::Int8Rot | DType::Int6Rot | DType::Int4Rot => {
+            "the row's scale, max|row| / (2^(bits-1) - 1) after any rotation, is kept as f16"
+        }
         _ => "f32 holds magnitudes up to 3.4e38",
     }
 }
@@ -112,7 +150,7 @@ fn first_out_of_range(data: &[f32], cols: usize, dtype: DType) -> Option<(usize,
 
 pub fn pack(ckpt: &Checkpoint, opts: PackOptions) -> Result<Vec<u8>, PackError> {
     ckpt.validate()?;
-    if !matches!(opts.embeddings, DType::F32 | DType::F16 | DType::Int8) {
+    if !opts.embeddings.allowed_for(TensorKind::Embedding) {
         return Err(PackError::EmbeddingDtype(opts.embeddings.name()));
     }
     let specs = ckpt.config.tensors();
@@ -127,6 +165,7 @@ pub fn pack(ckpt: &Checkpoint, opts: PackOptions) -> Result<Vec<u8>, PackError> 
             gammas.insert(prefix, gamma);
             let (dtype, bytes) = match opts.packing {
                 Packing::X4 => (DType::Ternary4x, ternary::pack4x(&q)),
+                Packing::X5 => (DType::Ternary5x, ternary::pack5x(&q)),
                 Packing::X16 => (
                     DType::Ternary16x,
                     ternary::pack16x(&q, spec.shape[0], spec.shape[1], spec.shape[2]),
@@ -161,24 +200,33 @@ pub fn pack(ckpt: &Checkpoint, opts: PackOptions) -> Result<Vec<u8>, PackError> 
             DType::F32
         };
         let cols = spec.shape[spec.shape.len() - 1];
-        if let Some((index, value)) = first_out_of_range(&data, cols, dtype) {
-            // The checkpoint's values are finite (validated above): f32 always fits.
-            let fits = [DType::F16, DType::Int8]
-                .into_iter()
-                .find(|&d| first_out_of_range(&data, cols, d).is_none())
-                .unwrap_or(DType::F32);
-            return Err(PackError::OutOfRange {
-                tensor: spec.name.clone(),
-                index,
-                value,
-                dtype,
-                fits,
-            });
-        }
-        let bytes = match dtype {
-            DType::F16 => encode_f16(&data),
-            DType::Int8 => encode_int8_rows(&data, cols),
-            _ => encode_f32(&data),
+        let encoded = match dtype {
+            DType::Int8 | DType::F16 | DType::F32 => match first_out_of_range(&data, cols, dtype) {
+                Some(bad) => Err(bad),
+                None => Ok(match dtype {
+                    DType::F16 => encode_f16(&data),
+                    DType::Int8 => encode_int8_rows(&data, cols),
+                    _ => encode_f32(&data),
+                }),
+            },
+            d => quant::encode_rows(&data, cols, d).map_err(|i| (i, data[i])),
+        };
+        let bytes = match encoded {
+            Ok(bytes) => bytes,
+            Err((index, value)) => {
+                // The checkpoint's values are finite (validated above): f32 always fits.
+                let fits = [DType::F16, DType::Int8]
+                    .into_iter()
+                    .find(|&d| first_out_of_range(&data, cols, d).is_none())
+                    .unwrap_or(DType::F32);
+                return Err(PackError::OutOfRange {
+                    tensor: spec.name.clone(),
+                    index,
+                    value,
+                    dtype,
+                    fits,
+                });
+            }
         };
         out.push(WriterTensor {
             name: spec.name.clone(),
@@ -189,7 +237,7 @@ pub fn pack(ckpt: &Checkpoint, opts: PackOptions) -> Result<Vec<u8>, PackError> 
     }
     let writer = BlobWriter {
         config_json: serde_json::to_string(&ckpt.config).map_err(PackError::Tokenizer)?,
-        tokenizer_json: minify_json(&ckpt.tokenizer_json).map_err(PackError::Tokenizer)?,
+        tokenizer: tokenizer_section(&ckpt.tokenizer_json)?.0,
         tensors: out,
     };
     Ok(writer.finish())

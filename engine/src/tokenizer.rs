@@ -210,8 +210,9 @@ fn build_compact(t: &CompactTokenizer) -> Result<tokenizers::Tokenizer, Tokenize
             walsh_spec::config::one_line(&v.to_string())
         )));
     }
-    let settings: BpeSettings = serde_json::from_value(sk.get("model").cloned().unwrap_or(Value::Null))
-        .map_err(|e| load_err(format!("model: {e}")))?;
+    let settings: BpeSettings =
+        serde_json::from_value(sk.get("model").cloned().unwrap_or(Value::Null))
+            .map_err(|e| load_err(format!("model: {e}")))?;
     let vocab: tokenizers::models::bpe::Vocab = t
         .vocab
         .iter()

@@ -37,7 +37,9 @@ fn stress_text() -> String {
     s.push_str("end of spaces");
     s.push_str(&"\t".repeat(40));
     s.push_str(&"\n".repeat(50));
-    s.push_str("  two  spaces   three    four\u{a0}nbsp\u{3000}ideographic space\u{200b}zero width");
+    s.push_str(
+        "  two  spaces   three    four\u{a0}nbsp\u{3000}ideographic space\u{200b}zero width",
+    );
     s.push_str("<|endoftext|>after the marker<|endoftext|><|endoftext|>");
     s.push_str("\u{301}\u{302} lone marks, \u{fffd} replacement, \u{10ffff} last code point, ");
     s.push_str("digits 0123456789 1,234,567.89 and symbols ~!@#$%^&*()_+-=[]{}|;':\",./<>?`\\");
@@ -67,10 +69,18 @@ fn assert_same(json: &str, name: &str) {
         assert_eq!(ids, b.encode(&text).unwrap(), "{name}: encodings differ");
         assert!(ids.len() > 100);
         assert_eq!(a.decode(&ids).unwrap(), b.decode(&ids).unwrap(), "{name}");
-        assert_eq!(a.decode(&ids).unwrap(), text, "{name}: byte-level BPE round-trips");
+        assert_eq!(
+            a.decode(&ids).unwrap(),
+            text,
+            "{name}: byte-level BPE round-trips"
+        );
     }
     for id in 0..a.vocab_size() as u32 {
-        assert_eq!(a.decode(&[id]).ok(), b.decode(&[id]).ok(), "{name}: token {id}");
+        assert_eq!(
+            a.decode(&[id]).ok(),
+            b.decode(&[id]).ok(),
+            "{name}: token {id}"
+        );
     }
 }
 

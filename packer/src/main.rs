@@ -46,6 +46,8 @@ enum PackingArg {
     X4,
     #[value(name = "16x")]
     X16,
+    #[value(name = "5x")]
+    X5,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,6 +55,8 @@ enum EmbeddingArg {
     F32,
     F16,
     Int8,
+    Int6,
+    Int4,
 }
 
 #[derive(Subcommand)]
@@ -64,13 +68,19 @@ enum Command {
         /// The .walsh file to write.
         #[arg(short, long)]
         output: PathBuf,
-        /// Ternary layout: 4 weights per byte, or 16 per u32 in SIMD tiles.
+        /// Ternary layout: 4 weights per byte, 16 per u32 in SIMD tiles, or 5 per byte in base 3
+        /// (1.6 bits a weight; unpacked at load).
         #[arg(long, value_enum, default_value = "4x")]
         packing: PackingArg,
-        /// How to store the embedding tables: f16 holds magnitudes up to 65504, int8 (a scale
-        /// per row) rows up to about 8.3e6, f32 anything finite.
+        /// How to store the embedding tables (the tied head too): f16 holds magnitudes up to
+        /// 65504, f32 anything finite; int8 / int6 / int4 are integer codes with an f16 scale per
+        /// row (int8: rows up to about 8.3e6).
         #[arg(long, value_enum, default_value = "f16")]
         embeddings: EmbeddingArg,
+        /// Rotate each embedding row by the Walsh–Hadamard transform (blocks of the largest
+        /// power of two dividing n_embd) before int8 / int6 / int4 quantization.
+        #[arg(long)]
+        rotate: bool,
     },
     /// Write a randomly initialised checkpoint of a config (SPEC §3.1).
     Init {
@@ -239,19 +249,30 @@ fn real_main() -> Result<()> {
             output,
             packing,
             embeddings,
+            rotate,
         } => {
+            let embeddings = match (embeddings, rotate) {
+                (EmbeddingArg::F32, false) => DType::F32,
+                (EmbeddingArg::F16, false) => DType::F16,
+                (EmbeddingArg::F32 | EmbeddingArg::F16, true) => {
+                    bail!("--rotate applies to --embeddings int8, int6 or int4")
+                }
+                (EmbeddingArg::Int8, r) => DType::quant_of(8, r).context("int8")?,
+                (EmbeddingArg::Int6, r) => DType::quant_of(6, r).context("int6")?,
+                (EmbeddingArg::Int4, r) => DType::quant_of(4, r).context("int4")?,
+            };
             let ckpt = Checkpoint::load(&checkpoint)?;
             let opts = PackOptions {
                 packing: match packing {
                     PackingArg::X4 => Packing::X4,
                     PackingArg::X16 => Packing::X16,
+                    PackingArg::X5 => Packing::X5,
                 },
-                embeddings: match embeddings {
-                    EmbeddingArg::F32 => DType::F32,
-                    EmbeddingArg::F16 => DType::F16,
-                    EmbeddingArg::Int8 => DType::Int8,
-                },
+                embeddings,
             };
+            if let (_, Some(why)) = walsh_spec::pack::tokenizer_section(&ckpt.tokenizer_json)? {
+                eprintln!("note: the tokenizer is stored as JSON: {why}");
+            }
             let bytes = pack(&ckpt, opts)?;
             // Check what we wrote with the engine that will run it, before anyone uploads it.
             Engine::load(&bytes).context("the packed blob does not load (a packer bug)")?;

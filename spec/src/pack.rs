@@ -62,10 +62,8 @@ pub fn tokenizer_section(json: &str) -> Result<(WriterTokenizer, Option<String>)
         let bytes = t.encode()?;
         // The JSON the compact form stands for must be the JSON given (merges as pairs).
         let back = CompactTokenizer::decode(&bytes)?.to_json();
-        let mut want: serde_json::Value =
-            serde_json::from_str(&minified).map_err(|e| {
-                crate::blob::CompactTokenizerError::NotCompactible(e.to_string())
-            })?;
+        let mut want: serde_json::Value = serde_json::from_str(&minified)
+            .map_err(|e| crate::blob::CompactTokenizerError::NotCompactible(e.to_string()))?;
         if let Some(m) = want.pointer_mut("/model/merges") {
             *m = t.to_json()["model"]["merges"].clone();
         }

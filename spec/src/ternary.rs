@@ -73,11 +73,7 @@ pub fn packed5x_len(numel: usize) -> usize {
 pub fn pack5x(values: &[i8]) -> Vec<u8> {
     values
         .chunks(5)
-        .map(|c| {
-            c.iter()
-                .rev()
-                .fold(0u8, |acc, &v| acc * 3 + encode(v))
-        })
+        .map(|c| c.iter().rev().fold(0u8, |acc, &v| acc * 3 + encode(v)))
         .collect()
 }
 

@@ -127,7 +127,12 @@ impl DType {
         let len = match self {
             DType::F32 => numel.checked_mul(4),
             DType::F16 => numel.checked_mul(2),
-            DType::Int8 | DType::Int6 | DType::Int4 | DType::Int8Rot | DType::Int6Rot | DType::Int4Rot => {
+            DType::Int8
+            | DType::Int6
+            | DType::Int4
+            | DType::Int8Rot
+            | DType::Int6Rot
+            | DType::Int4Rot => {
                 // Rows of ceil(bits·c/8) bytes, then an f16 scale per row.
                 let bits = self.quant().map_or(8, |q| u64::from(q.0));
                 let cols = shape.last().copied().unwrap_or(1).max(1) as u64;

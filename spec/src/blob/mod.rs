@@ -41,8 +41,6 @@ pub enum BlobError {
     UnsupportedVersion(u32),
     #[error("reserved header flags are {0:#x}; they must be 0")]
     ReservedFlags(u32),
-    #[error("the compact tokenizer is invalid: {0}")]
-    CompactTokenizer(String),
     #[error(
         "{section} section (offset {offset}, {len} bytes) runs past byte {limit}, the end of the space it may use"
     )]
@@ -108,9 +106,7 @@ pub enum BlobError {
     InvalidTernary { tensor: String, element: usize },
     #[error("tensor `{tensor}` has a non-zero ternary padding code in byte {byte}")]
     TernaryPadding { tensor: String, byte: usize },
-    #[error(
-        "tensor `{tensor}` byte {byte} is {value}; five trits are at most 242 (3^5 - 1)"
-    )]
+    #[error("tensor `{tensor}` byte {byte} is {value}; five trits are at most 242 (3^5 - 1)")]
     InvalidTernaryByte {
         tensor: String,
         byte: usize,

@@ -32,7 +32,11 @@ pub struct QuantRows {
 
 /// The rotation block for rows of `cols` values: the largest power of two dividing `cols`.
 pub fn rotation_block(cols: usize) -> usize {
-    if cols == 0 { 1 } else { cols & cols.wrapping_neg() }
+    if cols == 0 {
+        1
+    } else {
+        cols & cols.wrapping_neg()
+    }
 }
 
 /// Bytes a row of `cols` codes of `bits` bits takes (rows start on a byte boundary).
@@ -146,7 +150,9 @@ pub fn encode_rows(values: &[f32], cols: usize, dtype: DType) -> Result<Vec<u8>,
             let (j, _) = orig
                 .iter()
                 .enumerate()
-                .fold((0, -1f32), |(bj, bm), (j, v)| if v.abs() > bm { (j, v.abs()) } else { (bj, bm) });
+                .fold((0, -1f32), |(bj, bm), (j, v)| {
+                    if v.abs() > bm { (j, v.abs()) } else { (bj, bm) }
+                });
             r * cols + j
         };
         let candidates = if bits == 8 { 1 } else { 64 };
@@ -261,7 +267,11 @@ mod tests {
                             let (base, i) = (c / b * b, c % b);
                             (0..b)
                                 .map(|k| {
-                                    let sign = if (i & k).count_ones() % 2 == 0 { 1.0 } else { -1.0 };
+                                    let sign = if (i & k).count_ones() % 2 == 0 {
+                                        1.0
+                                    } else {
+                                        -1.0
+                                    };
                                     sign / (b as f64).sqrt() * y[base + k]
                                 })
                                 .sum()
@@ -278,14 +288,25 @@ mod tests {
                         .fold(0f32, |m, x| m.max(x.abs()));
                     let qmax = f64::from((1 << (bits - 1)) - 1);
                     if max > 0.0 {
-                        assert!(s <= f64::from(max) * 1.01 * if rotated { (b as f64).sqrt() } else { 1.0 } / qmax * 1.01 + 1e-12);
+                        assert!(
+                            s <= f64::from(max)
+                                * 1.01
+                                * if rotated { (b as f64).sqrt() } else { 1.0 }
+                                / qmax
+                                * 1.01
+                                + 1e-12
+                        );
                     }
                 }
                 if dtype == DType::Int8 {
                     assert_eq!(bytes, super::super::encode_int8_rows(&v, cols));
                 }
                 // Rounding error is bounded by the step: the whole tensor's RMS error is small.
-                let rms: f64 = (v.iter().zip(&got).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>()
+                let rms: f64 = (v
+                    .iter()
+                    .zip(&got)
+                    .map(|(a, b)| f64::from(a - b).powi(2))
+                    .sum::<f64>()
                     / v.len() as f64)
                     .sqrt();
                 let tol = match bits {
@@ -314,7 +335,10 @@ mod tests {
         // −8 is a valid code too (two's complement).
         let mut low = bytes.clone();
         low[0] = 0x08;
-        assert_eq!(QuantRows::decode(DType::Int4, &low, &[1, 7]).unwrap().codes[0], -8);
+        assert_eq!(
+            QuantRows::decode(DType::Int4, &low, &[1, 7]).unwrap().codes[0],
+            -8
+        );
         let mut nan = bytes;
         nan[4..6].copy_from_slice(&f16::NAN.to_le_bytes());
         assert_eq!(

@@ -3,8 +3,8 @@
 
 use super::quant::{QuantError, QuantRows};
 use super::{
-    ALIGN, BlobError, CHECKSUM_LEN, DType, FLAG_COMPACT_TOKENIZER, HEADER_LEN, MAGIC,
-    MAX_NAME_LEN, MAX_RANK, VERSION, decode_f32, hex,
+    ALIGN, BlobError, CHECKSUM_LEN, DType, FLAG_COMPACT_TOKENIZER, HEADER_LEN, MAGIC, MAX_NAME_LEN,
+    MAX_RANK, VERSION, decode_f32, hex,
 };
 use crate::config::{ModelConfig, TensorKind, TensorSpec};
 use crate::ternary::{self, UnpackError};
@@ -234,7 +234,11 @@ fn parse_inner(bytes: &[u8], content_sha256: Option<[u8; 32]>) -> Result<Blob<'_
     }
     let flags = LE::read_u32(&bytes[12..16]);
     // Version 1 has no flags; version 2 one, the compact tokenizer.
-    let known = if version == 1 { 0 } else { FLAG_COMPACT_TOKENIZER };
+    let known = if version == 1 {
+        0
+    } else {
+        FLAG_COMPACT_TOKENIZER
+    };
     if flags & !known != 0 {
         return Err(BlobError::ReservedFlags(flags & !known));
     }

@@ -119,7 +119,9 @@ fn json_merges(merges: &Value) -> Result<Vec<(String, String)>, CompactTokenizer
                     ))),
                 }
             }
-            _ => Err(not_compactible(format!("merge {i} is neither a pair nor a string"))),
+            _ => Err(not_compactible(format!(
+                "merge {i} is neither a pair nor a string"
+            ))),
         })
         .collect()
 }
@@ -152,11 +154,10 @@ impl CompactTokenizer {
         let n = vocab_map.len();
         let mut vocab: Vec<Option<String>> = vec![None; n];
         for (s, id) in vocab_map {
-            let id = id
-                .as_u64()
-                .filter(|&i| (i as usize) < n)
-                .ok_or_else(|| not_compactible(format!("token {s:?} has an id outside 0..{n}")))?
-                as usize;
+            let id =
+                id.as_u64().filter(|&i| (i as usize) < n).ok_or_else(|| {
+                    not_compactible(format!("token {s:?} has an id outside 0..{n}"))
+                })? as usize;
             if vocab[id].replace(s).is_some() {
                 return Err(not_compactible(format!("id {id} is given to two tokens")));
             }
@@ -216,7 +217,9 @@ impl CompactTokenizer {
                 .ok_or_else(|| not_compactible(format!("merge {k} has a short right operand")))?;
             made.insert(m, k);
         }
-        let base: Vec<usize> = (0..n).filter(|&i| !made.contains_key(&self.vocab[i])).collect();
+        let base: Vec<usize> = (0..n)
+            .filter(|&i| !made.contains_key(&self.vocab[i]))
+            .collect();
         let nb = base.len();
         if nb + self.merges.len() != n {
             return Err(not_compactible(
@@ -286,8 +289,13 @@ impl CompactTokenizer {
             pos: 0,
         };
         let skeleton_len = r.varint("skeleton length")? as usize;
-        let skeleton: Value = serde_json::from_slice(r.take(skeleton_len, "skeleton")?)
-            .map_err(|e| invalid(format!("skeleton is not JSON: {}", crate::config::one_line(&e.to_string()))))?;
+        let skeleton: Value =
+            serde_json::from_slice(r.take(skeleton_len, "skeleton")?).map_err(|e| {
+                invalid(format!(
+                    "skeleton is not JSON: {}",
+                    crate::config::one_line(&e.to_string())
+                ))
+            })?;
         let Value::Object(skeleton) = skeleton else {
             return Err(invalid("skeleton is not a JSON object"));
         };
@@ -417,7 +425,9 @@ fn inflate(stream: &[u8], len: usize) -> Result<Vec<u8>, CompactTokenizerError> 
         TINFLStatus::HasMoreOutput => Err(invalid(format!(
             "inflates to more than the {len} bytes it declares"
         ))),
-        other => Err(invalid(format!("the DEFLATE stream is corrupt ({other:?})"))),
+        other => Err(invalid(format!(
+            "the DEFLATE stream is corrupt ({other:?})"
+        ))),
     }
 }
 
@@ -494,7 +504,15 @@ mod tests {
         for v in [0u32, 1, 127, 128, 300, u32::MAX] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
-            assert_eq!(Reader { bytes: &out, pos: 0 }.varint("x").unwrap(), v);
+            assert_eq!(
+                Reader {
+                    bytes: &out,
+                    pos: 0
+                }
+                .varint("x")
+                .unwrap(),
+                v
+            );
         }
         for d in [0i64, 1, -1, 5000, -50000] {
             assert_eq!(unzigzag(zigzag(d)), d);
@@ -514,7 +532,10 @@ mod tests {
             (TINY.replace("\"c\":4", "\"c\":7"), "outside 0..5"),
             (TINY.replace("\"c\":4", "\"c\":3"), "two tokens"),
             (TINY.replace("\"abab\":3", "\"abcd\":3"), "not in the vocab"),
-            (TINY.replace(r#"["a","b"],"ab ab""#, r#""ab ab",["a","b"]"#), "before the merge"),
+            (
+                TINY.replace(r#"["a","b"],"ab ab""#, r#""ab ab",["a","b"]"#),
+                "before the merge",
+            ),
             (TINY.replace("\"BPE\"", "\"WordPiece\""), "not BPE"),
         ];
         for (json, what) in cases {
@@ -587,7 +608,9 @@ mod tests {
             (same_text, "are both"),
             (big_counts, "do not fit"),
         ] {
-            let e = CompactTokenizer::decode(&payload(&body)).unwrap_err().to_string();
+            let e = CompactTokenizer::decode(&payload(&body))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(what), "{what}: {e}");
         }
     }

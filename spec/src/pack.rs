@@ -25,6 +25,8 @@ pub struct PackOptions {
     /// f32, f16 or integer rows (int8 / int6 / int4, Hadamard-rotated or not) for the
     /// embedding tables.
     pub embeddings: DType,
+    /// f32 or f16 for the brain's float tensors: α and β (γ folded in), head mixing, norm gains.
+    pub floats: DType,
 }
 
 impl Default for PackOptions {
@@ -32,6 +34,7 @@ impl Default for PackOptions {
         PackOptions {
             packing: Packing::X4,
             embeddings: DType::F16,
+            floats: DType::F32,
         }
     }
 }
@@ -88,6 +91,8 @@ pub enum PackError {
     Tokenizer(serde_json::Error),
     #[error("embeddings can be stored as f32, f16, int8, int6 or int4 (rotated or not), not {0}")]
     EmbeddingDtype(&'static str),
+    #[error("the brain's float tensors can be stored as f32 or f16, not {0}")]
+    FloatDtype(&'static str),
     /// A finite value the chosen storage cannot hold; `fits` is the smallest embedding format
     /// that holds the whole tensor.
     #[error(
@@ -146,10 +151,45 @@ fn first_out_of_range(data: &[f32], cols: usize, dtype: DType) -> Option<(usize,
     }
 }
 
+/// `data` (finite; rows of `cols`) encoded as `dtype`, or the first value it cannot hold, with
+/// the smallest format that holds them all.
+fn encode_values(
+    name: &str,
+    data: &[f32],
+    cols: usize,
+    dtype: DType,
+) -> Result<Vec<u8>, PackError> {
+    let encoded = match dtype {
+        DType::Int8 | DType::F16 | DType::F32 => match first_out_of_range(data, cols, dtype) {
+            Some(bad) => Err(bad),
+            None => Ok(match dtype {
+                DType::F16 => encode_f16(data),
+                DType::Int8 => encode_int8_rows(data, cols),
+                _ => encode_f32(data),
+            }),
+        },
+        d => quant::encode_rows(data, cols, d).map_err(|i| (i, data[i])),
+    };
+    encoded.map_err(|(index, value)| PackError::OutOfRange {
+        tensor: name.to_string(),
+        index,
+        value,
+        dtype,
+        // f32 holds any finite value.
+        fits: [DType::F16, DType::Int8]
+            .into_iter()
+            .find(|&d| first_out_of_range(data, cols, d).is_none())
+            .unwrap_or(DType::F32),
+    })
+}
+
 pub fn pack(ckpt: &Checkpoint, opts: PackOptions) -> Result<Vec<u8>, PackError> {
     ckpt.validate()?;
     if !opts.embeddings.allowed_for(TensorKind::Embedding) {
         return Err(PackError::EmbeddingDtype(opts.embeddings.name()));
+    }
+    if !matches!(opts.floats, DType::F32 | DType::F16) {
+        return Err(PackError::FloatDtype(opts.floats.name()));
     }
     let specs = ckpt.config.tensors();
     let mut out = Vec::with_capacity(specs.len());
@@ -195,37 +235,10 @@ pub fn pack(ckpt: &Checkpoint, opts: PackOptions) -> Result<Vec<u8>, PackError> 
         let dtype = if spec.kind == TensorKind::Embedding {
             opts.embeddings
         } else {
-            DType::F32
+            opts.floats
         };
         let cols = spec.shape[spec.shape.len() - 1];
-        let encoded = match dtype {
-            DType::Int8 | DType::F16 | DType::F32 => match first_out_of_range(&data, cols, dtype) {
-                Some(bad) => Err(bad),
-                None => Ok(match dtype {
-                    DType::F16 => encode_f16(&data),
-                    DType::Int8 => encode_int8_rows(&data, cols),
-                    _ => encode_f32(&data),
-                }),
-            },
-            d => quant::encode_rows(&data, cols, d).map_err(|i| (i, data[i])),
-        };
-        let bytes = match encoded {
-            Ok(bytes) => bytes,
-            Err((index, value)) => {
-                // The checkpoint's values are finite (validated above): f32 always fits.
-                let fits = [DType::F16, DType::Int8]
-                    .into_iter()
-                    .find(|&d| first_out_of_range(&data, cols, d).is_none())
-                    .unwrap_or(DType::F32);
-                return Err(PackError::OutOfRange {
-                    tensor: spec.name.clone(),
-                    index,
-                    value,
-                    dtype,
-                    fits,
-                });
-            }
-        };
+        let bytes = encode_values(&spec.name, &data, cols, dtype)?;
         out.push(WriterTensor {
             name: spec.name.clone(),
             dtype,
@@ -241,9 +254,160 @@ pub fn pack(ckpt: &Checkpoint, opts: PackOptions) -> Result<Vec<u8>, PackError> 
     Ok(writer.finish())
 }
 
+/// Re-encodes a blob without its checkpoint: ternary weights in `packing` (lossless: the same
+/// trits), embeddings in `embeddings` and the brain's float tensors in `floats` when given (from
+/// their decoded values: a narrower format adds its rounding to the blob's), the tokenizer
+/// compact when it can be (as [`pack`]), every other tensor as it is. What a version 1 blob needs to use format 2's encodings when its
+/// checkpoint is gone.
+pub fn repack(
+    blob: &crate::blob::Blob<'_>,
+    packing: Packing,
+    embeddings: Option<DType>,
+    floats: Option<DType>,
+) -> Result<Vec<u8>, RepackError> {
+    if let Some(d) = floats
+        && !matches!(d, DType::F32 | DType::F16)
+    {
+        return Err(PackError::FloatDtype(d.name()).into());
+    }
+    use crate::blob::TokenizerSection;
+    let mut out = Vec::with_capacity(blob.tensors.len());
+    for t in &blob.tensors {
+        let (dtype, bytes) = match t.kind {
+            TensorKind::AlgebraWeight => {
+                let q = t.to_ternary()?;
+                match (packing, t.shape.as_slice()) {
+                    (Packing::X4, _) => (DType::Ternary4x, ternary::pack4x(&q)),
+                    (Packing::X5, _) => (DType::Ternary5x, ternary::pack5x(&q)),
+                    (Packing::X16, [a, n, m]) => {
+                        (DType::Ternary16x, ternary::pack16x(&q, *a, *n, *m))
+                    }
+                    (Packing::X16, _) => (t.dtype, t.bytes.to_vec()),
+                }
+            }
+            TensorKind::Embedding => match embeddings {
+                Some(d) if d != t.dtype => {
+                    if !d.allowed_for(TensorKind::Embedding) {
+                        return Err(PackError::EmbeddingDtype(d.name()).into());
+                    }
+                    let data = t.to_f32()?;
+                    let cols = t.shape[t.shape.len() - 1];
+                    let bytes = encode_values(&t.name, &data, cols, d)?;
+                    (d, bytes)
+                }
+                _ => (t.dtype, t.bytes.to_vec()),
+            },
+            _ => match floats {
+                Some(d) if d != t.dtype => {
+                    let data = t.to_f32()?;
+                    let cols = t.shape[t.shape.len() - 1];
+                    (d, encode_values(&t.name, &data, cols, d)?)
+                }
+                _ => (t.dtype, t.bytes.to_vec()),
+            },
+        };
+        out.push(WriterTensor {
+            name: t.name.clone(),
+            dtype,
+            shape: t.shape.clone(),
+            bytes,
+        });
+    }
+    let tokenizer = match blob.tokenizer {
+        TokenizerSection::Json(json) => tokenizer_section(json)?.0,
+        TokenizerSection::Compact(bytes) => WriterTokenizer::Compact(bytes.to_vec()),
+    };
+    let writer = BlobWriter {
+        config_json: serde_json::to_string(&blob.config).map_err(PackError::Tokenizer)?,
+        tokenizer,
+        tensors: out,
+    };
+    Ok(writer.finish())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepackError {
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error(transparent)]
+    Blob(#[from] crate::blob::BlobError),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TOKENIZER: &str = r#"{"version":"1.0","added_tokens":[],"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":[["a","b"]]}}"#;
+
+    fn tiny() -> crate::config::ModelConfig {
+        crate::config::ModelConfig::from_json(
+            br#"{"vocab_size":16,"n_embd":64,"n_layer":1,"n_head":32,"block_size":4,"algebra":"hadamard","head_mixing":true,"embedding":"hash","hash_buckets":7,"eos_token_id":2}"#,
+        )
+        .unwrap()
+    }
+
+    /// Repacking keeps the trits and every untouched tensor's bytes, compacts a JSON tokenizer,
+    /// and re-encodes what it is asked to from the stored values.
+    #[test]
+    fn repack_is_lossless_where_it_can_be() {
+        let ckpt = crate::init::random_checkpoint(&tiny(), 3, TOKENIZER.into());
+        let opts = PackOptions {
+            embeddings: DType::Int8,
+            ..PackOptions::default()
+        };
+        let packed = pack(&ckpt, opts).unwrap();
+        // The same blob with its tokenizer as JSON, as version 1 blobs carry it.
+        let parsed = crate::blob::parse(&packed).unwrap();
+        assert_eq!(parsed.tokenizer.form(), "compact");
+        let w = BlobWriter {
+            config_json: serde_json::to_string(&parsed.config).unwrap(),
+            tokenizer: WriterTokenizer::Json(TOKENIZER.into()),
+            tensors: parsed
+                .tensors
+                .iter()
+                .map(|t| WriterTensor {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    bytes: t.bytes.to_vec(),
+                })
+                .collect(),
+        };
+        let json_blob = w.finish();
+        let old = crate::blob::parse(&json_blob).unwrap();
+        let five = repack(&old, Packing::X5, None, None).unwrap();
+        let new = crate::blob::parse(&five).unwrap();
+        assert_eq!(new.tokenizer.form(), "compact");
+        for (a, b) in old.tensors.iter().zip(&new.tensors) {
+            if a.dtype.is_ternary() {
+                assert_eq!(b.dtype, DType::Ternary5x);
+                assert_eq!(a.to_ternary().unwrap(), b.to_ternary().unwrap());
+            } else {
+                assert_eq!((a.dtype, a.bytes), (b.dtype, b.bytes));
+            }
+        }
+        // Back to 4x: the very blob the packer wrote.
+        assert_eq!(repack(&new, Packing::X4, None, None).unwrap(), packed);
+        let small = repack(&old, Packing::X4, Some(DType::Int4Rot), Some(DType::F16)).unwrap();
+        let small = crate::blob::parse(&small).unwrap();
+        for (a, b) in old.tensors.iter().zip(&small.tensors) {
+            let want = match a.kind {
+                TensorKind::Embedding => DType::Int4Rot,
+                TensorKind::AlgebraWeight => DType::Ternary4x,
+                _ => DType::F16,
+            };
+            assert_eq!(b.dtype, want, "{}", a.name);
+            if !a.dtype.is_ternary() {
+                let (x, y) = (a.to_f32().unwrap(), b.to_f32().unwrap());
+                let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (p, q) in x.iter().zip(&y) {
+                    assert!((p - q).abs() <= max * 0.2 + 1e-6, "{}: {p} vs {q}", a.name);
+                }
+            }
+        }
+        let e = repack(&old, Packing::X4, None, Some(DType::Int8)).unwrap_err();
+        assert!(e.to_string().contains("f32 or f16"), "{e}");
+    }
 
     #[test]
     fn quantizer_follows_absmean() {

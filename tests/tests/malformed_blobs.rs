@@ -104,6 +104,7 @@ fn packed(cfg: &ModelConfig, tokenizer: &str, packing: Packing, embeddings: DTyp
         PackOptions {
             packing,
             embeddings,
+            ..PackOptions::default()
         },
     )
     .expect("packing a random checkpoint")

@@ -277,9 +277,9 @@ mod tests {
                                 .sum()
                         })
                         .collect();
-                    for c in 0..cols {
+                    for (c, xc) in x.iter().enumerate() {
                         let e = r * cols + c;
-                        assert!((x[c] - f64::from(got[e])).abs() < 1e-6, "{dtype:?} {e}");
+                        assert!((xc - f64::from(got[e])).abs() < 1e-6, "{dtype:?} {e}");
                     }
                     // Quantization error in the stored (rotated) domain: clipped values aside,
                     // within half a step.

@@ -1,7 +1,7 @@
 //! The compact tokenizer of SPEC §4.2: a byte-level BPE tokenizer.json stored as its small parts
 //! (the JSON without `model.vocab` and `model.merges`), its base tokens, its merges as pairs of
 //! indices and the token ids, all DEFLATE-compressed. GPT-2's 1.48 MB of minified JSON becomes
-//! about 180 KB. The engine rebuilds the `tokenizers` tokenizer from [`CompactTokenizer`] without
+//! about 184 KiB. The engine rebuilds the `tokenizers` tokenizer from [`CompactTokenizer`] without
 //! going through JSON; [`CompactTokenizer::to_json`] gives the equivalent tokenizer.json.
 //!
 //! Every merge makes a new token, the concatenation of its two operands (the right one without

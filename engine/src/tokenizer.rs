@@ -196,11 +196,8 @@ fn component<T: serde::de::DeserializeOwned>(
 fn build_compact(t: &CompactTokenizer) -> Result<tokenizers::Tokenizer, TokenizerError> {
     let sk = &t.skeleton;
     for (field, allowed) in ALLOWED {
-        let value = match *field {
-            "model" => sk.get("model").cloned().unwrap_or(Value::Null),
-            _ => sk.get(*field).cloned().unwrap_or(Value::Null),
-        };
-        check_component(field, &value, allowed)?;
+        let value = sk.get(*field).unwrap_or(&Value::Null);
+        check_component(field, value, allowed)?;
     }
     if let Some(v) = sk.get("version")
         && v.as_str() != Some("1.0")

@@ -11,7 +11,7 @@ mkdir -p "$out"
 (cd "$root" && cargo build -q -p walsh-packer)
 packer="$root/target/debug/packer"
 cat > "$tmp/tokenizer.json" <<'JSON'
-{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"<unk>":0,"a":1,"b":2},"unk_token":"<unk>"}}
+{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true},"post_processor":null,"decoder":{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true},"model":{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":"","end_of_word_suffix":"","fuse_unk":false,"byte_fallback":false,"ignore_merges":false,"vocab":{"a":0,"b":1,"c":2,"ab":3},"merges":[["a","b"]]}}
 JSON
 common=(--tokenizer "$tmp/tokenizer.json" --set eos_token_id=0 --set block_size=4 --set n_layer=1)
 # name | overrides | pack flags
@@ -25,4 +25,8 @@ seed() {
 seed dense "--set algebra=dense --set vocab_size=16 --set n_embd=2 --set n_head=1 --set head_mixing=false --set embedding=standard" "--packing 4x --embeddings f32"
 seed octonion "--set algebra=octonion --set vocab_size=32 --set n_embd=16 --set n_head=8 --set head_mixing=true --set embedding=standard" "--packing 16x --embeddings int8"
 seed hadamard "--set algebra=hadamard --set vocab_size=128 --set n_embd=64 --set n_head=32 --set head_mixing=true --set embedding=hash --set hash_buckets=7" "--packing 16x --embeddings f16"
+# Format 2's newer encodings: base-3 ternary, int6 and rotated int4 rows (the compact tokenizer is
+# in every seed: the packer writes it whenever it can).
+seed dense5x "--set algebra=dense --set vocab_size=16 --set n_embd=2 --set n_head=1 --set head_mixing=false --set embedding=standard" "--packing 5x --embeddings int6"
+seed hash5x "--set algebra=hadamard --set vocab_size=128 --set n_embd=64 --set n_head=32 --set head_mixing=true --set embedding=hash --set hash_buckets=7" "--packing 5x --embeddings int4 --rotate"
 ls -l "$out"

@@ -70,7 +70,7 @@ impl Engine {
     }
 
     fn from_parsed(blob: blob::Blob<'_>) -> Result<Self, LoadError> {
-        let tokenizer = Tokenizer::from_json(blob.tokenizer_json, blob.config.vocab_size)?;
+        let tokenizer = Tokenizer::from_section(blob.tokenizer, blob.config.vocab_size)?;
         if blob.config.eos_token_id as usize >= tokenizer.vocab_size() {
             return Err(TokenizerError::EosOutOfRange {
                 eos: blob.config.eos_token_id,

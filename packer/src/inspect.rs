@@ -105,10 +105,11 @@ pub fn report(blob: &Blob<'_>, file: &[u8], tensors: bool) -> String {
     let tensor_bytes: u64 = blob.tensors.iter().map(|t| t.bytes.len() as u64).sum();
     let _ = writeln!(
         s,
-        "size         {} ({} tensors, {} tokenizer, rest header/table/padding/checksum)",
+        "size         {} ({} tensors, {} tokenizer ({}), rest header/table/padding/checksum)",
         human(blob.total_len as u64),
         human(tensor_bytes),
-        human(blob.tokenizer_json.len() as u64)
+        human(blob.tokenizer.len() as u64),
+        blob.tokenizer.form()
     );
     let _ = writeln!(
         s,
@@ -123,6 +124,16 @@ pub fn report(blob: &Blob<'_>, file: &[u8], tensors: bool) -> String {
         .find(|t| t.kind == TensorKind::AlgebraWeight)
         .map_or("-", |t| t.dtype.name());
     let _ = writeln!(s, "packing      {packing}");
+    let embeddings = blob
+        .tensors
+        .iter()
+        .find(|t| t.kind == TensorKind::Embedding)
+        .map_or("-", |t| t.dtype.name());
+    let _ = writeln!(
+        s,
+        "format       version {}, embeddings stored as {embeddings}",
+        blob.version
+    );
     let _ = writeln!(
         s,
         "sha256       {} (of the file, as sha256sum prints it)",

@@ -46,6 +46,14 @@ enum PackingArg {
     X4,
     #[value(name = "16x")]
     X16,
+    #[value(name = "5x")]
+    X5,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FloatArg {
+    F32,
+    F16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,6 +61,8 @@ enum EmbeddingArg {
     F32,
     F16,
     Int8,
+    Int6,
+    Int4,
 }
 
 #[derive(Subcommand)]
@@ -64,13 +74,46 @@ enum Command {
         /// The .walsh file to write.
         #[arg(short, long)]
         output: PathBuf,
-        /// Ternary layout: 4 weights per byte, or 16 per u32 in SIMD tiles.
+        /// Ternary layout: 4 weights per byte, 16 per u32 in SIMD tiles, or 5 per byte in base 3
+        /// (1.6 bits a weight; unpacked at load).
         #[arg(long, value_enum, default_value = "4x")]
         packing: PackingArg,
-        /// How to store the embedding tables: f16 holds magnitudes up to 65504, int8 (a scale
-        /// per row) rows up to about 8.3e6, f32 anything finite.
+        /// How to store the embedding tables (the tied head too): f16 holds magnitudes up to
+        /// 65504, f32 anything finite; int8 / int6 / int4 are integer codes with an f16 scale per
+        /// row (int8: rows up to about 8.3e6).
         #[arg(long, value_enum, default_value = "f16")]
         embeddings: EmbeddingArg,
+        /// Rotate each embedding row by the Walsh–Hadamard transform (blocks of the largest
+        /// power of two dividing n_embd) before int8 / int6 / int4 quantization.
+        #[arg(long)]
+        rotate: bool,
+        /// How to store the brain's float tensors (α and β scales, head mixing, norm gains).
+        #[arg(long, value_enum, default_value = "f32")]
+        floats: FloatArg,
+    },
+    /// Re-encode a blob without its checkpoint (a version 1 blob into format 2, say): ternary
+    /// weights in another layout (lossless), embeddings in another format (from their stored
+    /// values), the tokenizer in compact form; every other tensor as it is.
+    Repack {
+        /// The .walsh file to read.
+        blob: PathBuf,
+        /// The .walsh file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Ternary layout of the new blob.
+        #[arg(long, value_enum, default_value = "4x")]
+        packing: PackingArg,
+        /// Embedding format of the new blob (default: as stored). Narrower than the stored
+        /// format, it adds its rounding to the blob's: pack the checkpoint instead when you have it.
+        #[arg(long, value_enum)]
+        embeddings: Option<EmbeddingArg>,
+        /// Rotate the embedding rows before quantizing (with --embeddings int8, int6 or int4).
+        #[arg(long)]
+        rotate: bool,
+        /// Format of the brain's float tensors (α and β scales, head mixing, norm gains) in the
+        /// new blob (default: as stored).
+        #[arg(long, value_enum)]
+        floats: Option<FloatArg>,
     },
     /// Write a randomly initialised checkpoint of a config (SPEC §3.1).
     Init {
@@ -196,6 +239,53 @@ fn load_engine(path: &Path) -> Result<Engine> {
     Engine::load(&read_blob(path)?).with_context(|| format!("cannot load {}", path.display()))
 }
 
+impl From<FloatArg> for DType {
+    fn from(f: FloatArg) -> Self {
+        match f {
+            FloatArg::F32 => DType::F32,
+            FloatArg::F16 => DType::F16,
+        }
+    }
+}
+
+impl From<PackingArg> for Packing {
+    fn from(p: PackingArg) -> Self {
+        match p {
+            PackingArg::X4 => Packing::X4,
+            PackingArg::X16 => Packing::X16,
+            PackingArg::X5 => Packing::X5,
+        }
+    }
+}
+
+/// The dtype of `--embeddings` with `--rotate`.
+fn embedding_dtype(e: EmbeddingArg, rotate: bool) -> Result<DType> {
+    let bits = match e {
+        EmbeddingArg::F32 | EmbeddingArg::F16 if rotate => {
+            bail!("--rotate applies to --embeddings int8, int6 or int4")
+        }
+        EmbeddingArg::F32 => return Ok(DType::F32),
+        EmbeddingArg::F16 => return Ok(DType::F16),
+        EmbeddingArg::Int8 => 8,
+        EmbeddingArg::Int6 => 6,
+        EmbeddingArg::Int4 => 4,
+    };
+    DType::quant_of(bits, rotate).context("no such integer-rows dtype")
+}
+
+/// Checks a new blob with the engine that will run it, before anyone uploads it, then writes it
+/// (through a temporary file, so a failure leaves no half blob) and reports what it holds.
+fn write_blob(bytes: &[u8], output: &Path) -> Result<()> {
+    Engine::load(bytes).context("the packed blob does not load (a packer bug)")?;
+    let tmp = output.with_extension("walsh.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
+    let parsed = blob::parse(bytes)?;
+    outln!("wrote {} ({} bytes)", output.display(), bytes.len());
+    out!("{}", inspect::report(&parsed, bytes, false));
+    Ok(())
+}
+
 fn main() {
     if let Err(e) = real_main() {
         if is_broken_pipe(&e) {
@@ -239,30 +329,45 @@ fn real_main() -> Result<()> {
             output,
             packing,
             embeddings,
+            rotate,
+            floats,
         } => {
             let ckpt = Checkpoint::load(&checkpoint)?;
             let opts = PackOptions {
-                packing: match packing {
-                    PackingArg::X4 => Packing::X4,
-                    PackingArg::X16 => Packing::X16,
-                },
-                embeddings: match embeddings {
-                    EmbeddingArg::F32 => DType::F32,
-                    EmbeddingArg::F16 => DType::F16,
-                    EmbeddingArg::Int8 => DType::Int8,
-                },
+                packing: packing.into(),
+                embeddings: embedding_dtype(embeddings, rotate)?,
+                floats: floats.into(),
             };
-            let bytes = pack(&ckpt, opts)?;
-            // Check what we wrote with the engine that will run it, before anyone uploads it.
-            Engine::load(&bytes).context("the packed blob does not load (a packer bug)")?;
-            let tmp = output.with_extension("walsh.tmp");
-            std::fs::write(&tmp, &bytes)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, &output)
-                .with_context(|| format!("cannot write {}", output.display()))?;
-            let parsed = blob::parse(&bytes)?;
-            outln!("wrote {} ({} bytes)", output.display(), bytes.len());
-            out!("{}", inspect::report(&parsed, &bytes, false));
+            if let (_, Some(why)) = walsh_spec::pack::tokenizer_section(&ckpt.tokenizer_json)? {
+                eprintln!("note: the tokenizer is stored as JSON: {why}");
+            }
+            write_blob(&pack(&ckpt, opts)?, &output)?;
+        }
+        Command::Repack {
+            blob: path,
+            output,
+            packing,
+            embeddings,
+            rotate,
+            floats,
+        } => {
+            let bytes = read_blob(&path)?;
+            let parsed = blob::parse(&bytes)
+                .with_context(|| format!("{} is not a valid blob", path.display()))?;
+            let embeddings = match embeddings {
+                Some(e) => Some(embedding_dtype(e, rotate)?),
+                None if rotate => bail!("--rotate needs --embeddings int8, int6 or int4"),
+                None => None,
+            };
+            write_blob(
+                &walsh_spec::pack::repack(
+                    &parsed,
+                    packing.into(),
+                    embeddings,
+                    floats.map(DType::from),
+                )?,
+                &output,
+            )?;
         }
         Command::Init {
             config,

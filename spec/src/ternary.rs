@@ -1,5 +1,6 @@
-//! Ternary weights at 2 bits (SPEC §4): the `4x` byte layout and the `16x` SIMD tile layout.
-//! Codes: 00 = 0, 01 = +1, 10 = −1, 11 invalid.
+//! Ternary weights (SPEC §4): at 2 bits, the `4x` byte layout and the `16x` SIMD tile layout
+//! (codes 00 = 0, 01 = +1, 10 = −1, 11 invalid); at 1.6 bits, the `5x` base-3 layout (five trits a
+//! byte, digits 0 = 0, 1 = +1, 2 = −1).
 
 /// The 2-bit code of a ternary value.
 pub fn encode(v: i8) -> u8 {
@@ -62,12 +63,67 @@ pub fn pack16x(values: &[i8], a: usize, n: usize, m: usize) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
-/// A problem found while unpacking: the index of the weight with the invalid code 11, or of a
-/// padding position whose code is not 00.
+/// Bytes of a `5x` tensor of `numel` weights.
+pub fn packed5x_len(numel: usize) -> usize {
+    numel.div_ceil(5)
+}
+
+/// Element e goes to byte ⌊e/5⌋ as base-3 digit e mod 5 (the least significant digit first):
+/// byte = Σ d_i·3^i, at most 242. Unused digits of the last byte are 0.
+pub fn pack5x(values: &[i8]) -> Vec<u8> {
+    values
+        .chunks(5)
+        .map(|c| c.iter().rev().fold(0u8, |acc, &v| acc * 3 + encode(v)))
+        .collect()
+}
+
+/// The five trits of every byte value 0..=242, computed once at compile time.
+const TRITS: [[i8; 5]; 243] = {
+    let mut t = [[0i8; 5]; 243];
+    let mut b = 0;
+    while b < 243 {
+        let mut v = b;
+        let mut i = 0;
+        while i < 5 {
+            t[b][i] = match v % 3 {
+                1 => 1,
+                2 => -1,
+                _ => 0,
+            };
+            v /= 3;
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Unpacks a `5x` tensor of `numel` weights; `bytes.len()` must be `packed5x_len(numel)`.
+pub fn unpack5x(bytes: &[u8], numel: usize) -> Result<Vec<i8>, UnpackError> {
+    let mut out = Vec::with_capacity(numel + 4);
+    for (i, &b) in bytes.iter().enumerate() {
+        let trits = TRITS
+            .get(usize::from(b))
+            .ok_or(UnpackError::InvalidByte { byte: i, value: b })?;
+        out.extend_from_slice(trits);
+    }
+    // The last byte's unused digits are padding, and must be 0.
+    if out[numel.min(out.len())..].iter().any(|&t| t != 0) {
+        return Err(UnpackError::NonZeroPadding {
+            byte: bytes.len() - 1,
+        });
+    }
+    out.truncate(numel);
+    Ok(out)
+}
+
+/// A problem found while unpacking: the index of the weight with the invalid code 11, of a
+/// padding position whose code is not 00, or of a `5x` byte above 242.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnpackError {
     InvalidCode { element: usize },
     NonZeroPadding { byte: usize },
+    InvalidByte { byte: usize, value: u8 },
 }
 
 /// Unpacks a `4x` tensor of `numel` weights; `bytes.len()` must be `packed4x_len(numel)`.
@@ -150,6 +206,9 @@ mod tests {
             let p4 = pack4x(&v);
             assert_eq!(p4.len(), packed4x_len(v.len()));
             assert_eq!(unpack4x(&p4, v.len()).unwrap(), v);
+            let p5 = pack5x(&v);
+            assert_eq!(p5.len(), packed5x_len(v.len()));
+            assert_eq!(unpack5x(&p5, v.len()).unwrap(), v);
             let p16 = pack16x(&v, a, n, m);
             assert_eq!(p16.len(), packed16x_len(a, n, m));
             assert_eq!(unpack16x(&p16, a, n, m).unwrap(), v);
@@ -168,6 +227,27 @@ mod tests {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         assert_eq!(words, vec![0, 0, 0b10 << 10, 0b01 << 30]);
+    }
+
+    /// The base-3 layout against its definition, digit by digit.
+    #[test]
+    fn five_x_is_base_three_least_significant_first() {
+        // +1, −1, 0, 0, +1 → 1 + 2·3 + 0 + 0 + 1·81 = 88; then −1 alone → 2.
+        assert_eq!(pack5x(&[1, -1, 0, 0, 1, -1]), vec![88, 2]);
+        assert_eq!(pack5x(&[-1; 5]), vec![242]);
+        assert_eq!(
+            unpack5x(&[243], 5),
+            Err(UnpackError::InvalidByte {
+                byte: 0,
+                value: 243
+            })
+        );
+        // 2 weights in the last byte: digits 2..4 are padding (9 = digit 2 set).
+        assert_eq!(
+            unpack5x(&[88, 9], 7),
+            Err(UnpackError::NonZeroPadding { byte: 1 })
+        );
+        assert_eq!(unpack5x(&[88, 8], 7).unwrap(), vec![1, -1, 0, 0, 1, -1, -1]);
     }
 
     #[test]

@@ -992,3 +992,53 @@ fn upgrade_mid_upload_and_malformed_candid() {
     }
     ok(generate(&mut h, "Once upon a time", 3).0);
 }
+
+/// Format 2 in the canister: the default model repacked (compact tokenizer, 1.6-bit ternary,
+/// rotated int4 hash tables, f16 floats) commits and generates what the native engine generates
+/// from it. Prints each commit's instructions (upload's parse and load: docs/BENCHMARKS.md,
+/// "Blob formats").
+#[test]
+fn repacked_default_model_commits_and_generates_like_the_native_engine() {
+    use walsh_spec::blob::DType;
+    let default = std::fs::read(root().join("models/walsh-default.walsh")).unwrap();
+    let parsed = walsh_spec::blob::parse(&default).unwrap();
+    let repacked = walsh_spec::pack::repack(
+        &parsed,
+        walsh_spec::Packing::X5,
+        Some(DType::Int4Rot),
+        Some(DType::F16),
+    )
+    .unwrap();
+    for (label, bytes) in [("format 1", &default), ("format 2", &repacked)] {
+        let mut h = installed();
+        let sha = Sha256::digest(bytes).to_vec();
+        assert!(matches!(
+            begin(&mut h, bytes.len(), sha, 1_900_000),
+            UploadResult::Ok(_)
+        ));
+        for (i, c) in bytes.chunks(1_900_000).enumerate() {
+            assert!(matches!(chunk(&mut h, i as u32, c), UploadResult::Ok(_)));
+        }
+        let c = h
+            .update(controller(), "upload_commit", &Encode!().unwrap())
+            .unwrap();
+        assert!(
+            matches!(c.decode::<CommitResult>().unwrap(), CommitResult::Ok(_)),
+            "{label}"
+        );
+        let (r, instructions) = generate(&mut h, "Once upon a time", 20);
+        let g = ok(r);
+        assert_eq!(
+            g.tokens,
+            native_tokens(bytes, "Once upon a time", 20),
+            "{label}"
+        );
+        eprintln!(
+            "{label}: {} bytes; commit {} instructions; generate 20: {} tokens, {} instructions",
+            bytes.len(),
+            c.instructions,
+            g.generated_tokens,
+            instructions
+        );
+    }
+}

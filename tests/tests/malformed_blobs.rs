@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 use walsh_engine::{Engine, LoadError, MAX_ENGINE_HEAP, Model, Tokenizer, TokenizerError};
-use walsh_spec::blob::{self, BlobError, BlobWriter, DType, WriterTensor};
+use walsh_spec::blob::{self, BlobError, BlobWriter, DType, WriterTensor, WriterTokenizer};
 use walsh_spec::config::{Algebra, ConfigError, Embedding, ModelConfig};
 use walsh_spec::init::random_checkpoint;
 use walsh_spec::{PackOptions, Packing, pack};
@@ -96,25 +96,72 @@ fn tiny_hadamard_config() -> ModelConfig {
     }
 }
 
-fn make_blob(cfg: &ModelConfig, tokenizer: &str, packing: Packing, embeddings: DType) -> Vec<u8> {
+/// A packed random checkpoint, as the packer writes it (compact tokenizer).
+fn packed(cfg: &ModelConfig, tokenizer: &str, packing: Packing, embeddings: DType) -> Vec<u8> {
     let ckpt = random_checkpoint(cfg, 1, tokenizer.to_string());
     pack(
         &ckpt,
         PackOptions {
             packing,
             embeddings,
+            ..PackOptions::default()
         },
     )
     .expect("packing a random checkpoint")
 }
 
-/// The brief's blob: GPT-2 tokenizer, default packing (4x, f16 embeddings).
+/// `b` with its tokenizer stored as minified tokenizer.json instead: the fixtures most tests
+/// edit, whose tokenizer section is text.
+fn with_json_tokenizer(b: &[u8], tokenizer: &str) -> Vec<u8> {
+    let mut w = writer_of(b);
+    w.tokenizer = WriterTokenizer::Json(walsh_spec::pack::minify_json(tokenizer).unwrap());
+    w.finish()
+}
+
+fn make_blob(cfg: &ModelConfig, tokenizer: &str, packing: Packing, embeddings: DType) -> Vec<u8> {
+    with_json_tokenizer(&packed(cfg, tokenizer, packing, embeddings), tokenizer)
+}
+
+/// The brief's blob: GPT-2 tokenizer (as JSON), default packing (4x, f16 embeddings).
 fn gpt2_blob() -> &'static [u8] {
     static B: OnceLock<Vec<u8>> = OnceLock::new();
     B.get_or_init(|| {
         let tok = std::fs::read_to_string(GPT2_TOKENIZER).expect("models/tokenizer-gpt2.json");
-        let ckpt = random_checkpoint(&gpt2_config(), 1, tok);
-        pack(&ckpt, PackOptions::default()).expect("packing")
+        make_blob(&gpt2_config(), &tok, Packing::X4, DType::F16)
+    })
+}
+
+/// What `packer pack` writes by default for GPT-2: the compact tokenizer.
+fn gpt2_compact_blob() -> &'static [u8] {
+    static B: OnceLock<Vec<u8>> = OnceLock::new();
+    B.get_or_init(|| {
+        let tok = std::fs::read_to_string(GPT2_TOKENIZER).expect("models/tokenizer-gpt2.json");
+        packed(&gpt2_config(), &tok, Packing::X5, DType::Int4Rot)
+    })
+}
+
+/// The newer formats on tiny models: compact tokenizer, base-3 ternary, low-bit rows.
+fn hash_int4r_blob() -> &'static [u8] {
+    static B: OnceLock<Vec<u8>> = OnceLock::new();
+    B.get_or_init(|| {
+        packed(
+            &tiny_hadamard_config(),
+            TINY_TOKENIZER,
+            Packing::X5,
+            DType::Int4Rot,
+        )
+    })
+}
+
+fn octonion_int6_blob() -> &'static [u8] {
+    static B: OnceLock<Vec<u8>> = OnceLock::new();
+    B.get_or_init(|| {
+        packed(
+            &tiny_octonion_config(),
+            TINY_TOKENIZER,
+            Packing::X5,
+            DType::Int6,
+        )
     })
 }
 
@@ -284,7 +331,7 @@ fn writer_of(base: &[u8]) -> BlobWriter {
     let l = layout(base);
     BlobWriter {
         config_json: String::from_utf8(base[l.config.clone()].to_vec()).unwrap(),
-        tokenizer_json: parsed.tokenizer_json.to_string(),
+        tokenizer: parsed.tokenizer.into(),
         tensors: parsed
             .tensors
             .iter()
@@ -380,7 +427,7 @@ fn entry_index(base: &[u8], name: &str) -> u64 {
 /// tokenizer only as UTF-8), so whatever `Engine::load` says comes from the tokenizer.
 fn dense_blob_with_tokenizer(tokenizer: &str) -> Vec<u8> {
     let mut w = writer_of(dense_blob());
-    w.tokenizer_json = tokenizer.into();
+    w.tokenizer = WriterTokenizer::Json(tokenizer.into());
     let b = w.finish();
     blob::parse(&b).expect("parse checks the tokenizer only as UTF-8");
     b
@@ -468,7 +515,7 @@ fn bad_magic() {
 
 #[test]
 fn unsupported_version() {
-    for v in [0, 2, u32::MAX] {
+    for v in [0, 3, u32::MAX] {
         let mut b = gpt2_blob().to_vec();
         set_u32(&mut b, H_VERSION, v);
         let e = err(&b);
@@ -482,11 +529,17 @@ fn unsupported_version() {
 
 #[test]
 fn reserved_flags() {
-    for f in [1, 0x8000_0000] {
+    // Version 2 knows flag 1 (the compact tokenizer); version 1 no flag.
+    for (version, f) in [(2, 2), (2, 0x8000_0001), (1, 1)] {
         let mut b = gpt2_blob().to_vec();
+        set_u32(&mut b, H_VERSION, version);
         set_u32(&mut b, H_FLAGS, f);
+        reseal(&mut b);
         let e = err(&b);
-        assert!(matches!(e, BlobError::ReservedFlags(x) if x == f), "{e:?}");
+        assert!(
+            matches!(e, BlobError::ReservedFlags(x) if x == f & !1 || version == 1 && x == f),
+            "{e:?}"
+        );
     }
 }
 
@@ -1093,7 +1146,7 @@ fn bad_name() {
 
 #[test]
 fn unknown_dtype() {
-    for code in [5u8, 0x80, 0xff] {
+    for code in [11u8, 0x80, 0xff] {
         let b = edited(gpt2_blob(), |b, l| {
             b[l.entry("norm.weight").dtype_pos] = code
         });
@@ -1385,8 +1438,10 @@ fn non_zero_padding() {
     let l = layout(base);
     // Between the table and the data section.
     let mut w = writer_of(base);
-    if l.table_end == l.data_offset {
-        w.tokenizer_json.push(' ');
+    if l.table_end == l.data_offset
+        && let WriterTokenizer::Json(t) = &mut w.tokenizer
+    {
+        t.push(' ');
     }
     let b0 = w.finish();
     let l0 = layout(&b0);
@@ -1558,7 +1613,16 @@ fn display_messages_are_single_line() {
         },
         BlobError::BadMagic { found: [0xff; 8] },
         BlobError::UnsupportedVersion(2),
-        BlobError::ReservedFlags(1),
+        BlobError::ReservedFlags(2),
+        BlobError::InvalidTernaryByte {
+            tensor: "t".into(),
+            byte: 1,
+            value: 250,
+        },
+        BlobError::QuantPadding {
+            tensor: "t".into(),
+            row: 3,
+        },
         BlobError::SectionOutOfBounds {
             section: "config",
             offset: 56,
@@ -1646,7 +1710,7 @@ fn display_messages_are_single_line() {
             computed: "ff".repeat(32),
         },
     ];
-    assert_eq!(examples.len(), 30); // 29 variants, Config twice
+    assert_eq!(examples.len(), 32); // 31 variants, Config twice
     for e in &examples {
         let msg = e.to_string();
         assert!(!msg.is_empty() && !msg.contains('\n'), "{e:?}: {msg:?}");
@@ -1678,7 +1742,7 @@ fn display_messages_are_single_line() {
     let e = err(&w.finish());
     assert!(matches!(e, BlobError::Config(_)));
     let mut w = writer_of(dense_blob());
-    w.tokenizer_json = "{\n  \"model\": {\n    \"type\": \"Nope\"\n  }\n}".into();
+    w.tokenizer = WriterTokenizer::Json("{\n  \"model\": {\n    \"type\": \"Nope\"\n  }\n}".into());
     let msg = Engine::load(&w.finish()).unwrap_err().to_string();
     assert!(!msg.contains('\n'), "{msg:?}");
 }
@@ -1977,10 +2041,13 @@ fn variant(e: &LoadError) -> String {
 #[test]
 fn mutated_blobs_never_panic() {
     let started = std::time::Instant::now();
-    let tiny: [(&str, &[u8]); 3] = [
+    let tiny: [(&str, &[u8]); 6] = [
         ("dense", dense_blob()),
         ("octonion", octonion_blob()),
         ("hadamard", hadamard_blob()),
+        ("hash int4r 5x", hash_int4r_blob()),
+        ("octonion int6 5x", octonion_int6_blob()),
+        ("dense int6 5x", dense_int6_blob()),
     ];
     let mut rng = Rng(0x005e_ed0f_b10b);
     let mut panics = Vec::new();
@@ -2073,6 +2140,8 @@ fn mutated_blobs_never_panic() {
         "Blob::InvalidTernary",
         "Blob::NotFinite",
         "Blob::TernaryPadding",
+        "Blob::InvalidTernaryByte",
+        "Blob::QuantPadding",
         "Blob::ShapeMismatch",
         "Tokenizer::Load",
         "Tokenizer::Unsupported",
@@ -2381,7 +2450,7 @@ fn zero_blob(cfg: &ModelConfig, edit: impl Fn(&mut WriterTensor)) -> Vec<u8> {
         .collect();
     BlobWriter {
         config_json: cfg.to_json(),
-        tokenizer_json: TINY_TOKENIZER.into(),
+        tokenizer: WriterTokenizer::Json(TINY_TOKENIZER.into()),
         tensors,
     }
     .finish()
@@ -2433,6 +2502,262 @@ fn wasm32_overflow_blobs() -> Vec<(&'static str, Vec<u8>)> {
             zero_blob(&logits, |_| {}),
         ),
     ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format version 2: the compact tokenizer (SPEC §4.2), base-3 ternary and integer rows (§4.1),
+// and version 1 blobs
+// ---------------------------------------------------------------------------------------------
+
+/// Dense, int6 embeddings (rows of 2 codes: 12 bits in 2 bytes, 4 of them padding) and 5x
+/// ternary (`attn.q.weight` has 4 weights: one padding digit).
+fn dense_int6_blob() -> &'static [u8] {
+    static B: OnceLock<Vec<u8>> = OnceLock::new();
+    B.get_or_init(|| {
+        packed(
+            &tiny_dense_config(),
+            TINY_TOKENIZER,
+            Packing::X5,
+            DType::Int6,
+        )
+    })
+}
+
+#[test]
+fn newer_formats_load() {
+    for (b, emb) in [
+        (gpt2_compact_blob(), DType::Int4Rot),
+        (hash_int4r_blob(), DType::Int4Rot),
+        (octonion_int6_blob(), DType::Int6),
+        (dense_int6_blob(), DType::Int6),
+    ] {
+        let parsed = blob::parse(b).expect("parses");
+        assert_eq!(parsed.version, 2);
+        assert_eq!(parsed.tokenizer.form(), "compact");
+        for t in &parsed.tensors {
+            match t.kind {
+                walsh_spec::config::TensorKind::AlgebraWeight => {
+                    assert_eq!(t.dtype, DType::Ternary5x)
+                }
+                walsh_spec::config::TensorKind::Embedding => assert_eq!(t.dtype, emb),
+                _ => {}
+            }
+        }
+        Engine::load(b).expect("loads");
+        // The writer reproduces it from its parts.
+        assert_eq!(writer_of(b).finish(), b);
+    }
+    // GPT-2's tokenizer: 1.48 MB as JSON, under a sixth of that compact.
+    let json = blob::parse(gpt2_blob()).unwrap().tokenizer.len();
+    let compact = blob::parse(gpt2_compact_blob()).unwrap().tokenizer.len();
+    assert!(compact * 6 < json, "{compact} vs {json}");
+}
+
+/// Version 1 blobs (no flags, JSON tokenizer, dtype codes 0..4) still load; the codes of
+/// version 2 and the compact flag are refused in them.
+#[test]
+fn version_1_blobs() {
+    for base in [gpt2_blob(), dense_blob(), octonion_blob(), hadamard_blob()] {
+        let mut b = base.to_vec();
+        set_u32(&mut b, H_VERSION, 1);
+        reseal(&mut b);
+        assert_eq!(blob::parse(&b).expect("v1 parses").version, 1);
+        Engine::load(&b).expect("v1 loads");
+    }
+    let mut b = with_json_tokenizer(hash_int4r_blob(), TINY_TOKENIZER);
+    set_u32(&mut b, H_VERSION, 1);
+    reseal(&mut b);
+    let e = err(&b);
+    assert!(
+        matches!(e, BlobError::UnknownDtype { code: 5 | 10, .. }),
+        "{e:?}"
+    );
+    // The committed default model.
+    let default = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/walsh-default.walsh"
+    ))
+    .unwrap();
+    Engine::load(&default).expect("models/walsh-default.walsh loads");
+}
+
+/// A compact tokenizer section that does not decode, or decodes to a tokenizer the engine
+/// refuses: `parse` reads only the header flag; `Engine::load` names the problem on one line.
+#[test]
+fn compact_tokenizer_errors() {
+    let base = hash_int4r_blob();
+    let l = layout(base);
+    let (start, end) = (l.tokenizer.start, l.tokenizer.end);
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("declared length", Box::new(move |b| b[start] ^= 0x01)),
+        ("more than", Box::new(move |b| b[start + 3] = 0x7f)),
+        ("corrupt", Box::new(move |b| b[start + 4] ^= 0xff)),
+        ("corrupt", Box::new(move |b| b[end - 1] ^= 0x5a)),
+    ];
+    for (what, edit) in cases {
+        let b = edited(base, |b, _| edit(b));
+        blob::parse(&b).expect("parse reads the compact section's flag only");
+        let e = Engine::load(&b).unwrap_err();
+        assert!(
+            matches!(e, LoadError::Tokenizer(TokenizerError::Load(_))),
+            "{what}: {e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("compact tokenizer"), "{what}: {msg}");
+        assert!(!msg.contains('\n'), "{msg:?}");
+    }
+    // A JSON section flagged as compact.
+    let mut b = dense_blob().to_vec();
+    set_u32(&mut b, H_FLAGS, blob::FLAG_COMPACT_TOKENIZER);
+    reseal(&mut b);
+    let e = Engine::load(&b).unwrap_err();
+    assert!(e.to_string().contains("compact tokenizer"), "{e}");
+    // A well-formed compact tokenizer with a component outside the allow-list, one the crate
+    // refuses, and a vocabulary larger than the model's.
+    for (tok, unsupported) in [
+        (
+            tiny_tokenizer_with(TINY_PRE_TOKENIZER, r#""pre_tokenizer":{"type":"Nope"}"#),
+            true,
+        ),
+        (
+            tiny_tokenizer_with(
+                TINY_DECODER,
+                r#""decoder":{"type":"ByteLevel","add_prefix_space":"yes"}"#,
+            ),
+            false,
+        ),
+    ] {
+        let compact = blob::CompactTokenizer::from_json(&tok)
+            .unwrap()
+            .encode()
+            .unwrap();
+        let mut w = writer_of(dense_blob());
+        w.tokenizer = WriterTokenizer::Compact(compact);
+        let e = Engine::load(&w.finish()).unwrap_err();
+        match e {
+            LoadError::Tokenizer(TokenizerError::Unsupported(_)) if unsupported => {}
+            LoadError::Tokenizer(TokenizerError::Load(_)) if !unsupported => {}
+            _ => panic!("{tok}: {e:?}"),
+        }
+    }
+    let tok = std::fs::read_to_string(GPT2_TOKENIZER).unwrap();
+    let compact = blob::CompactTokenizer::from_json(&tok)
+        .unwrap()
+        .encode()
+        .unwrap();
+    let mut w = writer_of(dense_blob());
+    w.tokenizer = WriterTokenizer::Compact(compact);
+    let e = Engine::load(&w.finish()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LoadError::Tokenizer(TokenizerError::VocabTooLarge {
+                tokenizer: 50257,
+                model: 16
+            })
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn ternary5x_errors() {
+    let base = dense_int6_blob();
+    let l = layout(base);
+    let name = "layers.0.attn.q.weight";
+    assert_eq!(l.entry(name).length, 1);
+    // A byte above 242 is no five trits.
+    for v in [243u8, 255] {
+        let b = edited(base, |b, l| b[l.data_at(name)] = v);
+        let e = err(&b);
+        assert!(
+            matches!(&e, BlobError::InvalidTernaryByte { tensor, byte: 0, value } if tensor == name && *value == v),
+            "{e:?}"
+        );
+        assert_mentions(&e, name);
+    }
+    // 4 weights: the fifth digit (81) is padding.
+    let b = edited(base, |b, l| b[l.data_at(name)] = 81);
+    let e = err(&b);
+    assert!(
+        matches!(&e, BlobError::TernaryPadding { tensor, byte: 0 } if tensor == name),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn quant_rows_errors() {
+    let base = dense_int6_blob();
+    let l = layout(base);
+    let name = "tok_emb.weight";
+    // 16 rows of 2 bytes, then 16 f16 scales.
+    assert_eq!(l.entry(name).length, 16 * 2 + 16 * 2);
+    for row in [0usize, 15] {
+        let b = edited(base, |b, l| b[l.data_at(name) + 2 * row + 1] |= 0x10);
+        let e = err(&b);
+        assert!(
+            matches!(&e, BlobError::QuantPadding { tensor, row: r } if tensor == name && *r == row),
+            "{e:?}"
+        );
+        assert_mentions(&e, name);
+    }
+    for bits in [0x7e00u16, 0x7c00, 0xfc00] {
+        let b = edited(base, |b, l| {
+            let at = l.data_at(name) + 32 + 2 * 3;
+            b[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+        });
+        let e = err(&b);
+        assert!(
+            matches!(&e, BlobError::NotFinite { tensor, element: 6 } if tensor == name),
+            "{e:?}"
+        );
+    }
+}
+
+/// The integer head's view of the blob (SPEC §4.1): codes and scales as stored, the rotation
+/// block, and `to_f32` equal to the blockwise transform of codes × scale.
+#[test]
+fn quant_rows_contract() {
+    let parsed = blob::parse(hash_int4r_blob()).unwrap();
+    let t = parsed.tensor("tok_emb.hash1").unwrap();
+    let q = t.to_quant_rows().unwrap().expect("int4r rows");
+    assert_eq!((q.rows, q.cols, q.bits), (7, 64, 4));
+    assert_eq!(q.rotation_block, Some(64));
+    assert!(q.codes.iter().all(|c| (-8..=7).contains(c)));
+    let x = t.to_f32().unwrap();
+    for r in 0..q.rows {
+        for i in 0..64usize {
+            let want: f64 = (0..64usize)
+                .map(|k| {
+                    let sign = if (i & k).count_ones() % 2 == 0 {
+                        1.0
+                    } else {
+                        -1.0
+                    };
+                    sign / 8.0 * f64::from(q.codes[r * 64 + k]) * f64::from(q.scales[r])
+                })
+                .sum();
+            assert!((want - f64::from(x[r * 64 + i])).abs() < 1e-5);
+        }
+    }
+    let parsed = blob::parse(hadamard_blob()).unwrap();
+    assert_eq!(
+        parsed
+            .tensor("tok_emb.hash1")
+            .unwrap()
+            .to_quant_rows()
+            .unwrap(),
+        None
+    );
+    let parsed = blob::parse(octonion_blob()).unwrap();
+    let q = parsed
+        .tensor("tok_emb.weight")
+        .unwrap()
+        .to_quant_rows()
+        .unwrap()
+        .unwrap();
+    assert_eq!((q.bits, q.rotation_block), (8, None));
 }
 
 mod in_the_canister {

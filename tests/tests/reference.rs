@@ -79,6 +79,7 @@ fn pack(ckpt: &Checkpoint, packing: Packing, embeddings: DType) -> Vec<u8> {
         PackOptions {
             packing,
             embeddings,
+            ..PackOptions::default()
         },
     )
     .expect("pack")

@@ -60,6 +60,7 @@ fn parity(config: &str) {
             PackOptions {
                 packing,
                 embeddings: DType::F32,
+                ..PackOptions::default()
             },
         )
         .unwrap();

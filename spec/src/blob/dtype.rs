@@ -10,7 +10,30 @@ pub enum DType {
     Int8,
     Ternary4x,
     Ternary16x,
+    /// 5 trits a byte, base 3 (1.6 bits a weight).
+    Ternary5x,
+    Int6,
+    Int4,
+    /// Rows rotated by the blockwise Walsh–Hadamard transform, then int8 / int6 / int4.
+    Int8Rot,
+    Int6Rot,
+    Int4Rot,
 }
+
+/// Every dtype, in code order.
+pub const ALL_DTYPES: [DType; 11] = [
+    DType::F32,
+    DType::F16,
+    DType::Int8,
+    DType::Ternary4x,
+    DType::Ternary16x,
+    DType::Ternary5x,
+    DType::Int6,
+    DType::Int4,
+    DType::Int8Rot,
+    DType::Int6Rot,
+    DType::Int4Rot,
+];
 
 impl DType {
     pub fn code(self) -> u8 {
@@ -20,18 +43,46 @@ impl DType {
             DType::Int8 => 2,
             DType::Ternary4x => 3,
             DType::Ternary16x => 4,
+            DType::Ternary5x => 5,
+            DType::Int6 => 6,
+            DType::Int4 => 7,
+            DType::Int8Rot => 8,
+            DType::Int6Rot => 9,
+            DType::Int4Rot => 10,
         }
     }
 
     pub fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            0 => DType::F32,
-            1 => DType::F16,
-            2 => DType::Int8,
-            3 => DType::Ternary4x,
-            4 => DType::Ternary16x,
-            _ => return None,
-        })
+        ALL_DTYPES.get(usize::from(code)).copied()
+    }
+
+    /// The dtype of a blob of format `version`: version 1 knows codes 0 to 4 only.
+    pub fn from_code_in(code: u8, version: u32) -> Option<Self> {
+        Self::from_code(code).filter(|_| version >= 2 || code <= 4)
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        ALL_DTYPES.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Integer rows (SPEC §4.1): bits a code and whether the rows are Hadamard-rotated.
+    pub fn quant(self) -> Option<(u32, bool)> {
+        match self {
+            DType::Int8 => Some((8, false)),
+            DType::Int6 => Some((6, false)),
+            DType::Int4 => Some((4, false)),
+            DType::Int8Rot => Some((8, true)),
+            DType::Int6Rot => Some((6, true)),
+            DType::Int4Rot => Some((4, true)),
+            _ => None,
+        }
+    }
+
+    /// The integer-rows dtype of `bits` (8, 6 or 4), rotated or not.
+    pub fn quant_of(bits: u32, rotated: bool) -> Option<Self> {
+        ALL_DTYPES
+            .into_iter()
+            .find(|d| d.quant() == Some((bits, rotated)))
     }
 
     pub fn name(self) -> &'static str {
@@ -41,18 +92,29 @@ impl DType {
             DType::Int8 => "int8",
             DType::Ternary4x => "ternary4x",
             DType::Ternary16x => "ternary16x",
+            DType::Ternary5x => "ternary5x",
+            DType::Int6 => "int6",
+            DType::Int4 => "int4",
+            DType::Int8Rot => "int8r",
+            DType::Int6Rot => "int6r",
+            DType::Int4Rot => "int4r",
         }
     }
 
     pub fn is_ternary(self) -> bool {
-        matches!(self, DType::Ternary4x | DType::Ternary16x)
+        matches!(
+            self,
+            DType::Ternary4x | DType::Ternary16x | DType::Ternary5x
+        )
     }
 
     /// Whether SPEC §4 lets a tensor of this kind be stored in this dtype.
     pub fn allowed_for(self, kind: TensorKind) -> bool {
         match kind {
             TensorKind::AlgebraWeight => self.is_ternary(),
-            TensorKind::Embedding => matches!(self, DType::F32 | DType::F16 | DType::Int8),
+            TensorKind::Embedding => {
+                matches!(self, DType::F32 | DType::F16) || self.quant().is_some()
+            }
             TensorKind::AlgebraScale | TensorKind::Dense => matches!(self, DType::F32 | DType::F16),
         }
     }
@@ -65,13 +127,20 @@ impl DType {
         let len = match self {
             DType::F32 => numel.checked_mul(4),
             DType::F16 => numel.checked_mul(2),
-            DType::Int8 => {
+            DType::Int8
+            | DType::Int6
+            | DType::Int4
+            | DType::Int8Rot
+            | DType::Int6Rot
+            | DType::Int4Rot => {
+                // Rows of ceil(bits·c/8) bytes, then an f16 scale per row.
+                let bits = self.quant().map_or(8, |q| u64::from(q.0));
                 let cols = shape.last().copied().unwrap_or(1).max(1) as u64;
-                (numel / cols)
-                    .checked_mul(2)
-                    .and_then(|s| s.checked_add(numel))
+                let rows = numel / cols;
+                rows.checked_mul((bits * cols).div_ceil(8) + 2)
             }
             DType::Ternary4x => Some(numel.div_ceil(4)),
+            DType::Ternary5x => Some(numel.div_ceil(5)),
             DType::Ternary16x => match shape {
                 [a, n, m] => 16u64
                     .checked_mul(*a as u64)
@@ -119,7 +188,8 @@ pub fn encode_int8_rows(values: &[f32], cols: usize) -> Vec<u8> {
 }
 
 /// Decodes an f32, f16 or int8 tensor; returns the index of the first non-finite value as the
-/// error. Ternary dtypes are decoded by [`crate::ternary`].
+/// error. Ternary dtypes are decoded by [`crate::ternary`], int6 / int4 and rotated rows by
+/// [`super::quant`].
 pub fn decode_f32(dtype: DType, bytes: &[u8], shape: &[usize]) -> Result<Vec<f32>, usize> {
     let out: Vec<f32> = match dtype {
         DType::F32 => bytes
@@ -146,7 +216,7 @@ pub fn decode_f32(dtype: DType, bytes: &[u8], shape: &[usize]) -> Result<Vec<f32
                 .map(|(e, &b)| f32::from(b as i8) * scales[e / cols])
                 .collect()
         }
-        DType::Ternary4x | DType::Ternary16x => return Err(0),
+        _ => return Err(0),
     };
     match out.iter().position(|v| !v.is_finite()) {
         Some(e) => Err(e),

@@ -1,19 +1,28 @@
 //! The `.walsh` blob of SPEC §4: its dtypes and errors (here), the parser that validates an
-//! untrusted blob (`reader`) and the writer the packer uses (`writer`).
+//! untrusted blob (`reader`), the writer the packer uses (`writer`), low-bit rows (`quant`) and
+//! the compact tokenizer (`tokenizer`).
 
 mod dtype;
+pub mod quant;
 mod reader;
+pub mod tokenizer;
 mod writer;
 
 pub use dtype::{DType, decode_f32, encode_f16, encode_f32, encode_int8_rows};
-pub use reader::{Blob, TensorView, parse, parse_prehashed};
-pub use writer::{BlobWriter, WriterTensor};
+pub use quant::QuantRows;
+pub use reader::{Blob, TensorView, TokenizerSection, parse, parse_prehashed};
+pub use tokenizer::{CompactTokenizer, CompactTokenizerError};
+pub use writer::{BlobWriter, WriterTensor, WriterTokenizer};
 
 use crate::config::ConfigError;
 use thiserror::Error;
 
 pub const MAGIC: [u8; 8] = *b"WALSHBLB";
-pub const VERSION: u32 = 1;
+/// The version the writer writes. The reader also reads version 1 (SPEC §4: no header flags,
+/// the tokenizer as JSON, dtype codes 0 to 4).
+pub const VERSION: u32 = 2;
+/// Header flag (version 2): the tokenizer section holds the compact form of SPEC §4.2.
+pub const FLAG_COMPACT_TOKENIZER: u32 = 1;
 pub const HEADER_LEN: usize = 56;
 pub const ALIGN: usize = 64;
 pub const CHECKSUM_LEN: usize = 32;
@@ -26,7 +35,9 @@ pub enum BlobError {
     TooShort { needed: usize, have: usize },
     #[error("not a .walsh blob (magic bytes are {found:02x?}, expected \"WALSHBLB\")")]
     BadMagic { found: [u8; 8] },
-    #[error("blob format version {0} is not supported (this engine reads version {VERSION})")]
+    #[error(
+        "blob format version {0} is not supported (this engine reads versions 1 and {VERSION}); repack the checkpoint with a packer of this version"
+    )]
     UnsupportedVersion(u32),
     #[error("reserved header flags are {0:#x}; they must be 0")]
     ReservedFlags(u32),
@@ -95,6 +106,14 @@ pub enum BlobError {
     InvalidTernary { tensor: String, element: usize },
     #[error("tensor `{tensor}` has a non-zero ternary padding code in byte {byte}")]
     TernaryPadding { tensor: String, byte: usize },
+    #[error("tensor `{tensor}` byte {byte} is {value}; five trits are at most 242 (3^5 - 1)")]
+    InvalidTernaryByte {
+        tensor: String,
+        byte: usize,
+        value: u8,
+    },
+    #[error("tensor `{tensor}` row {row} has non-zero padding bits after its last code")]
+    QuantPadding { tensor: String, row: usize },
     #[error("tensor `{tensor}` element {element} is not a finite number")]
     NotFinite { tensor: String, element: usize },
     #[error("blob is {have} bytes but its header says {expected} (truncated?)")]

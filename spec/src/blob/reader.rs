@@ -1,9 +1,10 @@
 //! The blob parser: takes untrusted bytes, checks every rule of SPEC §4, and hands out views of
 //! the tensors. It never panics and never allocates more than the blob's own size suggests.
 
+use super::quant::{QuantError, QuantRows};
 use super::{
-    ALIGN, BlobError, CHECKSUM_LEN, DType, HEADER_LEN, MAGIC, MAX_NAME_LEN, MAX_RANK, VERSION,
-    decode_f32, hex,
+    ALIGN, BlobError, CHECKSUM_LEN, DType, FLAG_COMPACT_TOKENIZER, HEADER_LEN, MAGIC, MAX_NAME_LEN,
+    MAX_RANK, VERSION, decode_f32, hex,
 };
 use crate::config::{ModelConfig, TensorKind, TensorSpec};
 use crate::ternary::{self, UnpackError};
@@ -15,12 +16,44 @@ use std::collections::HashMap;
 #[derive(Debug)]
 pub struct Blob<'a> {
     pub config: ModelConfig,
-    /// The tokenizer.json text (validated as UTF-8; the engine loads it).
-    pub tokenizer_json: &'a str,
+    /// Format version (1 or 2).
+    pub version: u32,
+    /// The tokenizer section (the engine loads it).
+    pub tokenizer: TokenizerSection<'a>,
     /// Tensors in table order.
     pub tensors: Vec<TensorView<'a>>,
     pub sha256: [u8; 32],
     pub total_len: usize,
+}
+
+/// The tokenizer as the blob stores it (SPEC §4, §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerSection<'a> {
+    /// tokenizer.json text, validated as UTF-8.
+    Json(&'a str),
+    /// The compact form's bytes (decoded by [`super::CompactTokenizer::decode`]).
+    Compact(&'a [u8]),
+}
+
+impl TokenizerSection<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            TokenizerSection::Json(s) => s.len(),
+            TokenizerSection::Compact(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// "json" or "compact".
+    pub fn form(&self) -> &'static str {
+        match self {
+            TokenizerSection::Json(_) => "json",
+            TokenizerSection::Compact(_) => "compact",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -37,11 +70,38 @@ impl TensorView<'_> {
         self.shape.iter().product()
     }
 
-    /// The values of a float or int8 tensor as f32 (already checked finite by `parse`).
+    /// The values of a float or integer-rows tensor as f32, any rotation undone (already
+    /// checked finite by `parse`).
     pub fn to_f32(&self) -> Result<Vec<f32>, BlobError> {
+        if self.dtype.quant().is_some() && self.dtype != DType::Int8 {
+            return Ok(self.quant_rows()?.to_f32());
+        }
         decode_f32(self.dtype, self.bytes, &self.shape).map_err(|element| BlobError::NotFinite {
             tensor: self.name.clone(),
             element,
+        })
+    }
+
+    /// An integer-rows tensor (int8, int6, int4, rotated or not) as stored: codes, per-row scales
+    /// and the rotation block (SPEC §4.1; [`QuantRows`] says exactly what the values are).
+    /// `Ok(None)` for a tensor of any other dtype (f32, f16, ternary).
+    pub fn to_quant_rows(&self) -> Result<Option<QuantRows>, BlobError> {
+        if self.dtype.quant().is_none() {
+            return Ok(None);
+        }
+        self.quant_rows().map(Some)
+    }
+
+    fn quant_rows(&self) -> Result<QuantRows, BlobError> {
+        QuantRows::decode(self.dtype, self.bytes, &self.shape).map_err(|e| match e {
+            QuantError::NotFiniteScale { row } => BlobError::NotFinite {
+                tensor: self.name.clone(),
+                element: row * self.shape.last().copied().unwrap_or(1),
+            },
+            QuantError::NonZeroPadding { row } => BlobError::QuantPadding {
+                tensor: self.name.clone(),
+                row,
+            },
         })
     }
 
@@ -49,6 +109,7 @@ impl TensorView<'_> {
     pub fn to_ternary(&self) -> Result<Vec<i8>, BlobError> {
         let unpacked = match (self.dtype, self.shape.as_slice()) {
             (DType::Ternary4x, _) => ternary::unpack4x(self.bytes, self.numel()),
+            (DType::Ternary5x, _) => ternary::unpack5x(self.bytes, self.numel()),
             (DType::Ternary16x, [a, n, m]) => ternary::unpack16x(self.bytes, *a, *n, *m),
             _ => {
                 return Err(BlobError::DtypeNotAllowed {
@@ -65,6 +126,11 @@ impl TensorView<'_> {
             UnpackError::NonZeroPadding { byte } => BlobError::TernaryPadding {
                 tensor: self.name.clone(),
                 byte,
+            },
+            UnpackError::InvalidByte { byte, value } => BlobError::InvalidTernaryByte {
+                tensor: self.name.clone(),
+                byte,
+                value,
             },
         })
     }
@@ -163,12 +229,18 @@ fn parse_inner(bytes: &[u8], content_sha256: Option<[u8; 32]>) -> Result<Blob<'_
         return Err(BlobError::BadMagic { found });
     }
     let version = LE::read_u32(&bytes[8..12]);
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(BlobError::UnsupportedVersion(version));
     }
     let flags = LE::read_u32(&bytes[12..16]);
-    if flags != 0 {
-        return Err(BlobError::ReservedFlags(flags));
+    // Version 1 has no flags; version 2 one, the compact tokenizer.
+    let known = if version == 1 {
+        0
+    } else {
+        FLAG_COMPACT_TOKENIZER
+    };
+    if flags & !known != 0 {
+        return Err(BlobError::ReservedFlags(flags & !known));
     }
     let config_len = LE::read_u64(&bytes[16..24]);
     let tokenizer_len = LE::read_u64(&bytes[24..32]);
@@ -225,8 +297,14 @@ fn parse_inner(bytes: &[u8], content_sha256: Option<[u8; 32]>) -> Result<Blob<'_
         });
     }
     let config = ModelConfig::from_json(&bytes[cfg_start..cfg_end])?;
-    let tokenizer_json =
-        std::str::from_utf8(&bytes[tok_start..tok_end]).map_err(|_| BlobError::TokenizerNotUtf8)?;
+    let tokenizer = if flags & FLAG_COMPACT_TOKENIZER != 0 {
+        TokenizerSection::Compact(&bytes[tok_start..tok_end])
+    } else {
+        TokenizerSection::Json(
+            std::str::from_utf8(&bytes[tok_start..tok_end])
+                .map_err(|_| BlobError::TokenizerNotUtf8)?,
+        )
+    };
 
     let specs = config.tensors();
     if tensor_count != specs.len() as u64 {
@@ -270,7 +348,7 @@ fn parse_inner(bytes: &[u8], content_sha256: Option<[u8; 32]>) -> Result<Blob<'_
         }
         let name = String::from_utf8_lossy(raw).into_owned();
         let code = cur.u8()?;
-        let dtype = DType::from_code(code).ok_or_else(|| BlobError::UnknownDtype {
+        let dtype = DType::from_code_in(code, version).ok_or_else(|| BlobError::UnknownDtype {
             tensor: name.clone(),
             code,
         })?;
@@ -343,9 +421,12 @@ fn parse_inner(bytes: &[u8], content_sha256: Option<[u8; 32]>) -> Result<Blob<'_
             kind: spec.kind,
             bytes: &data[offset as usize..end as usize],
         };
-        // Content: ternary codes and float values.
+        // Content: ternary codes, integer rows (scales and padding; every code is a value, and
+        // codes times finite f16 scales, rotated or not, stay finite) and float values.
         if dtype.is_ternary() {
             view.to_ternary()?;
+        } else if dtype.quant().is_some() {
+            view.quant_rows()?;
         } else {
             view.to_f32()?;
         }
@@ -362,7 +443,8 @@ fn parse_inner(bytes: &[u8], content_sha256: Option<[u8; 32]>) -> Result<Blob<'_
     }
     Ok(Blob {
         config,
-        tokenizer_json,
+        version,
+        tokenizer,
         tensors,
         sha256: computed,
         total_len: blob_len,

@@ -1,7 +1,7 @@
 //! Writes a blob in the layout of SPEC §4. Used by the packer and by tests; the canister only
 //! reads.
 
-use super::{ALIGN, CHECKSUM_LEN, DType, HEADER_LEN, MAGIC, VERSION};
+use super::{ALIGN, CHECKSUM_LEN, DType, FLAG_COMPACT_TOKENIZER, HEADER_LEN, MAGIC, VERSION};
 use byteorder::{LittleEndian as LE, WriteBytesExt};
 use sha2::{Digest, Sha256};
 
@@ -14,10 +14,42 @@ pub struct WriterTensor {
     pub bytes: Vec<u8>,
 }
 
+/// The tokenizer section to write: tokenizer.json text, or the compact form's bytes
+/// ([`super::CompactTokenizer::encode`]), which sets the header flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterTokenizer {
+    Json(String),
+    Compact(Vec<u8>),
+}
+
+impl Default for WriterTokenizer {
+    fn default() -> Self {
+        WriterTokenizer::Json(String::new())
+    }
+}
+
+impl WriterTokenizer {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            WriterTokenizer::Json(s) => s.as_bytes(),
+            WriterTokenizer::Compact(b) => b,
+        }
+    }
+}
+
+impl From<super::TokenizerSection<'_>> for WriterTokenizer {
+    fn from(t: super::TokenizerSection<'_>) -> Self {
+        match t {
+            super::TokenizerSection::Json(s) => WriterTokenizer::Json(s.to_string()),
+            super::TokenizerSection::Compact(b) => WriterTokenizer::Compact(b.to_vec()),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct BlobWriter {
     pub config_json: String,
-    pub tokenizer_json: String,
+    pub tokenizer: WriterTokenizer,
     pub tensors: Vec<WriterTensor>,
 }
 
@@ -46,19 +78,23 @@ impl BlobWriter {
             let _ = table.write_u64::<LE>(t.bytes.len() as u64);
         }
         let data_offset =
-            (HEADER_LEN + self.config_json.len() + self.tokenizer_json.len() + table.len())
+            (HEADER_LEN + self.config_json.len() + self.tokenizer.bytes().len() + table.len())
                 .next_multiple_of(ALIGN);
         let mut out = Vec::with_capacity(data_offset + data_len + CHECKSUM_LEN);
         out.extend_from_slice(&MAGIC);
         let _ = out.write_u32::<LE>(VERSION);
-        let _ = out.write_u32::<LE>(0);
+        let flags = match self.tokenizer {
+            WriterTokenizer::Json(_) => 0,
+            WriterTokenizer::Compact(_) => FLAG_COMPACT_TOKENIZER,
+        };
+        let _ = out.write_u32::<LE>(flags);
         let _ = out.write_u64::<LE>(self.config_json.len() as u64);
-        let _ = out.write_u64::<LE>(self.tokenizer_json.len() as u64);
+        let _ = out.write_u64::<LE>(self.tokenizer.bytes().len() as u64);
         let _ = out.write_u64::<LE>(self.tensors.len() as u64);
         let _ = out.write_u64::<LE>(data_offset as u64);
         let _ = out.write_u64::<LE>(data_len as u64);
         out.extend_from_slice(self.config_json.as_bytes());
-        out.extend_from_slice(self.tokenizer_json.as_bytes());
+        out.extend_from_slice(self.tokenizer.bytes());
         out.extend_from_slice(&table);
         out.resize(data_offset, 0);
         for (t, &off) in self.tensors.iter().zip(&offsets) {

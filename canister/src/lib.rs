@@ -200,6 +200,7 @@ fn try_generate(req: GenerateRequest) -> Result<Generation, GenerateError> {
         top_k: req.top_k.unwrap_or(0) as usize,
         top_p: req.top_p.unwrap_or(1.0),
         seed: req.seed.unwrap_or(0),
+        ..SamplingParams::default()
     };
     params.validate().map_err(GenerateError::InvalidSampling)?;
     let prompt_ids = engine

@@ -202,6 +202,14 @@ fn errors_are_one_clear_line() {
     );
     let e = fails(&["run", "models/walsh-default.walsh", "Hi", "--top-p", "0"]);
     assert!(e.contains("top_p"), "{e}");
+    let e = fails(&[
+        "run",
+        "models/walsh-default.walsh",
+        "Hi",
+        "--repeat-penalty",
+        "0",
+    ]);
+    assert!(e.contains("repeat_penalty"), "{e}");
 
     // A missing file is said once, not "(os error 2): No such file or directory (os error 2)".
     let e = fails(&[
@@ -422,4 +430,33 @@ fn default_model_is_the_documented_trained_one() {
         text.starts_with("Once upon a time, there was a little girl named Lily. She loved to play"),
         "{text}"
     );
+}
+
+/// The repetition penalty (SPEC §5.2) changes greedy text, deterministically; with a window of 0
+/// tokens it is off.
+#[test]
+fn run_repeat_penalty_changes_greedy_text() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "models/walsh-default.walsh",
+            "Once upon a time",
+            "--max-tokens",
+            "60",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let text = |s: String| {
+        s.lines()
+            .take_while(|l| !l.starts_with('['))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let plain = text(run(&[]));
+    let penalized = text(run(&["--repeat-penalty", "1.3"]));
+    assert_ne!(plain, penalized);
+    assert_eq!(penalized, text(run(&["--repeat-penalty", "1.3"])));
+    let windowless = text(run(&["--repeat-penalty", "1.3", "--repeat-last-n", "0"]));
+    assert_eq!(plain, windowless);
 }

@@ -377,6 +377,7 @@ fn sampling_and_stop_strings() {
         top_k: 40,
         top_p: 0.95,
         seed: 11,
+        ..SamplingParams::default()
     };
     let native = engine
         .generate("Once upon a time", 30, params, &[], |_| true)

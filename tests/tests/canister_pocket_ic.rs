@@ -388,6 +388,7 @@ mod scenarios {
             top_k: 40,
             top_p: 0.95,
             seed: 11,
+            ..SamplingParams::default()
         };
         let native = Engine::load(&default)
             .unwrap()

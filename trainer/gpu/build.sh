@@ -19,12 +19,14 @@ strip -o .gpu/cuda-tests "$tests"
 cargo build --release --locked -p walsh-packer
 strip -o .gpu/packer target/release/packer
 # TEXT=1: the text of trainer/gpu/frontier.sh instead (docs/MODELS.md, "The frontier"): all the
-# children's books and TinyStories train xz-compressed (36 MB; the GPU machine's 16 cores train
-# the tokenizer and tokenize them there), valid.txt as it is.
+# children's books and TinyStories train xz-compressed (-6: about 28 MB, which with the binaries
+# and the repository fits the device tool's 64 MiB; the GPU machine's 16 cores train the tokenizer
+# and tokenize them there, 13 s), valid.txt as it is. A call that also carries a teacher
+# checkpoint (trainer/gpu/shrink_checkpoint.py) leaves books 04-05 out.
 if [ "${TEXT:-0}" = 1 ]; then
     mkdir -p .gpu/text
     for f in "$books"/books-0*.txt "$data/train-00.txt"; do
-        [ -f ".gpu/text/$(basename "$f").xz" ] || xz -T2 -1 -c "$f" >".gpu/text/$(basename "$f").xz"
+        [ -f ".gpu/text/$(basename "$f").xz" ] || xz -T0 -6 -c "$f" >".gpu/text/$(basename "$f").xz"
     done
     cp "$data/valid.txt" .gpu/text/
     du -sh .gpu

@@ -144,7 +144,8 @@ pub fn plot_frontier(table: &Path, png: &Path) -> Result<Vec<String>, FrontierEr
 fn draw(png: &Path, points: &[Point], front: &[usize]) -> Result<(), Box<dyn std::error::Error>> {
     let mb = |p: &Point| p.blob_bytes as f64 / 1e6;
     let x0 = points.iter().map(mb).fold(f64::INFINITY, f64::min) / 1.3;
-    let x1 = points.iter().map(mb).fold(0.0, f64::max) * 1.3;
+    // Room on the right for the largest model's label.
+    let x1 = points.iter().map(mb).fold(0.0, f64::max) * 2.5;
     let y0 = points.iter().map(|p| p.bpb).fold(f64::INFINITY, f64::min) - 0.02;
     let y1 = points.iter().map(|p| p.bpb).fold(0.0, f64::max) + 0.02;
     let label = |size| (FAMILY, size).into_font();
@@ -166,6 +167,8 @@ fn draw(png: &Path, points: &[Point], front: &[usize]) -> Result<(), Box<dyn std
         .x_desc("blob bytes, tokenizer included (MB, log scale)")
         .y_desc("bits per byte (packer eval, valid.txt)")
         .x_label_formatter(&|v| format!("{v:.1}"))
+        // A log axis' minor lines crowd its labels; the major ones are enough.
+        .light_line_style(WHITE)
         .label_style(label(15))
         .axis_desc_style(label(17))
         .draw()?;

@@ -422,6 +422,7 @@ fn run(cli: Cli) -> Result<()> {
                         top_k,
                         top_p,
                         seed: seed.wrapping_add(i as u64),
+                        ..SamplingParams::default()
                     };
                     params.validate().map_err(anyhow::Error::msg)?;
                     let text = sample(&mut model, &tokenizer, &prompt, max_tokens, params)?;

@@ -120,8 +120,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// llama.cpp's repetition penalty (SPEC §5.2): the logits of the last N tokens' ids are
-        /// divided by R when positive, multiplied by R otherwise; 1 = off.
-        #[arg(long, default_value_t = 1.0, value_name = "R")]
+        /// divided by R when positive, multiplied by R otherwise; 1 = off. The default is the
+        /// canister's `generate`'s, so that both write the same text.
+        #[arg(long, default_value_t = walsh_spec::sampler::DEFAULT_DECODING_REPEAT_PENALTY, value_name = "R")]
         repeat_penalty: f32,
         /// How many of the context's last tokens the repetition penalty looks at; 0 = off.
         #[arg(long, default_value_t = walsh_spec::sampler::DEFAULT_REPEAT_LAST_N, value_name = "N")]

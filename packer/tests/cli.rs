@@ -411,7 +411,7 @@ fn default_model_is_the_documented_trained_one() {
         walsh_spec::blob::hex(&walsh_packer::inspect::sha256(&bytes[..bytes.len() - 32]))
     );
     assert!(info.contains("bits per parameter"), "{info}");
-    assert!(info.contains("tinystories-hadamard-hash"), "{info}");
+    assert!(info.contains("bpe4k-octonion-12x192"), "{info}");
     let doc = std::fs::read_to_string(root().join("docs/MODELS.md")).unwrap();
     for (what, value) in [("sha256", &sha), ("checksum", &checksum)] {
         assert!(
@@ -433,7 +433,7 @@ fn default_model_is_the_documented_trained_one() {
 }
 
 /// The repetition penalty (SPEC §5.2) changes greedy text, deterministically; with a window of 0
-/// tokens it is off.
+/// tokens it is off; without options `run` applies the default decoding's (1.1 over 64 tokens).
 #[test]
 fn run_repeat_penalty_changes_greedy_text() {
     let run = |extra: &[&str]| {
@@ -453,7 +453,14 @@ fn run_repeat_penalty_changes_greedy_text() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let plain = text(run(&[]));
+    let plain = text(run(&["--repeat-penalty", "1"]));
+    // The default decoding is the canister's `generate`'s: the penalty 1.1 over 64 tokens.
+    let default = text(run(&[]));
+    assert_eq!(
+        default,
+        text(run(&["--repeat-penalty", "1.1", "--repeat-last-n", "64"]))
+    );
+    assert_ne!(plain, default);
     let penalized = text(run(&["--repeat-penalty", "1.3"]));
     assert_ne!(plain, penalized);
     assert_eq!(penalized, text(run(&["--repeat-penalty", "1.3"])));

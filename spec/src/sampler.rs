@@ -53,6 +53,12 @@ pub struct SamplingParams {
 /// [`SamplingParams::repeat_last_n`]'s default, llama.cpp's.
 pub const DEFAULT_REPEAT_LAST_N: usize = 64;
 
+/// The repetition penalty of the default decoding (SPEC §5.2): the canister's `generate` and
+/// `packer run` without `--repeat-penalty` use it over the last [`DEFAULT_REPEAT_LAST_N`] tokens,
+/// so that both write the same text for the same prompt. Measured on the default model, it
+/// removes every repeated sentence from its greedy text (docs/MODELS.md).
+pub const DEFAULT_DECODING_REPEAT_PENALTY: f32 = 1.1;
+
 impl Default for SamplingParams {
     fn default() -> Self {
         SamplingParams {

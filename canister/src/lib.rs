@@ -16,7 +16,7 @@ use upload::{BlobStore, UploadError, UploadSession};
 use walsh_engine::Engine;
 use walsh_interface::*;
 use walsh_spec::blob::hex;
-use walsh_spec::sampler::SamplingParams;
+use walsh_spec::sampler::{DEFAULT_DECODING_REPEAT_PENALTY, DEFAULT_REPEAT_LAST_N, SamplingParams};
 use walsh_spec::upload::MAX_DOWNLOAD_CHUNK;
 
 /// Prompts longer than this many bytes per context position are refused before tokenizing:
@@ -212,6 +212,10 @@ fn try_generate(req: GenerateRequest) -> Result<Generation, GenerateError> {
         top_k: req.top_k.unwrap_or(0) as usize,
         top_p: req.top_p.unwrap_or(1.0),
         seed: req.seed.unwrap_or(0),
+        repeat_penalty: req.repeat_penalty.unwrap_or(1.0),
+        repeat_last_n: req
+            .repeat_last_n
+            .map_or(DEFAULT_REPEAT_LAST_N, |n| n as usize),
     };
     params.validate().map_err(GenerateError::InvalidSampling)?;
     let prompt_ids = engine
@@ -258,7 +262,9 @@ fn finish_reason(f: walsh_engine::FinishReason) -> FinishReason {
     }
 }
 
-/// Greedy generation of up to `max_tokens` tokens after `prompt`.
+/// The default decoding (SPEC §5): up to `max_tokens` tokens after `prompt`, greedy with the
+/// repetition penalty [`DEFAULT_DECODING_REPEAT_PENALTY`] over the last [`DEFAULT_REPEAT_LAST_N`]
+/// tokens — what `packer run` does without sampling options.
 #[ic_cdk::query]
 fn generate(prompt: String, max_tokens: u32) -> GenerateResult {
     run_generate(GenerateRequest {
@@ -269,6 +275,8 @@ fn generate(prompt: String, max_tokens: u32) -> GenerateResult {
         top_p: None,
         seed: None,
         stop: None,
+        repeat_penalty: Some(DEFAULT_DECODING_REPEAT_PENALTY),
+        repeat_last_n: Some(DEFAULT_REPEAT_LAST_N as u32),
     })
 }
 

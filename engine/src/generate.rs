@@ -62,6 +62,8 @@ pub struct Generation<'e> {
     engine: &'e Engine,
     cache: KvCache,
     sampler: Sampler,
+    /// The whole context so far (start token, prompt, generated), for the repetition penalty.
+    context: Vec<u32>,
     prompt_tokens: usize,
     generated: Vec<u32>,
     max_new: usize,
@@ -122,6 +124,11 @@ impl<'e> Generation<'e> {
             engine,
             cache: engine.model.new_cache(),
             sampler: Sampler::new(params),
+            context: {
+                let mut all = Vec::with_capacity(cfg.block_size.max(context.len()));
+                all.extend_from_slice(&context);
+                all
+            },
             prompt_tokens: prompt_ids.len(),
             generated: Vec::with_capacity(max_new.min(cfg.block_size)),
             max_new,
@@ -156,7 +163,7 @@ impl<'e> Generation<'e> {
             return Ok(None);
         }
         let mut laps = crate::profile::Laps::start();
-        let token = self.sampler.sample(&self.logits);
+        let token = self.sampler.sample_after(&self.logits, &self.context);
         laps.lap(crate::profile::Phase::Sample);
         if token == self.engine.model.config.eos_token_id {
             self.finish = Some(FinishReason::Eos);
@@ -177,6 +184,7 @@ impl<'e> Generation<'e> {
 
     fn accept(&mut self, token: u32) -> Result<(), GenerateError> {
         self.generated.push(token);
+        self.context.push(token);
         if self.generated.len() >= self.max_new {
             self.finish = Some(FinishReason::Length);
         } else if self.cache.len() >= self.cache.capacity() {

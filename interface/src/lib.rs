@@ -25,6 +25,10 @@ pub struct GenerateRequest {
     /// Generation stops when the text contains one of these (the text is cut before it). At most
     /// [`MAX_STOP_STRINGS`] strings of at most [`MAX_STOP_BYTES`] bytes each.
     pub stop: Option<Vec<String>>,
+    /// The repetition penalty (SPEC §5.2), a finite number > 0. Absent: 1 (off).
+    pub repeat_penalty: Option<f32>,
+    /// How many of the context's last tokens the penalty looks at; 0 = off. Absent: 64.
+    pub repeat_last_n: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, CandidType, Deserialize)]

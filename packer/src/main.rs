@@ -162,6 +162,14 @@ enum Command {
         /// Seed of the sampler (with a temperature above 0): the same seed gives the same text.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// llama.cpp's repetition penalty (SPEC §5.2): the logits of the last N tokens' ids are
+        /// divided by R when positive, multiplied by R otherwise; 1 = off. The default is the
+        /// canister's `generate`'s, so that both write the same text.
+        #[arg(long, default_value_t = walsh_spec::sampler::DEFAULT_DECODING_REPEAT_PENALTY, value_name = "R")]
+        repeat_penalty: f32,
+        /// How many of the context's last tokens the repetition penalty looks at; 0 = off.
+        #[arg(long, default_value_t = walsh_spec::sampler::DEFAULT_REPEAT_LAST_N, value_name = "N")]
+        repeat_last_n: usize,
         /// Print the K most likely next tokens and their log-probabilities at every step.
         #[arg(long, default_value_t = 0, value_name = "K")]
         logprobs: usize,
@@ -457,6 +465,8 @@ fn real_main() -> Result<()> {
             top_k,
             top_p,
             seed,
+            repeat_penalty,
+            repeat_last_n,
             logprobs,
             json,
         } => {
@@ -466,6 +476,8 @@ fn real_main() -> Result<()> {
                 top_k,
                 top_p,
                 seed,
+                repeat_penalty,
+                repeat_last_n,
             };
             // Everything that can be refused (the sampling settings, the prompt's length) is,
             // before a byte is printed.

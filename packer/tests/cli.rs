@@ -202,6 +202,14 @@ fn errors_are_one_clear_line() {
     );
     let e = fails(&["run", "models/walsh-default.walsh", "Hi", "--top-p", "0"]);
     assert!(e.contains("top_p"), "{e}");
+    let e = fails(&[
+        "run",
+        "models/walsh-default.walsh",
+        "Hi",
+        "--repeat-penalty",
+        "0",
+    ]);
+    assert!(e.contains("repeat_penalty"), "{e}");
 
     // A missing file is said once, not "(os error 2): No such file or directory (os error 2)".
     let e = fails(&[
@@ -403,7 +411,7 @@ fn default_model_is_the_documented_trained_one() {
         walsh_spec::blob::hex(&walsh_packer::inspect::sha256(&bytes[..bytes.len() - 32]))
     );
     assert!(info.contains("bits per parameter"), "{info}");
-    assert!(info.contains("tinystories-hadamard-hash"), "{info}");
+    assert!(info.contains("bpe4k-octonion-12x192"), "{info}");
     let doc = std::fs::read_to_string(root().join("docs/MODELS.md")).unwrap();
     for (what, value) in [("sha256", &sha), ("checksum", &checksum)] {
         assert!(
@@ -422,4 +430,40 @@ fn default_model_is_the_documented_trained_one() {
         text.starts_with("Once upon a time, there was a little girl named Lily. She loved to play"),
         "{text}"
     );
+}
+
+/// The repetition penalty (SPEC §5.2) changes greedy text, deterministically; with a window of 0
+/// tokens it is off; without options `run` applies the default decoding's (1.1 over 64 tokens).
+#[test]
+fn run_repeat_penalty_changes_greedy_text() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "models/walsh-default.walsh",
+            "Once upon a time",
+            "--max-tokens",
+            "60",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let text = |s: String| {
+        s.lines()
+            .take_while(|l| !l.starts_with('['))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let plain = text(run(&["--repeat-penalty", "1"]));
+    // The default decoding is the canister's `generate`'s: the penalty 1.1 over 64 tokens.
+    let default = text(run(&[]));
+    assert_eq!(
+        default,
+        text(run(&["--repeat-penalty", "1.1", "--repeat-last-n", "64"]))
+    );
+    assert_ne!(plain, default);
+    let penalized = text(run(&["--repeat-penalty", "1.3"]));
+    assert_ne!(plain, penalized);
+    assert_eq!(penalized, text(run(&["--repeat-penalty", "1.3"])));
+    let windowless = text(run(&["--repeat-penalty", "1.3", "--repeat-last-n", "0"]));
+    assert_eq!(plain, windowless);
 }

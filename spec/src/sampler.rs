@@ -42,7 +42,22 @@ pub struct SamplingParams {
     /// 1 = no nucleus cut.
     pub top_p: f32,
     pub seed: u64,
+    /// llama.cpp's repeat_penalty (SPEC §5.2): the logits of the tokens among the last
+    /// `repeat_last_n` of the context are divided by it when positive and multiplied by it
+    /// otherwise. 1 = off.
+    pub repeat_penalty: f32,
+    /// How many of the context's last tokens the penalty looks at; 0 = off.
+    pub repeat_last_n: usize,
 }
+
+/// [`SamplingParams::repeat_last_n`]'s default, llama.cpp's.
+pub const DEFAULT_REPEAT_LAST_N: usize = 64;
+
+/// The repetition penalty of the default decoding (SPEC §5.2): the canister's `generate` and
+/// `packer run` without `--repeat-penalty` use it over the last [`DEFAULT_REPEAT_LAST_N`] tokens,
+/// so that both write the same text for the same prompt. Measured on the default model, it
+/// removes every repeated sentence from its greedy text (docs/MODELS.md).
+pub const DEFAULT_DECODING_REPEAT_PENALTY: f32 = 1.1;
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -51,6 +66,8 @@ impl Default for SamplingParams {
             top_k: 0,
             top_p: 1.0,
             seed: 0,
+            repeat_penalty: 1.0,
+            repeat_last_n: DEFAULT_REPEAT_LAST_N,
         }
     }
 }
@@ -66,6 +83,12 @@ impl SamplingParams {
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("top_p {} must be in (0, 1]", self.top_p));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return Err(format!(
+                "repeat_penalty {} must be a finite number > 0",
+                self.repeat_penalty
+            ));
         }
         Ok(())
     }
@@ -185,7 +208,29 @@ impl Sampler {
         Sampler { params, rng }
     }
 
+    /// The next token from `logits`, without a repetition penalty.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.sample_unpenalized(logits)
+    }
+
+    /// The next token from `logits` after `context` (every token so far, the start token and
+    /// the prompt included): the repetition penalty of SPEC §5.2 over its last `repeat_last_n`
+    /// tokens, then [`Sampler::sample`].
+    pub fn sample_after(&mut self, logits: &[f32], context: &[u32]) -> u32 {
+        let n = self.params.repeat_last_n.min(context.len());
+        if self.params.repeat_penalty == 1.0 || n == 0 {
+            return self.sample_unpenalized(logits);
+        }
+        let mut penalized = logits.to_vec();
+        apply_repeat_penalty(
+            &mut penalized,
+            &context[context.len() - n..],
+            self.params.repeat_penalty,
+        );
+        self.sample_unpenalized(&penalized)
+    }
+
+    fn sample_unpenalized(&mut self, logits: &[f32]) -> u32 {
         if self.params.temperature == 0.0 {
             return argmax(logits) as u32;
         }
@@ -206,6 +251,19 @@ impl Sampler {
         }
         cand.sort_unstable_by(desc);
         draw(&mut self.rng, &self.params, cand)
+    }
+}
+
+/// SPEC §5.2's repetition penalty: each distinct id of `recent` (inside the vocabulary) once,
+/// ℓ / r when ℓ > 0, else ℓ · r.
+pub fn apply_repeat_penalty(logits: &mut [f32], recent: &[u32], r: f32) {
+    let mut ids: Vec<u32> = recent.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l = if *l > 0.0 { *l / r } else { *l * r };
+        }
     }
 }
 
@@ -245,6 +303,40 @@ fn draw(rng: &mut SplitMix64, params: &SamplingParams, mut cand: Vec<(u32, f64)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeat_penalty_follows_llama_cpp() {
+        // Positive logits are divided, the others multiplied, each id once however often it
+        // recurs; ids outside the window or the vocabulary change nothing.
+        let mut l = vec![2.0, -1.0, 0.0, 4.0, 3.0];
+        apply_repeat_penalty(&mut l, &[0, 1, 1, 2, 0, 9], 2.0);
+        assert_eq!(l, vec![1.0, -2.0, 0.0, 4.0, 3.0]);
+        // Greedy: token 3 leads, but it is recent, so the penalty hands the choice to token 4;
+        // beyond the window (repeat_last_n 1 sees only the last token) it leads again.
+        let params = SamplingParams {
+            repeat_penalty: 1.5,
+            ..SamplingParams::default()
+        };
+        let logits = [0.0, 0.0, 0.0, 4.0, 3.0];
+        assert_eq!(
+            Sampler::new(params.clone()).sample_after(&logits, &[3, 1]),
+            4
+        );
+        let one = SamplingParams {
+            repeat_last_n: 1,
+            ..params.clone()
+        };
+        assert_eq!(Sampler::new(one).sample_after(&logits, &[3, 1]), 3);
+        assert_eq!(
+            Sampler::new(SamplingParams::default()).sample_after(&logits, &[3]),
+            3
+        );
+        let bad = SamplingParams {
+            repeat_penalty: 0.0,
+            ..params
+        };
+        assert!(bad.validate().unwrap_err().contains("repeat_penalty"));
+    }
 
     #[test]
     fn splitmix_reference_values() {
@@ -298,6 +390,7 @@ mod tests {
             top_k: 1,
             top_p: 1.0,
             seed: 9,
+            ..SamplingParams::default()
         });
         for _ in 0..10 {
             assert_eq!(k1.sample(&logits), 1);
@@ -312,6 +405,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             seed: 42,
+            ..SamplingParams::default()
         });
         let n = 20000;
         let ones = (0..n).filter(|_| s.sample(&logits) == 1).count();
@@ -323,6 +417,7 @@ mod tests {
             top_k: 0,
             top_p: 0.7,
             seed: 1,
+            ..SamplingParams::default()
         });
         assert!((0..200).all(|_| p.sample(&logits) == 1));
     }
@@ -360,6 +455,7 @@ mod tests {
                 top_k: [0, 1, 5, 40, 50, 60000][case % 6],
                 top_p: [1.0, 0.95, 0.5, 0.01][(case / 6) % 4],
                 seed: case as u64,
+                ..SamplingParams::default()
             };
             let mut fast = Sampler::new(params.clone());
             let mut rng = SplitMix64::new(params.seed);
@@ -381,6 +477,7 @@ mod tests {
             top_k: 20,
             top_p: 0.9,
             seed: 123,
+            ..SamplingParams::default()
         };
         let (mut a, mut b) = (Sampler::new(params.clone()), Sampler::new(params));
         for _ in 0..100 {

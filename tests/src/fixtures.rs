@@ -4,6 +4,7 @@
 use crate::root;
 use candid::Principal;
 use walsh_engine::{Engine, SamplingParams};
+use walsh_spec::sampler::DEFAULT_DECODING_REPEAT_PENALTY;
 use walsh_spec::{PackOptions, config_file, init, pack};
 
 pub fn controller() -> Principal {
@@ -27,11 +28,17 @@ pub fn random_blob(config: &str, overrides: &[&str], seed: u64, opts: PackOption
     pack(&init::random_checkpoint(&cfg, seed, tokenizer_json()), opts).expect("packs")
 }
 
-/// Greedy tokens of the native engine, to compare the canister's with.
+/// The native engine's tokens with the canister's default decoding (SPEC §5: greedy, the
+/// repetition penalty [`DEFAULT_DECODING_REPEAT_PENALTY`] over the last 64 tokens), to compare
+/// the canister's `generate` with.
 pub fn native_tokens(blob: &[u8], prompt: &str, max: usize) -> Vec<u32> {
+    let params = SamplingParams {
+        repeat_penalty: DEFAULT_DECODING_REPEAT_PENALTY,
+        ..SamplingParams::default()
+    };
     Engine::load(blob)
         .expect("blob loads")
-        .generate(prompt, max, SamplingParams::default(), &[], |_| true)
+        .generate(prompt, max, params, &[], |_| true)
         .expect("generates")
         .tokens
 }

@@ -154,7 +154,7 @@ mod scenarios {
         let ic = installed("embedded_model_generates_like_the_native_engine");
         let info = model_info(&ic);
         assert!(matches!(info.source, ModelSource::Embedded));
-        assert_eq!(info.config.name, "tinystories-hadamard-hash");
+        assert_eq!(info.config.name, "bpe4k-octonion-12x192");
         let g = ok(generate(&ic, "Once upon a time", 100));
         assert_eq!(g.prompt_tokens, 4);
         assert!(matches!(
@@ -354,6 +354,8 @@ mod scenarios {
                 top_p: None,
                 seed: None,
                 stop: None,
+                repeat_penalty: None,
+                repeat_last_n: None,
             },
         ));
         assert!(e.to_string().contains("temperature"), "{e}");
@@ -378,6 +380,8 @@ mod scenarios {
             top_p: Some(0.95),
             seed: Some(11),
             stop: None,
+            repeat_penalty: None,
+            repeat_last_n: None,
         };
         let a = ok(generate_with(&ic, req.clone()));
         let b = ok(generate_with(&ic, req));
@@ -388,6 +392,7 @@ mod scenarios {
             top_k: 40,
             top_p: 0.95,
             seed: 11,
+            ..SamplingParams::default()
         };
         let native = Engine::load(&default)
             .unwrap()

@@ -938,6 +938,7 @@ fn x4_and_x16_blobs_generate_identical_text() {
             top_k: 40,
             top_p: 0.95,
             seed: 7,
+            ..SamplingParams::default()
         };
         for params in [SamplingParams::default(), sampled] {
             let o4 = e4

@@ -447,6 +447,59 @@ impl<B: Backend> Backend for Timed<B> {
     ) -> BackendResult<()> {
         self.clock("logits", || self.inner.logits(out, h, eff, emb))
     }
+    fn another(&self) -> BackendResult<Self> {
+        Ok(Timed::new(self.inner.another()?))
+    }
+    fn download_tokens(&self, tokens: &B::Tokens) -> BackendResult<Vec<u32>> {
+        self.clock("transfer", || self.inner.download_tokens(tokens))
+    }
+    fn distill_targets(
+        &self,
+        idx: &mut B::Tokens,
+        q: &mut B::Buf,
+        logits: &mut B::Buf,
+        vocab: usize,
+        k: usize,
+        tau: f64,
+    ) -> BackendResult<()> {
+        self.clock("distill targets", || {
+            self.inner.distill_targets(idx, q, logits, vocab, k, tau)
+        })
+    }
+    fn distill_forward(
+        &self,
+        lse: &mut B::Buf,
+        h: &B::Buf,
+        idx: &B::Tokens,
+        q: &B::Buf,
+        k: usize,
+        tau: f64,
+        eff: &B::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<f64> {
+        self.clock("distill fwd", || {
+            self.inner.distill_forward(lse, h, idx, q, k, tau, eff, emb)
+        })
+    }
+    fn distill_backward(
+        &self,
+        dh: &mut B::Buf,
+        grads: &mut B::Buf,
+        dloss: f64,
+        h: &B::Buf,
+        idx: &B::Tokens,
+        q: &B::Buf,
+        lse: &B::Buf,
+        k: usize,
+        tau: f64,
+        eff: &B::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        self.clock("distill bwd", || {
+            self.inner
+                .distill_backward(dh, grads, dloss, h, idx, q, lse, k, tau, eff, emb)
+        })
+    }
     fn sum_squares(&self, buf: &B::Buf) -> BackendResult<f64> {
         self.clock("grad norm", || self.inner.sum_squares(buf))
     }

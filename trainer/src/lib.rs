@@ -4,11 +4,13 @@
 //! Data flows [`prepare`] (text → token files, read by [`TokenFile`]) → [`train`] (AdamW over the
 //! [`model`], written once over the [`backend::Backend`] operations; [`backend::cpu`] runs the
 //! reference [`ops`]) → checkpoints that `packer` reads. [`eval`] measures loss and bits per byte
-//! and samples text; [`plot`] draws a run's curves. The CUDA backend is trainer part 2.
+//! and samples text; [`plot`] draws a run's curves, [`frontier`] the bits per byte of a set of
+//! models against their blob sizes. The CUDA backend is trainer part 2.
 
 pub mod backend;
 pub mod bench;
 pub mod eval;
+pub mod frontier;
 pub mod model;
 pub mod ops;
 pub mod plot;

@@ -17,7 +17,7 @@ use walsh_trainer::prepare::{
     self, DEFAULT_BATCH_DOCUMENTS, DEFAULT_VAL_FRACTION, PrepareOptions, TokenizerChoice, ValSplit,
 };
 use walsh_trainer::train::{TrainOptions, train};
-use walsh_trainer::{TokenFile, bench, plot};
+use walsh_trainer::{TokenFile, bench, frontier, plot};
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Trains Walsh models")]
@@ -136,10 +136,18 @@ enum Command {
         #[command(flatten)]
         device: DeviceArg,
     },
-    /// Draw RUN_DIR/metrics.csv as RUN_DIR/loss.png.
+    /// Draw RUN_DIR/metrics.csv as RUN_DIR/loss.png, or (--frontier) a table of models as
+    /// bits per byte against blob bytes with the Pareto front marked.
     Plot {
         /// A run directory (`trainer train --out`).
-        run_dir: PathBuf,
+        #[arg(required_unless_present = "frontier")]
+        run_dir: Option<PathBuf>,
+        /// A CSV table `name,params,blob_bytes,bpb` (docs/models/frontier.csv).
+        #[arg(long, conflicts_with = "run_dir")]
+        frontier: Option<PathBuf>,
+        /// The PNG to write with --frontier (default: the table's path with .png).
+        #[arg(short, long, requires = "frontier")]
+        output: Option<PathBuf>,
     },
     /// Time training steps on random tokens: tokens/s and the time per op.
     ///
@@ -414,6 +422,7 @@ fn run(cli: Cli) -> Result<()> {
                         top_k,
                         top_p,
                         seed: seed.wrapping_add(i as u64),
+                        ..SamplingParams::default()
                     };
                     params.validate().map_err(anyhow::Error::msg)?;
                     let text = sample(&mut model, &tokenizer, &prompt, max_tokens, params)?;
@@ -422,11 +431,26 @@ fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
-        Command::Plot { run_dir } => {
+        Command::Plot {
+            run_dir,
+            frontier: Some(table),
+            output,
+        } => {
+            let _ = run_dir;
+            let png = output.unwrap_or_else(|| table.with_extension("png"));
+            let front = frontier::plot_frontier(&table, &png)?;
+            println!("{} (Pareto front: {})", png.display(), front.join(", "));
+            Ok(())
+        }
+        Command::Plot {
+            run_dir: Some(run_dir),
+            ..
+        } => {
             let png = plot::plot_run(&run_dir)?;
             println!("{}", png.display());
             Ok(())
         }
+        Command::Plot { .. } => unreachable!("clap requires a run directory or --frontier"),
         Command::Bench {
             config,
             ceilings,

@@ -28,7 +28,7 @@ const FIELDS: [&str; 8] = [
 static FONT_TTF: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 /// Registered under plotters' default family name as well as used explicitly, so no text
 /// element (tick labels, legends) can fall back to a font that is not there.
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
 const SIZE: (u32, u32) = (1200, 800);
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
@@ -228,7 +228,7 @@ const TITLE_BAND: i32 = 36;
 /// bearing, truncated to whole pixels, which spaces letters unevenly ("ti nystories") — most
 /// visible at the title's size. Here every glyph sits at its subpixel pen position plus its
 /// bearing, with kerning, and its coverage is blended into the white background.
-fn draw_title<DB: DrawingBackend>(
+pub(crate) fn draw_title<DB: DrawingBackend>(
     band: &DrawingArea<DB, Shift>,
     text: &str,
     px: f32,
@@ -272,7 +272,7 @@ where
     Ok(())
 }
 
-fn register_font() -> Result<(), PlotError> {
+pub(crate) fn register_font() -> Result<(), PlotError> {
     static OK: OnceLock<bool> = OnceLock::new();
     let ok = OK.get_or_init(|| {
         plotters::style::register_font(FAMILY, FontStyle::Normal, FONT_TTF).is_ok()

@@ -14,6 +14,7 @@ use walsh_trainer::ops::cross_entropy::{
     VOCAB_CHUNK, cross_entropy_backward, cross_entropy_forward, hash_cross_entropy_backward,
     hash_cross_entropy_forward,
 };
+use walsh_trainer::ops::distill::{distill_backward, distill_forward, distill_targets};
 use walsh_trainer::ops::embedding::{
     embedding_backward, embedding_forward, hash_embedding_backward, hash_embedding_forward,
 };
@@ -511,6 +512,74 @@ fn cross_entropy_standard_gradients_and_loss() {
         &[Some(&dh), Some(&de)],
         &|q: &[Vec<f64>]| dloss * fwd(q).0,
     );
+}
+
+/// Distillation (ops::distill): the teacher's top-k targets against a sort, the KL term against
+/// its definition over explicit logits, and its gradients against central differences, at
+/// temperatures 1 and 2.5, over two vocabulary chunks.
+#[test]
+fn distillation_kl_gradients_and_loss() {
+    let mut rng = Rng(11);
+    let (n, v, d, k) = (3, VOCAB_CHUNK + 45, 4, 7);
+    for tau in [1.0, 2.5] {
+        let mut teacher = rng.vec(n * v, 3.0);
+        // A tie at the top of row 1: the lower id ranks first.
+        teacher[v + 9] = 10.0;
+        teacher[v + 4] = 10.0;
+        let (mut idx, mut q) = (vec![0u32; n * k], vec![0.0; n * k]);
+        distill_targets(&mut idx, &mut q, &teacher, v, k, tau);
+        assert_eq!(&idx[k..k + 2], &[4, 9]);
+        for (r, (ir, qr)) in idx.chunks(k).zip(q.chunks(k)).enumerate() {
+            let row = &teacher[r * v..(r + 1) * v];
+            let mut sorted: Vec<f64> = row.to_vec();
+            sorted.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            let picked: Vec<f64> = ir.iter().map(|&i| row[i as usize]).collect();
+            assert_eq!(
+                picked,
+                sorted[..k].to_vec(),
+                "row {r}: the k largest, largest first"
+            );
+            let z: f64 = picked.iter().map(|l| (l / tau).exp()).sum();
+            for (qj, l) in qr.iter().zip(&picked) {
+                assert!((qj - (l / tau).exp() / z).abs() < 1e-14);
+            }
+        }
+        let p = vec![rng.vec(n * d, 2.0), rng.vec(v * d, 1.0)];
+        let fwd = |pp: &[Vec<f64>]| {
+            let mut lse = vec![0.0; n];
+            let loss = distill_forward(&mut lse, &pp[0], &idx, &q, &pp[1], d, k, tau);
+            (loss, lse)
+        };
+        let (loss, lse) = fwd(&p);
+        // The definition: τ²·Σ_j q_j (ln q_j − log softmax(ℓ/τ)[idx_j]), averaged over rows.
+        let mut want = 0.0;
+        for r in 0..n {
+            let h = &p[0][r * d..(r + 1) * d];
+            let l: Vec<f64> = p[1]
+                .chunks(d)
+                .map(|e| e.iter().zip(h).map(|(a, b)| a * b).sum::<f64>() / tau)
+                .collect();
+            let z = l.iter().map(|x| x.exp()).sum::<f64>().ln();
+            for j in 0..k {
+                let (i, qj) = (idx[r * k + j] as usize, q[r * k + j]);
+                want += tau * tau * qj * (qj.ln() - (l[i] - z));
+            }
+        }
+        want /= n as f64;
+        println!("distillation τ={tau}: loss {loss} definition {want}");
+        assert!(loss > 0.0 && (loss - want).abs() < 1e-12 * want.abs().max(1.0));
+        let dloss = 0.8;
+        let (mut dh, mut de) = (vec![0.0; n * d], vec![0.0; v * d]);
+        distill_backward(
+            &mut dh, &mut de, dloss, &p[0], &idx, &q, &lse, &p[1], d, k, tau,
+        );
+        check(
+            "distillation KL",
+            &p,
+            &[Some(&dh), Some(&de)],
+            &|pp: &[Vec<f64>]| dloss * fwd(pp).0,
+        );
+    }
 }
 
 #[test]

@@ -210,6 +210,52 @@ fn mistakes_get_clear_errors() {
     assert!(e.contains("cannot resume from"), "{e}");
 }
 
+/// Distillation (docs/TRAINING.md §4.6) on the tiny model with a standard embedding: a student
+/// distilled with weight 0 is bit for bit the undistilled one (the teacher's forward changes
+/// nothing else), a weighted one trains to other weights, and a hash student or a teacher of
+/// another vocabulary is refused by name.
+#[test]
+fn distillation_trains_and_weight_zero_changes_nothing() {
+    let no_stop = AtomicBool::new(false);
+    let std_emb = "embedding=standard";
+    // Short: the standard embedding's 50,257-row softmax is most of the tiny model's time.
+    let short = |out: &Path, extra: &[&str]| {
+        let mut all = vec!["steps=2", "grad_accum=1", "eval_every=0", "sample_tokens=0"];
+        all.extend_from_slice(extra);
+        opts(out, &all)
+    };
+    let teacher_dir = tempfile::tempdir().unwrap();
+    let teacher = train_cpu(&short(teacher_dir.path(), &[std_emb, "seed=5"]), &no_stop).unwrap();
+    let t = format!("teacher={}", teacher.checkpoint.display());
+    let model = |o: TrainOptions| {
+        let r = train_cpu(&o, &no_stop).unwrap();
+        assert!(r.train_loss.is_finite());
+        std::fs::read(r.checkpoint.join("model.safetensors")).unwrap()
+    };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let plain = model(short(dirs[0].path(), &[std_emb]));
+    let zero = model(short(dirs[1].path(), &[std_emb, &t, "distill_weight=0"]));
+    assert!(plain == zero, "distill_weight = 0 changed the student");
+    let sets = [
+        std_emb,
+        &t,
+        "distill_weight=0.7",
+        "distill_temperature=2",
+        "distill_top_k=5",
+    ];
+    let distilled = model(short(dirs[2].path(), &sets));
+    assert!(plain != distilled, "distillation changed nothing");
+
+    let dir = tempfile::tempdir().unwrap();
+    let err = |o: TrainOptions| format!("{:#}", train_cpu(&o, &no_stop).unwrap_err());
+    let e = err(short(dir.path(), &[&t]));
+    assert!(e.contains("standard embedding"), "{e}");
+    let e = err(short(dir.path(), &[std_emb, &t, "vocab_size=50258"]));
+    assert!(e.contains("must share the student's tokenizer"), "{e}");
+    let e = err(short(dir.path(), &[std_emb, &t, "distill_top_k=0"]));
+    assert!(e.contains("distill_top_k 0"), "{e}");
+}
+
 #[test]
 fn a_missing_checkpoint_to_resume_leaves_nothing_behind() {
     let no_stop = AtomicBool::new(false);

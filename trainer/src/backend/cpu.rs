@@ -14,7 +14,9 @@ use crate::ops::embedding::{
     embedding_backward, embedding_forward, hash_embedding_backward, hash_embedding_forward,
     hash_index,
 };
-use crate::ops::{Real, algebra_linear, cast, dot, head_mixing, rmsnorm, rope, swiglu, ternary};
+use crate::ops::{
+    Real, algebra_linear, cast, distill, dot, head_mixing, rmsnorm, rope, swiglu, ternary,
+};
 use rayon::prelude::*;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -450,6 +452,69 @@ impl<T: Real> Backend for CpuBackend<T> {
         }
         Ok(())
     }
+    fn another(&self) -> BackendResult<Self> {
+        Ok(Self::new())
+    }
+    fn download_tokens(&self, tokens: &Vec<u32>) -> BackendResult<Vec<u32>> {
+        Ok(tokens.clone())
+    }
+    fn distill_targets(
+        &self,
+        idx: &mut Vec<u32>,
+        q: &mut Vec<T>,
+        logits: &mut Vec<T>,
+        vocab: usize,
+        k: usize,
+        tau: f64,
+    ) -> BackendResult<()> {
+        distill::distill_targets(idx, q, logits, vocab, k, cast(tau));
+        Ok(())
+    }
+    fn distill_forward(
+        &self,
+        lse: &mut Vec<T>,
+        h: &Vec<T>,
+        idx: &Vec<u32>,
+        q: &Vec<T>,
+        k: usize,
+        tau: f64,
+        eff: &Vec<T>,
+        emb: &EmbRef,
+    ) -> BackendResult<f64> {
+        let (table, d) = standard_table(emb, "distill forward")?;
+        let loss = distill::distill_forward(lse, h, idx, q, &eff[table], d, k, cast(tau));
+        Ok(loss.to_f64().unwrap_or(f64::NAN))
+    }
+    fn distill_backward(
+        &self,
+        dh: &mut Vec<T>,
+        grads: &mut Vec<T>,
+        dloss: f64,
+        h: &Vec<T>,
+        idx: &Vec<u32>,
+        q: &Vec<T>,
+        lse: &Vec<T>,
+        k: usize,
+        tau: f64,
+        eff: &Vec<T>,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        let (table, d) = standard_table(emb, "distill backward")?;
+        distill::distill_backward(
+            dh,
+            &mut grads[table.clone()],
+            cast(dloss),
+            h,
+            idx,
+            q,
+            lse,
+            &eff[table],
+            d,
+            k,
+            cast(tau),
+        );
+        Ok(())
+    }
     fn logits(
         &self,
         out: &mut Vec<T>,
@@ -556,5 +621,20 @@ impl<T: Real> Backend for CpuBackend<T> {
                 });
         }
         Ok(())
+    }
+}
+
+/// The standard embedding's table range and width; distillation has no hash form (yet).
+pub(crate) fn standard_table(
+    emb: &EmbRef,
+    op: &'static str,
+) -> BackendResult<(Range<usize>, usize)> {
+    match emb {
+        EmbRef::Standard { table, d, .. } => Ok((table.clone(), *d)),
+        EmbRef::Hash { .. } => Err(super::BackendError {
+            backend: "cpu".into(),
+            op,
+            msg: "distillation needs a standard embedding (the student is a hash model)".into(),
+        }),
     }
 }

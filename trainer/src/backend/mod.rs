@@ -425,6 +425,61 @@ pub trait Backend {
         emb: &EmbRef,
     ) -> BackendResult<()>;
 
+    // ---- distillation (ops::distill) ----
+    /// Another backend on the same device, for a second model (a distillation teacher): a
+    /// backend keeps per-model state between ops (the CUDA one, a step's expanded weights).
+    fn another(&self) -> BackendResult<Self>
+    where
+        Self: Sized;
+    /// The token ids of `tokens`, on the host (a teacher's targets travel to the student's
+    /// backend through the host: they are small, rows × k).
+    fn download_tokens(&self, tokens: &Self::Tokens) -> BackendResult<Vec<u32>>;
+    /// The teacher side: from `logits` [rows, `vocab`] (which it may overwrite), each row's `k`
+    /// largest logits as ids `idx` [rows, k] (ties: the lower id first) and their softmax at
+    /// temperature `tau` over those k alone, `q` [rows, k].
+    #[allow(clippy::too_many_arguments)]
+    fn distill_targets(
+        &self,
+        idx: &mut Self::Tokens,
+        q: &mut Self::Buf,
+        logits: &mut Self::Buf,
+        vocab: usize,
+        k: usize,
+        tau: f64,
+    ) -> BackendResult<()>;
+    /// The student side: mean over the rows of `h` [N, d] of τ²·KL(q ‖ softmax(ℓ/τ)), ℓ the tied
+    /// standard logits, against the teacher's `idx`, `q` [N, k]; saves `lse` [N] (log-sum-exp of
+    /// ℓ/τ). A hash embedding is an error.
+    #[allow(clippy::too_many_arguments)]
+    fn distill_forward(
+        &self,
+        lse: &mut Self::Buf,
+        h: &Self::Buf,
+        idx: &Self::Tokens,
+        q: &Self::Buf,
+        k: usize,
+        tau: f64,
+        eff: &Self::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<f64>;
+    /// Accumulates `dloss` × the gradient of [`Backend::distill_forward`]'s mean into `dh` and
+    /// the table's gradient in `grads`.
+    #[allow(clippy::too_many_arguments)]
+    fn distill_backward(
+        &self,
+        dh: &mut Self::Buf,
+        grads: &mut Self::Buf,
+        dloss: f64,
+        h: &Self::Buf,
+        idx: &Self::Tokens,
+        q: &Self::Buf,
+        lse: &Self::Buf,
+        k: usize,
+        tau: f64,
+        eff: &Self::Buf,
+        emb: &EmbRef,
+    ) -> BackendResult<()>;
+
     // ---- optimizer ----
     /// Σ g² over the whole buffer, in f64.
     fn sum_squares(&self, buf: &Self::Buf) -> BackendResult<f64>;

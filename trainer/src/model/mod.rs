@@ -57,7 +57,29 @@ struct Acts<B: Backend> {
     /// What the cross-entropy forward keeps for its backward besides `lse`
     /// ([`Backend::cross_entropy_saved_len`]); allocated by the first forward with targets.
     ce_saved: Option<B::Buf>,
+    /// Distillation: the student's log-sum-exps of ℓ/τ (`Model::distill_forward`), and a
+    /// teacher's logits and top-k targets (`Model::teacher_targets`); allocated on first use.
+    kl_lse: Option<B::Buf>,
+    teacher: Option<TeacherBufs<B>>,
     grad: Option<Scratch<B>>,
+}
+
+struct TeacherBufs<B: Backend> {
+    k: usize,
+    logits: B::Buf,
+    idx: B::Tokens,
+    q: B::Buf,
+}
+
+/// A teacher's targets for the rows of a student's forward (`ops::distill`): ids and
+/// probabilities [rows, k] at temperature `tau`, and the weight w of the objective
+/// (1 − w)·cross-entropy + w·τ²·KL.
+pub struct Distill<B: Backend> {
+    pub idx: B::Tokens,
+    pub q: B::Buf,
+    pub k: usize,
+    pub tau: f64,
+    pub weight: f64,
 }
 
 struct Scratch<B: Backend> {
@@ -309,6 +331,77 @@ impl<B: Backend> Model<B> {
     /// Accumulates into `grads` the gradient of `dloss` × (the last forward's mean loss). Once per
     /// forward: the cross-entropy's backward may consume what its forward kept (`ce_saved`).
     pub fn backward(&mut self, dloss: f64) -> Result<(), ModelError> {
+        self.backward_distilled(dloss, None)
+    }
+
+    /// τ²·KL(teacher ‖ student) of the last forward's rows ([`Distill`]; after a forward with
+    /// targets, before [`Model::backward_distilled`] with the same `distill`).
+    pub fn distill_forward(&mut self, distill: &Distill<B>) -> Result<f64, ModelError> {
+        let b = &self.backend;
+        let acts = self.acts.as_mut().expect("distillation follows a forward");
+        if acts.kl_lse.is_none() {
+            acts.kl_lse = Some(b.zeros(acts.batch * acts.seq)?);
+        }
+        let Some(lse) = acts.kl_lse.as_mut() else {
+            unreachable!("allocated above")
+        };
+        let (k, tau) = (distill.k, distill.tau);
+        let emb = &self.layout.emb;
+        Ok(b.distill_forward(
+            lse,
+            &acts.hf,
+            &distill.idx,
+            &distill.q,
+            k,
+            tau,
+            &self.eff,
+            emb,
+        )?)
+    }
+
+    /// The teacher's side of distillation: runs the forward on `tokens` ([batch, seq]) and
+    /// returns every row's `k` likeliest ids and their probabilities at temperature `tau` over
+    /// those k ([rows, k] each, on the host).
+    pub fn teacher_targets(
+        &mut self,
+        tokens: &[u32],
+        batch: usize,
+        seq: usize,
+        k: usize,
+        tau: f64,
+    ) -> Result<(Vec<u32>, Vec<B::Elem>), ModelError> {
+        self.forward(tokens, None, batch, seq)?;
+        let b = &self.backend;
+        let acts = self.acts.as_mut().expect("forward allocated them");
+        let (n, v) = (batch * seq, self.config.vocab_size);
+        if acts.teacher.as_ref().is_none_or(|t| t.k != k) {
+            acts.teacher = Some(TeacherBufs {
+                k,
+                logits: b.zeros(n * v)?,
+                idx: b.upload_tokens(&vec![0; n * k])?,
+                q: b.zeros(n * k)?,
+            });
+        }
+        let Some(t) = acts.teacher.as_mut() else {
+            unreachable!("allocated above")
+        };
+        b.logits(&mut t.logits, &acts.hf, &self.eff, &self.layout.emb)?;
+        b.distill_targets(&mut t.idx, &mut t.q, &mut t.logits, v, k, tau)?;
+        let mut idx = b.download_tokens(&t.idx)?;
+        let mut q = b.download(&t.q)?;
+        idx.truncate(n * k);
+        q.truncate(n * k);
+        Ok((idx, q))
+    }
+
+    /// [`Model::backward`] of the distillation objective (1 − w)·cross-entropy + w·τ²·KL when
+    /// `distill` is given (the one [`Model::distill_forward`] ran with), else of the
+    /// cross-entropy alone.
+    pub fn backward_distilled(
+        &mut self,
+        dloss: f64,
+        distill: Option<&Distill<B>>,
+    ) -> Result<(), ModelError> {
         let b = &self.backend;
         let cfg = &self.config;
         let layout = &self.layout;
@@ -336,10 +429,11 @@ impl<B: Backend> Model<B> {
             head_dim: hd,
         };
         b.fill_zero(&mut s.dhf)?;
+        let ce_weight = distill.map_or(1.0, |t| 1.0 - t.weight);
         b.cross_entropy_backward(
             &mut s.dhf,
             grads,
-            dloss,
+            dloss * ce_weight,
             &acts.hf,
             targets,
             &acts.lse,
@@ -347,6 +441,14 @@ impl<B: Backend> Model<B> {
             eff,
             &layout.emb,
         )?;
+        if let Some(t) = distill {
+            let lse = (acts.kl_lse.as_ref()).expect("distill_forward ran before the backward");
+            let (hf, emb) = (&acts.hf, &layout.emb);
+            let dkl = dloss * t.weight;
+            b.distill_backward(
+                &mut s.dhf, grads, dkl, hf, &t.idx, &t.q, lse, t.k, t.tau, eff, emb,
+            )?;
+        }
         b.fill_zero(&mut s.dres)?;
         let last = &acts.resid[cfg.n_layer];
         b.rmsnorm_backward(
@@ -558,6 +660,8 @@ impl<B: Backend> Acts<B> {
             hf_rstd: b.zeros(n)?,
             lse: b.zeros(n)?,
             ce_saved: None,
+            kl_lse: None,
+            teacher: None,
             grad: None,
         })
     }

@@ -14,6 +14,7 @@
 pub mod algebra_linear;
 pub mod attention;
 pub mod cross_entropy;
+pub mod distill;
 pub mod embedding;
 pub mod head_mixing;
 pub mod rmsnorm;

@@ -44,6 +44,16 @@ pub struct TrainConfig {
     /// Prompt of the greedy sample printed at each evaluation (`sample_tokens = 0`: none).
     pub sample_prompt: String,
     pub sample_tokens: usize,
+    /// Distillation (docs/TRAINING.md §4.6): a teacher checkpoint directory (same vocabulary and
+    /// tokenizer as `data`; a standard-embedding student); empty: none.
+    pub teacher: PathBuf,
+    /// w of the objective (1 − w)·cross-entropy + w·τ²·KL(teacher ‖ student), in [0, 1].
+    pub distill_weight: f64,
+    /// τ: both distributions of the KL term are softmaxes of logits / τ (> 0).
+    pub distill_temperature: f64,
+    /// The teacher's distribution is truncated to its k likeliest tokens and renormalised
+    /// (1 ≤ k ≤ vocab_size).
+    pub distill_top_k: usize,
 }
 
 impl Default for TrainConfig {
@@ -69,6 +79,10 @@ impl Default for TrainConfig {
             seed: 1337,
             sample_prompt: "Once upon a time".into(),
             sample_tokens: 48,
+            teacher: PathBuf::new(),
+            distill_weight: 0.5,
+            distill_temperature: 1.0,
+            distill_top_k: 32,
         }
     }
 }
@@ -110,10 +124,25 @@ impl TrainConfig {
         check("eps", self.eps == other.eps);
         check("grad_clip", self.grad_clip == other.grad_clip);
         check("seed", self.seed == other.seed);
+        check("teacher", self.teacher == other.teacher);
+        check(
+            "distill_weight",
+            self.distill_weight == other.distill_weight,
+        );
+        check(
+            "distill_temperature",
+            self.distill_temperature == other.distill_temperature,
+        );
+        check("distill_top_k", self.distill_top_k == other.distill_top_k);
         v
     }
 
     /// The sequence length of a model with `block_size` positions.
+    /// Whether the run distills from a teacher (`teacher` is set).
+    pub fn distills(&self) -> bool {
+        !self.teacher.as_os_str().is_empty()
+    }
+
     pub fn seq_len_for(&self, block_size: usize) -> usize {
         if self.seq_len == 0 {
             block_size
@@ -147,6 +176,32 @@ impl TrainConfig {
         }
         if self.log_every == 0 {
             return Err("train.log_every must be at least 1".into());
+        }
+        if self.distills() {
+            if !(0.0..=1.0).contains(&self.distill_weight) {
+                return Err(format!(
+                    "train.distill_weight {} must be in [0, 1]",
+                    self.distill_weight
+                ));
+            }
+            if !(self.distill_temperature > 0.0 && self.distill_temperature.is_finite()) {
+                return Err(format!(
+                    "train.distill_temperature {} must be a finite number > 0",
+                    self.distill_temperature
+                ));
+            }
+            if self.distill_top_k == 0 || self.distill_top_k > model.vocab_size {
+                return Err(format!(
+                    "train.distill_top_k {} must be in 1..={} (model.vocab_size)",
+                    self.distill_top_k, model.vocab_size
+                ));
+            }
+            if model.embedding != walsh_spec::config::Embedding::Standard {
+                return Err(
+                    "train.teacher: distillation needs a standard embedding (model.embedding = \"standard\")"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 pub mod batches;
 pub mod checkpointing;
 pub mod config;
+pub mod distill;
 pub mod evaluation;
 pub mod metrics;
 pub mod schedule;
@@ -193,6 +194,8 @@ pub fn train<B: Backend<Elem = f32>>(
     // the last checkpoint is then not the one to ship. A resumed run keeps the earlier best.
     let best_dir = run_dir.join(BEST);
 
+    // The teacher of a distilled run, on a backend of its own (read before anything is written).
+    let teacher = distill::Teacher::load(backend.another()?, &tcfg, &mcfg, seq, &data)?;
     // The starting point, read and checked before anything is written.
     let start = match &opts.resume {
         Some(_) if opts.overwrite => {
@@ -256,7 +259,7 @@ pub fn train<B: Backend<Elem = f32>>(
         best_dir: &best_dir,
         opts,
     };
-    let end = steps::run(&run, start, metrics, best_val, stop)?;
+    let end = steps::run(&run, start, teacher, metrics, best_val, stop)?;
     Ok(TrainReport {
         run_dir,
         checkpoint: ckpt_dir,

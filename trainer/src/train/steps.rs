@@ -3,6 +3,7 @@
 //! `checkpoint_every` steps, at the last step and when stopped.
 
 use super::checkpointing;
+use super::distill::Teacher;
 use super::evaluation::evaluate_and_sample;
 use super::metrics::{Metrics, Row};
 use super::state::TrainState;
@@ -58,6 +59,7 @@ fn progress_bar(show: bool, steps: u64, start: u64) -> ProgressBar {
 pub fn run<B: Backend<Elem = f32>>(
     run: &Run,
     start: Start<B>,
+    mut teacher: Option<Teacher<B>>,
     mut metrics: Metrics,
     mut best_val: f64,
     stop: &AtomicBool,
@@ -99,10 +101,27 @@ pub fn run<B: Backend<Elem = f32>>(
         let mut loss = 0.0;
         for micro in 0..tcfg.grad_accum {
             let b = batches::train_batch(&data.train, tcfg.seed, step, micro, tcfg.batch_size, seq);
+            // Distilled: the teacher's targets for the same windows (its forward first).
+            let distill = match teacher.as_mut() {
+                Some(t) => Some(t.targets(&model.backend, &b.inputs, tcfg.batch_size, seq)?),
+                None => None,
+            };
             let l = model
                 .forward(&b.inputs, Some(&b.targets), tcfg.batch_size, seq)?
                 .unwrap_or(f64::NAN);
-            model.backward(1.0 / tcfg.grad_accum as f64)?;
+            // The logged loss stays the cross-entropy, comparable with undistilled runs; the
+            // KL term joins the divergence check.
+            let kl = match &distill {
+                Some(d) => model.distill_forward(d)?,
+                None => 0.0,
+            };
+            if !kl.is_finite() {
+                bail!(
+                    "step {}: distillation loss {kl}: training diverged",
+                    step + 1
+                );
+            }
+            model.backward_distilled(1.0 / tcfg.grad_accum as f64, distill.as_ref())?;
             loss += l / tcfg.grad_accum as f64;
         }
         let grad_norm = model.backend.sum_squares(&model.grads)?.sqrt();

@@ -431,7 +431,7 @@ impl CudaBackend {
     /// The tied table [V, d] copied into scratch "table" [ld, d] (ld = [`logits_stride`]) with
     /// rows V.. zero: the logits GEMMs then run over an aligned vocabulary extent (their padded
     /// columns come out zero, and the cross-entropy kernels never read them).
-    fn padded_table(
+    pub(super) fn padded_table(
         &self,
         eff: &CudaSlice<f32>,
         table: &Range<usize>,

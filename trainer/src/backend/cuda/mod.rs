@@ -22,6 +22,7 @@ mod launch;
 mod attention;
 mod ceilings;
 mod cross_entropy;
+mod distill;
 mod elementwise;
 mod embedding;
 mod linear;
@@ -54,6 +55,7 @@ const SOURCE: &str = concat!(
     include_str!("attention.cu"),
     include_str!("attention_tc.cu"),
     include_str!("cross_entropy.cu"),
+    include_str!("distill.cu"),
     include_str!("optimizer.cu"),
 );
 
@@ -68,6 +70,7 @@ const KERNEL_NAMES: &[&[&str]] = &[
     norm::KERNELS,
     attention::KERNELS,
     cross_entropy::KERNELS,
+    distill::KERNELS,
     optimizer::KERNELS,
 ];
 
@@ -100,6 +103,8 @@ impl std::str::FromStr for Matmul {
 
 pub struct CudaBackend {
     name: String,
+    /// The GPU's ordinal and whether attention runs on tensor cores, for [`Backend::another`].
+    ordinal: usize,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     matmul: Matmul,
@@ -178,6 +183,7 @@ impl CudaBackend {
             .map_err(|e| err("cuBLAS math mode", format!("{e:?}")))?;
         let mut backend = CudaBackend {
             name: format!("{tag} ({gpu}, sm_{major}{minor}, {matmul:?} matmul)"),
+            ordinal,
             stream,
             blas,
             matmul,
@@ -500,6 +506,59 @@ impl Backend for CudaBackend {
             self, dh, grads, dloss, h, targets, lse, saved, eff, emb,
         )
     }
+    fn another(&self) -> BackendResult<Self> {
+        let mut b = CudaBackend::new(self.ordinal, self.matmul)?;
+        b.set_tensor_core_attention(self.tc_attention)?;
+        Ok(b)
+    }
+    fn download_tokens(&self, tokens: &CudaSlice<u32>) -> BackendResult<Vec<u32>> {
+        let v = self
+            .stream
+            .clone_dtoh(tokens)
+            .map_err(|e| self.err("download tokens", e))?;
+        self.sync("download tokens")?;
+        Ok(v)
+    }
+    fn distill_targets(
+        &self,
+        idx: &mut CudaSlice<u32>,
+        q: &mut CudaSlice<f32>,
+        logits: &mut CudaSlice<f32>,
+        vocab: usize,
+        k: usize,
+        tau: f64,
+    ) -> BackendResult<()> {
+        distill::distill_targets(self, idx, q, logits, vocab, k, tau)
+    }
+    fn distill_forward(
+        &self,
+        lse: &mut CudaSlice<f32>,
+        h: &CudaSlice<f32>,
+        idx: &CudaSlice<u32>,
+        q: &CudaSlice<f32>,
+        k: usize,
+        tau: f64,
+        eff: &CudaSlice<f32>,
+        emb: &EmbRef,
+    ) -> BackendResult<f64> {
+        distill::distill_forward(self, lse, h, idx, q, k, tau, eff, emb)
+    }
+    fn distill_backward(
+        &self,
+        dh: &mut CudaSlice<f32>,
+        grads: &mut CudaSlice<f32>,
+        dloss: f64,
+        h: &CudaSlice<f32>,
+        idx: &CudaSlice<u32>,
+        q: &CudaSlice<f32>,
+        lse: &CudaSlice<f32>,
+        k: usize,
+        tau: f64,
+        eff: &CudaSlice<f32>,
+        emb: &EmbRef,
+    ) -> BackendResult<()> {
+        distill::distill_backward(self, dh, grads, dloss, h, idx, q, lse, k, tau, eff, emb)
+    }
     fn logits(
         &self,
         out: &mut CudaSlice<f32>,
@@ -544,6 +603,7 @@ mod tests {
             (include_str!("norm.cu"), norm::KERNELS),
             (include_str!("attention.cu"), attention::KERNELS),
             (include_str!("cross_entropy.cu"), cross_entropy::KERNELS),
+            (include_str!("distill.cu"), distill::KERNELS),
             (include_str!("optimizer.cu"), optimizer::KERNELS),
         ];
         assert_eq!(families.len(), KERNEL_NAMES.len());

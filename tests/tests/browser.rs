@@ -30,6 +30,7 @@ fn settings() -> (usize, SamplingParams) {
             top_k: 40,
             top_p: 0.95,
             seed: 3,
+            ..SamplingParams::default()
         },
     )
 }

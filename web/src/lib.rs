@@ -45,11 +45,14 @@ impl WebEngine {
         top_p: f32,
         seed: u64,
     ) -> Result<Story, JsError> {
+        // No repetition penalty, as the canister's `generate_with` without one (the page's
+        // on-chain mode): both modes give the same text.
         let params = SamplingParams {
             temperature,
             top_k: top_k as usize,
             top_p,
             seed,
+            ..SamplingParams::default()
         };
         story::Story::start(self.engine.clone(), prompt, max_tokens as usize, params)
             .map(|inner| Story { inner })

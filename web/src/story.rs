@@ -125,6 +125,7 @@ mod tests {
                 top_k: 40,
                 top_p: 0.95,
                 seed: 7,
+                ..SamplingParams::default()
             },
         ] {
             let whole = engine

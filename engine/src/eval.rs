@@ -138,17 +138,19 @@ pub fn evaluate(
         progress(window);
         Ok(sum)
     };
-    // Windows are split over the threads in contiguous runs, each run summed in order and the
-    // runs added in order: the same total whatever the thread count's timing.
+    // Windows are split over the threads in contiguous runs; each thread returns its windows'
+    // sums and these are added in window order, so the total is the same bits whatever the
+    // thread count (summing per run first made it depend on where the runs split).
     let threads = threads.clamp(1, windows.max(1));
     let per = windows.div_ceil(threads);
-    let sums: Vec<Result<f64, EvalError>> = std::thread::scope(|s| {
+    let sums: Vec<Result<Vec<f64>, EvalError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {
                 let score = &score;
                 s.spawn(move || {
                     (i * per..((i + 1) * per).min(windows))
-                        .try_fold(0.0, |acc, w| Ok(acc + score(w)?))
+                        .map(score)
+                        .collect::<Result<Vec<f64>, EvalError>>()
                 })
             })
             .collect();
@@ -162,7 +164,9 @@ pub fn evaluate(
     });
     let mut total = 0.0;
     for s in sums {
-        total += s?;
+        for w in s? {
+            total += w;
+        }
     }
     let predicted = windows * window;
     let loss = total / predicted as f64;

@@ -194,10 +194,11 @@ fn errors_are_one_clear_line() {
     ]);
     assert!(e.contains("n_layers"), "{e}");
 
+    // "word " 300 times: 302 tokens with the default model's 4,096-token BPE.
     let long = "word ".repeat(300);
     let e = fails(&["run", "models/walsh-default.walsh", &long]);
     assert!(
-        e.contains("prompt is 301 tokens") && e.contains("holds 255"),
+        e.contains("prompt is 302 tokens") && e.contains("holds 255"),
         "{e}"
     );
     let e = fails(&["run", "models/walsh-default.walsh", "Hi", "--top-p", "0"]);
@@ -250,7 +251,7 @@ fn run_refuses_before_it_prints() {
     let e = fails_silently(&["run", blob, "Hi", "--temperature=-1"]);
     assert!(e.contains("temperature -1"), "{e}");
     let e = fails_silently(&["run", blob, &"word ".repeat(300)]);
-    assert!(e.contains("prompt is 301 tokens"), "{e}");
+    assert!(e.contains("prompt is 302 tokens"), "{e}");
     let e = fails_silently(&["run", blob, "Hi", "--max-tokens", "0"]);
     assert!(e.contains("must be at least 1"), "{e}");
 }

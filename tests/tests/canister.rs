@@ -312,14 +312,14 @@ fn bad_inputs_get_clear_answers() {
         matches!(
             e,
             GenerateError::PromptTooLong {
-                tokens: 301,
+                tokens: 302,
                 max_context: 255,
                 ..
             }
         ),
         "{e}"
     );
-    assert!(e.to_string().contains("prompt is 301 tokens"), "{e}");
+    assert!(e.to_string().contains("prompt is 302 tokens"), "{e}");
     // Prompt far beyond any context: refused before tokenizing.
     let e = err(generate(&mut h, &"x".repeat(100_000), 10).0);
     assert!(

@@ -339,7 +339,7 @@ mod scenarios {
         );
         let e = err(generate(&ic, &"word ".repeat(300), 10));
         assert!(
-            e.to_string().contains("prompt is 301 tokens") && e.to_string().contains("255"),
+            e.to_string().contains("prompt is 302 tokens") && e.to_string().contains("255"),
             "{e}"
         );
         let e = err(generate(&ic, &"x".repeat(100_000), 10));

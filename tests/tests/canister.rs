@@ -170,13 +170,18 @@ fn upload_out_of_order_with_duplicates_then_upgrade() {
     // Status before anything: no upload.
     assert!(status_now(&mut h).is_none());
     let sha = Sha256::digest(&tiny).to_vec();
-    let chunk_size = 256 * 1024;
+    // Small chunks: the blob (compact tokenizer since format 2) must still make at least 4.
+    let chunk_size = 64 * 1024;
     assert!(matches!(
         begin(&mut h, tiny.len(), sha, chunk_size),
         UploadResult::Ok(_)
     ));
     let chunks: Vec<&[u8]> = tiny.chunks(chunk_size as usize).collect();
     let n = chunks.len() as u32;
+    assert!(
+        n >= 4,
+        "the tiny blob makes only {n} chunks of {chunk_size} bytes"
+    );
     // Send all but chunk 1, in reverse, chunk 3 twice; status says what is missing.
     for i in (0..n).rev().filter(|&i| i != 1) {
         assert!(matches!(

@@ -4,7 +4,7 @@
 use candid::{Encode, Principal};
 use sha2::{Digest, Sha256};
 use walsh_engine::{Engine, SamplingParams};
-use walsh_ic_harness::{CallError, Harness};
+use walsh_ic_harness::{CallError, CallReport, Harness};
 use walsh_interface::*;
 use walsh_spec::PackOptions;
 use walsh_tests::fixtures::{controller, native_tokens, random_blob as blob, stranger};
@@ -470,10 +470,21 @@ fn budget_ends_generation_cleanly() {
     );
 }
 
-/// Installs `wasm` and uploads a random-weights model of `config` (the figures' models).
-fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) -> Harness {
+/// A canister with a random-weights model of one of the figures' configs uploaded, and what the
+/// install, the upload and the commit cost.
+struct Uploaded {
+    h: Harness,
+    install: CallReport,
+    blob_len: usize,
+    chunk_instructions: u64,
+    commit: CallReport,
+}
+
+/// Installs `wasm` and uploads a random-weights model of `config` in chunks of 1.9 MB.
+fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) -> Uploaded {
     let mut h = Harness::new();
-    h.install(wasm, &Encode!().unwrap(), vec![controller()], controller())
+    let install = h
+        .install(wasm, &Encode!().unwrap(), vec![controller()], controller())
         .expect("install");
     let bytes = blob(
         config,
@@ -489,22 +500,31 @@ fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) ->
         begin(&mut h, bytes.len(), sha, 1_900_000),
         UploadResult::Ok(_)
     ));
+    let mut chunk_instructions = 0;
     for (i, c) in bytes.chunks(1_900_000).enumerate() {
         let req = UploadChunk {
             index: i as u32,
             data: serde_bytes::ByteBuf::from(c.to_vec()),
         };
-        h.update(controller(), "upload_chunk", &Encode!(&req).unwrap())
+        let r = h
+            .update(controller(), "upload_chunk", &Encode!(&req).unwrap())
             .unwrap();
+        chunk_instructions += r.instructions;
     }
-    let c = h
+    let commit = h
         .update(controller(), "upload_commit", &Encode!().unwrap())
         .unwrap();
     assert!(matches!(
-        c.decode::<CommitResult>().unwrap(),
+        commit.decode::<CommitResult>().unwrap(),
         CommitResult::Ok(_)
     ));
-    h
+    Uploaded {
+        h,
+        install,
+        blob_len: bytes.len(),
+        chunk_instructions,
+        commit,
+    }
 }
 
 /// Where a generated token's instructions go, per engine phase, for the figures' three models:
@@ -523,7 +543,7 @@ fn profile() {
         ("tinystories-hadamard.toml", walsh_spec::blob::DType::F16),
         ("tinystories-octonion.toml", walsh_spec::blob::DType::F16),
     ] {
-        let mut h = with_model(wasm, config, embeddings);
+        let mut h = with_model(wasm, config, embeddings).h;
         let mut run = |n: u32| -> Vec<(String, u64)> {
             let r = h
                 .query(
@@ -567,42 +587,13 @@ fn figures() {
         ("tinystories-hadamard.toml", walsh_spec::blob::DType::F16),
         ("tinystories-octonion.toml", walsh_spec::blob::DType::F16),
     ] {
-        let mut h = Harness::new();
-        let install = h
-            .install(wasm, &Encode!().unwrap(), vec![controller()], controller())
-            .expect("install");
-        let bytes = blob(
-            config,
-            &[],
-            1,
-            PackOptions {
-                embeddings,
-                ..PackOptions::default()
-            },
-        );
-        let sha = Sha256::digest(&bytes).to_vec();
-        assert!(matches!(
-            begin(&mut h, bytes.len(), sha, 1_900_000),
-            UploadResult::Ok(_)
-        ));
-        let mut upload_instructions = 0;
-        for (i, c) in bytes.chunks(1_900_000).enumerate() {
-            let req = UploadChunk {
-                index: i as u32,
-                data: serde_bytes::ByteBuf::from(c.to_vec()),
-            };
-            let r = h
-                .update(controller(), "upload_chunk", &Encode!(&req).unwrap())
-                .unwrap();
-            upload_instructions += r.instructions;
-        }
-        let c = h
-            .update(controller(), "upload_commit", &Encode!().unwrap())
-            .unwrap();
-        assert!(matches!(
-            c.decode::<CommitResult>().unwrap(),
-            CommitResult::Ok(_)
-        ));
+        let Uploaded {
+            mut h,
+            install,
+            blob_len,
+            chunk_instructions: upload_instructions,
+            commit: c,
+        } = with_model(wasm, config, embeddings);
         let prefill = generate(&mut h, "Once upon a time", 0).1;
         let (r, total) = generate(&mut h, "Once upon a time", 100);
         let g = ok(r);
@@ -652,8 +643,8 @@ fn figures() {
             "{config}: blob {} B in {} chunks ({} instructions for chunks, {} for commit); heap {} B after commit (install {} instructions, heap {} B); \
 prefill of 5 positions {} instructions; generate 100: {} tokens, {} instructions, {} per token, finish {:?}; \
 max in one query: {} tokens (finish {:?}, {} instructions)",
-            bytes.len(),
-            bytes.len().div_ceil(1_900_000),
+            blob_len,
+            blob_len.div_ceil(1_900_000),
             upload_instructions,
             c.instructions,
             c.heap_bytes,

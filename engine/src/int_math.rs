@@ -56,11 +56,24 @@ pub fn fht(x: &mut [i32], parts: usize) {
     }
 }
 
-/// An i16 matrix as the kernels read it: row-major, rows padded to a multiple of 4 and columns
-/// to a multiple of 8, with zeros (so that `matvec` runs four whole rows of whole chunks of eight
-/// codes at a time).
+/// Column pairs per panel of a [`CodeMatrix`]: one kernel call keeps a panel's x codes in
+/// registers (16 splatted pairs) for four row groups.
+pub const PANEL_PAIRS: usize = 16;
+
+/// A block-diagonal i16 matrix as the kernels read it: `blocks` blocks of [rows, cols] (one block:
+/// a plain matrix), block b multiplying the codes x[b·cols_p..(b+1)·cols_p]. Rows are padded to a
+/// multiple of 4 and columns to a multiple of 8, with zeros.
+///
+/// Layout (made for `i32x4.dot_i16x8_s`, whose lanes each add two products): within a block,
+/// columns are cut into panels of [`PANEL_PAIRS`] pairs; a panel holds its row groups (four rows)
+/// one after another, and a row group one vector per column pair k: the four rows' two codes of
+/// that pair, [r0 c, r0 c+1, r1 c, r1 c+1, …, r3 c+1]. Against x's pair k splatted to all lanes,
+/// one dot product adds two columns to four rows at once, so the sums come out with the rows in
+/// the lanes — no horizontal reduction — and a kernel call runs a panel of up to four row
+/// groups with every weight address a constant offset from its pointer argument.
 #[derive(Debug, Clone)]
 pub struct CodeMatrix {
+    blocks: usize,
     rows: usize,
     cols: usize,
     rows_p: usize,
@@ -71,48 +84,121 @@ pub struct CodeMatrix {
 impl CodeMatrix {
     /// From a row-major [rows, cols] matrix.
     pub fn from_dense(w: &[i16], rows: usize, cols: usize) -> Self {
+        Self::from_blocks(w, 1, rows, cols)
+    }
+
+    /// From `blocks` row-major [rows, cols] blocks, one after another.
+    pub fn from_blocks(w: &[i16], blocks: usize, rows: usize, cols: usize) -> Self {
         let (rows_p, cols_p) = (rows.div_ceil(4) * 4, cols.div_ceil(8) * 8);
-        let mut data = vec![0i16; rows_p * cols_p];
-        for (dst, src) in data
-            .chunks_exact_mut(cols_p)
-            .zip(w.chunks_exact(cols.max(1)))
-        {
-            dst[..cols].copy_from_slice(src);
-        }
-        CodeMatrix {
+        let mut m = CodeMatrix {
+            blocks,
             rows,
             cols,
             rows_p,
             cols_p,
-            data,
+            data: vec![0i16; blocks * rows_p * cols_p],
+        };
+        for b in 0..blocks {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let i = m.index(b, r, c);
+                    m.data[i] = w[(b * rows + r) * cols + c];
+                }
+            }
         }
+        m
+    }
+
+    /// Where entry (r, c) of block b lives in `data`.
+    #[inline]
+    fn index(&self, b: usize, r: usize, c: usize) -> usize {
+        let panel = c / (2 * PANEL_PAIRS);
+        let kp = self.panel_pairs(panel);
+        let base = b * self.rows_p * self.cols_p + panel * self.rows_p * 2 * PANEL_PAIRS;
+        let k = (c % (2 * PANEL_PAIRS)) / 2;
+        base + ((r / 4) * kp + k) * 8 + 2 * (r % 4) + c % 2
+    }
+
+    /// Column pairs of panel p (all full but the last).
+    #[inline]
+    fn panel_pairs(&self, p: usize) -> usize {
+        (self.cols_p / 2 - p * PANEL_PAIRS).min(PANEL_PAIRS)
     }
 
     pub fn rows(&self) -> usize {
         self.rows
     }
 
-    /// Rows padded to a multiple of 4: the length `matvec`'s output needs.
+    /// Rows of a block padded to a multiple of 4: the length `matvec`'s output needs.
     pub fn rows_padded(&self) -> usize {
         self.rows_p
     }
 
-    /// Columns padded to a multiple of 8: the length `matvec`'s input needs (zeros past `cols`).
+    /// Columns of a block padded to a multiple of 8: the length `matvec`'s input needs (zeros
+    /// past `cols`).
     pub fn cols_padded(&self) -> usize {
         self.cols_p
     }
 
-    /// The codes of row `row` (its first `cols` entries).
-    pub fn row(&self, row: usize) -> &[i16] {
-        &self.data[row * self.cols_p..row * self.cols_p + self.cols]
+    /// The codes of row `row` of the first block (its first `cols` entries), in column order.
+    pub fn row(&self, row: usize) -> impl Iterator<Item = &i16> + '_ {
+        (0..self.cols).map(move |c| &self.data[self.index(0, row, c)])
     }
 
-    /// out[r] = Σ_c W[r][c]·x[c] (wrapping) for rows 0..need rounded up to a multiple of 4;
-    /// x.len() = cols_padded() (zeros past cols), out.len() = rows_padded().
+    /// out[r] = Σ_c W[r][c]·x[c] (wrapping) for rows 0..need rounded up to a multiple of 4, of a
+    /// one-block matrix; x.len() = cols_padded() (zeros past cols), out.len() = rows_padded().
     pub fn matvec(&self, x: &[i16], out: &mut [i32], need: usize) {
-        assert!(x.len() == self.cols_p && need <= self.rows_p && out.len() == self.rows_p);
-        let rows = need.div_ceil(4) * 4;
-        matvec(&self.data, self.cols_p, x, &mut out[..rows]);
+        assert!(
+            self.blocks == 1
+                && x.len() == self.cols_p
+                && need <= self.rows_p
+                && out.len() == self.rows_p
+        );
+        self.block_matvec(0, x, &mut out[..need.div_ceil(4) * 4]);
+    }
+
+    /// Every block: out[b·rows_p + r] = Σ_c W_b[r][c]·x[b·cols_p + c] (wrapping); x.len() =
+    /// blocks·cols_padded(), out.len() = blocks·rows_padded().
+    pub fn matvec_blocks(&self, x: &[i16], out: &mut [i32]) {
+        assert!(x.len() == self.blocks * self.cols_p && out.len() == self.blocks * self.rows_p);
+        for (b, (xb, ob)) in x
+            .chunks_exact(self.cols_p)
+            .zip(out.chunks_exact_mut(self.rows_p))
+            .enumerate()
+        {
+            self.block_matvec(b, xb, ob);
+        }
+    }
+
+    /// Block b's rows 0..out.len() (a multiple of 4) against x (cols_p codes).
+    fn block_matvec(&self, b: usize, x: &[i16], out: &mut [i32]) {
+        let groups = out.len() / 4;
+        let block = &self.data[b * self.rows_p * self.cols_p..(b + 1) * self.rows_p * self.cols_p];
+        #[cfg(target_arch = "wasm32")]
+        {
+            simd::block_matvec(block, self.rows_p, self.cols_p, x, out);
+            let _ = groups;
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            out.fill(0);
+            let mut base = 0;
+            for p in 0..self.cols_p.div_ceil(2 * PANEL_PAIRS) {
+                let kp = self.panel_pairs(p);
+                for g in 0..groups {
+                    for k in 0..kp {
+                        let v = &block[base + (g * kp + k) * 8..][..8];
+                        let c = 2 * (p * PANEL_PAIRS + k);
+                        for l in 0..4 {
+                            let s = (i32::from(v[2 * l]) * i32::from(x[c]))
+                                .wrapping_add(i32::from(v[2 * l + 1]) * i32::from(x[c + 1]));
+                            out[4 * g + l] = out[4 * g + l].wrapping_add(s);
+                        }
+                    }
+                }
+                base += self.rows_p * 2 * kp;
+            }
+        }
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -274,6 +360,144 @@ mod simd {
         true
     }
 
+    /// One row group of a panel of KP column pairs: out (rows in the lanes) = (or += unless
+    /// FIRST) Σ_k dot(w[k], xs[k]). Inlined into the `panel` kernels with w a constant offset
+    /// from their pointer argument, so that LLVM folds every weight address into its load.
+    #[inline(always)]
+    unsafe fn group<const KP: usize, const FIRST: bool>(
+        w: *const v128,
+        xs: &[v128; KP],
+        out: *mut v128,
+    ) {
+        // SAFETY: the caller's group holds KP vectors at w; out is one vector.
+        unsafe {
+            let mut a = i32x4_dot_i16x8(v128_load(w), xs[0]);
+            for (k, xk) in xs.iter().enumerate().skip(1) {
+                a = i32x4_add(a, i32x4_dot_i16x8(v128_load(w.add(k)), *xk));
+            }
+            v128_store(
+                out,
+                if FIRST {
+                    a
+                } else {
+                    i32x4_add(v128_load(out), a)
+                },
+            );
+        }
+    }
+
+    /// x's KP pairs of codes, each splatted to the four lanes.
+    #[inline(always)]
+    unsafe fn splats<const KP: usize>(x: *const u32) -> [v128; KP] {
+        let mut xs = [i32x4_splat(0); KP];
+        for (k, xk) in xs.iter_mut().enumerate() {
+            // SAFETY: x holds KP pairs of codes.
+            *xk = unsafe { v128_load32_splat(x.add(k)) };
+        }
+        xs
+    }
+
+    /// The kernels of one panel of KP column pairs of a [`super::CodeMatrix`] block, 1, 4 or 16
+    /// row groups a call (the groups written out, not looped: from pointers a loop advances,
+    /// LLVM computes each load's address with an `i32.add`, three more instructions per load).
+    /// Each loads x's pairs once, and keeps them in registers for all its groups.
+    macro_rules! panel_kernel {
+        ($name:ident, $($g:literal)+) => {
+            #[inline(never)]
+            unsafe fn $name<const KP: usize, const FIRST: bool>(
+                w: *const v128,
+                x: *const u32,
+                out: *mut v128,
+            ) {
+                // SAFETY: the caller's row groups of KP vectors start at w, x holds KP pairs,
+                // out holds one vector per group.
+                unsafe {
+                    let xs = splats::<KP>(x);
+                    $(group::<KP, FIRST>(w.add($g * KP), &xs, out.add($g));)+
+                }
+            }
+        };
+    }
+    panel_kernel!(panel1, 0);
+    panel_kernel!(panel4, 0 1 2 3);
+    panel_kernel!(panel16, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+
+    type PanelFn = unsafe fn(*const v128, *const u32, *mut v128);
+
+    macro_rules! panel_row {
+        ($f:ident, $first:literal) => {
+            [
+                $f::<1, $first> as PanelFn,
+                $f::<2, $first>,
+                $f::<3, $first>,
+                $f::<4, $first>,
+                $f::<5, $first>,
+                $f::<6, $first>,
+                $f::<7, $first>,
+                $f::<8, $first>,
+                $f::<9, $first>,
+                $f::<10, $first>,
+                $f::<11, $first>,
+                $f::<12, $first>,
+                $f::<13, $first>,
+                $f::<14, $first>,
+                $f::<15, $first>,
+                $f::<16, $first>,
+            ]
+        };
+    }
+
+    /// Row groups a call of PANELS[_][i].
+    const GROUPS: [usize; 3] = [16, 4, 1];
+
+    /// [FIRST][16, 4 or 1 row groups][KP − 1].
+    const PANELS: [[[PanelFn; 16]; 3]; 2] = [
+        [
+            panel_row!(panel16, false),
+            panel_row!(panel4, false),
+            panel_row!(panel1, false),
+        ],
+        [
+            panel_row!(panel16, true),
+            panel_row!(panel4, true),
+            panel_row!(panel1, true),
+        ],
+    ];
+
+    /// `CodeMatrix::block_matvec` in wasm: block holds rows_p × cols_p codes in the panel
+    /// layout; out.len() (a multiple of 4, ≤ rows_p) rows against x (cols_p codes).
+    pub fn block_matvec(block: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
+        let groups = out.len() / 4;
+        assert!(
+            block.len() == rows_p * cols_p
+                && x.len() == cols_p
+                && groups * 4 <= rows_p
+                && cols_p.is_multiple_of(8)
+        );
+        let (wp, xp) = (block.as_ptr() as *const v128, x.as_ptr() as *const u32);
+        let op = out.as_mut_ptr() as *mut v128;
+        let pairs = cols_p / 2;
+        let mut base = 0;
+        let mut p0 = 0;
+        while p0 < pairs {
+            let kp = (pairs - p0).min(super::PANEL_PAIRS);
+            let kernels = &PANELS[usize::from(p0 == 0)];
+            let mut g = 0;
+            for (size, f) in GROUPS.iter().zip(kernels) {
+                let f = f[kp - 1];
+                while g + size <= groups {
+                    // SAFETY: the panel starting at vector `base` holds rows_p/4 ≥ groups row
+                    // groups of kp vectors (asserted sizes); x holds pairs p0..p0+kp; out
+                    // holds groups g..g+size.
+                    unsafe { f(wp.add(base + g * kp), xp.add(p0), op.add(g)) };
+                    g += size;
+                }
+            }
+            base += rows_p / 4 * kp;
+            p0 += kp;
+        }
+    }
+
     /// One block of 32 positions (16 pairs) of `super::pairs_weighted` for dims = 4·VECS:
     /// acc[k] (f32x4, dims 4k..4k+4) += f32(the block's exact i32 sums).
     #[inline(never)]
@@ -415,7 +639,48 @@ mod tests {
                 }
             }
             for r in 0..rows {
-                assert_eq!(p.row(r), &w[r * cols..(r + 1) * cols]);
+                assert!(p.row(r).eq(&w[r * cols..(r + 1) * cols]));
+            }
+        }
+    }
+
+    #[test]
+    fn block_diagonal_matvec_matches_i64_sums() {
+        for (blocks, rows, cols) in [
+            (1, 4, 8),
+            (32, 16, 16),
+            (32, 43, 16),
+            (32, 16, 43),
+            (3, 5, 70),
+        ] {
+            let w = codes(blocks * rows * cols, 7, 3, 1);
+            let p = CodeMatrix::from_blocks(&w, blocks, rows, cols);
+            let (rp, cp) = (p.rows_padded(), p.cols_padded());
+            let mut x = vec![0i16; blocks * cp];
+            for b in 0..blocks {
+                for c in 0..cols {
+                    x[b * cp + c] = ((b * 131 + c * 17) % 65_535) as i16;
+                }
+            }
+            let mut out = vec![7; blocks * rp];
+            p.matvec_blocks(&x, &mut out);
+            for b in 0..blocks {
+                for r in 0..rp {
+                    let want: i64 = if r < rows {
+                        (0..cols)
+                            .map(|c| {
+                                i64::from(w[(b * rows + r) * cols + c]) * i64::from(x[b * cp + c])
+                            })
+                            .sum()
+                    } else {
+                        0
+                    };
+                    assert_eq!(
+                        i64::from(out[b * rp + r]),
+                        want,
+                        "{blocks}x{rows}x{cols} {b} {r}"
+                    );
+                }
             }
         }
     }

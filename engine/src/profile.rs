@@ -10,8 +10,12 @@ use std::cell::{Cell, RefCell};
 pub enum Phase {
     Embed,
     Norm,
-    /// The ternary AlgebraLinears (q, k, v, o, gate, up, down).
+    /// The ternary AlgebraLinears' input side: α, the FHT across parts, the activation codes.
+    LinearIn,
+    /// The ternary AlgebraLinears' (q, k, v, o, gate, up, down) integer block products.
     Linear,
+    /// The ternary AlgebraLinears' output side: the integer FHT, β and the scale back to f32.
+    LinearOut,
     Rope,
     /// Scores, softmax and the weighted sum of values.
     Attention,
@@ -24,10 +28,12 @@ pub enum Phase {
     Sample,
 }
 
-pub const PHASES: [Phase; 10] = [
+pub const PHASES: [Phase; 12] = [
     Phase::Embed,
     Phase::Norm,
+    Phase::LinearIn,
     Phase::Linear,
+    Phase::LinearOut,
     Phase::Rope,
     Phase::Attention,
     Phase::Mix,
@@ -42,7 +48,9 @@ impl Phase {
         match self {
             Phase::Embed => "embed",
             Phase::Norm => "rmsnorm",
-            Phase::Linear => "ternary linears",
+            Phase::LinearIn => "linears: input",
+            Phase::Linear => "linears: products",
+            Phase::LinearOut => "linears: output",
             Phase::Rope => "rope",
             Phase::Attention => "attention",
             Phase::Mix => "head mixing",
@@ -57,6 +65,9 @@ impl Phase {
 thread_local! {
     static CLOCK: Cell<Option<fn() -> u64>> = const { Cell::new(None) };
     static TOTALS: RefCell<[u64; PHASES.len()]> = const { RefCell::new([0; PHASES.len()]) };
+    /// The clock at the last lap of any timer, so that laps nested in a callee (a linear's
+    /// phases) and the caller's next lap never count the same work twice.
+    static LAST: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Starts profiling with `clock` (monotonic) and zeroes the totals; `None` stops it.
@@ -79,16 +90,24 @@ pub fn totals() -> Vec<(Phase, u64)> {
 /// A running lap timer: `lap(p)` charges the work since the last lap to phase p.
 pub struct Laps {
     clock: Option<fn() -> u64>,
-    last: u64,
 }
 
 impl Laps {
+    /// A timer whose first lap counts from now.
     #[inline]
     pub fn start() -> Self {
         let clock = CLOCK.with(|c| c.get());
+        if let Some(f) = clock {
+            LAST.with(|l| l.set(f()));
+        }
+        Laps { clock }
+    }
+
+    /// A timer that goes on from the last lap of any timer (for phases inside a callee).
+    #[inline]
+    pub fn resume() -> Self {
         Laps {
-            clock,
-            last: clock.map_or(0, |f| f()),
+            clock: CLOCK.with(|c| c.get()),
         }
     }
 
@@ -97,8 +116,9 @@ impl Laps {
         if let Some(f) = self.clock {
             let now = f();
             let i = PHASES.iter().position(|p| *p == phase).unwrap_or(0);
-            TOTALS.with(|t| t.borrow_mut()[i] += now.saturating_sub(self.last));
-            self.last = f();
+            let last = LAST.with(|l| l.get());
+            TOTALS.with(|t| t.borrow_mut()[i] += now.saturating_sub(last));
+            LAST.with(|l| l.set(f()));
         }
     }
 }

@@ -2,12 +2,17 @@
 //! the input (after α and, for hadamard, the FHT across parts) becomes i16 codes with one scale,
 //! every block product is an exact integer dot product, and the output is scaled back to f32.
 //!
-//! Weights are held as i16 in {−1, 0, 1} in a padded layout made at load, [A, n_p, m_p] with
-//! m_p = m rounded up to 8 (one `i32x4.dot_i16x8_s` takes eight codes) and n_p = n rounded up to
-//! 4 (the integer FHT moves four lanes at a time); the padding is zero, so it adds nothing.
+//! Weights are held as i16 in {−1, 0, 1} in the kernels' layout (`int_math::CodeMatrix`), made at
+//! load over parts padded to m_p = m rounded up to 8 (one `i32x4.dot_i16x8_s` takes eight codes)
+//! and n_p = n rounded up to 4 (the integer FHT moves four lanes at a time); the padding is zero,
+//! so it adds nothing. Dense: one matrix. Hadamard: the A blocks as one block-diagonal matrix
+//! (part g of the output from part g of the input). Octonion: the whole product z_i = Σ_j
+//! s_ij·W_{i⊕j}·u_j as ONE [8·n_p, 8·m_p] matrix with the signs folded in — the same exact integer
+//! sums as 64 block products, in a single pass of long rows (the kernels' best case).
 
 use crate::int_math::{self, CodeMatrix};
 use crate::math::{dequant, fht32, mul};
+use crate::profile::{Laps, Phase};
 use crate::quant::{ACT_LIMIT, absmax, encode, scales};
 use walsh_spec::config::Algebra;
 use walsh_spec::octonion::SIGNS;
@@ -22,8 +27,8 @@ pub struct TernaryLinear {
     n: usize,
     mp: usize,
     np: usize,
-    /// Wq's A blocks, each [n, m] in the kernels' panel layout (padded to [n_p, m_p]).
-    blocks: Vec<CodeMatrix>,
+    /// Wq in the kernels' layout (see the module's comment).
+    w: CodeMatrix,
     alpha: Vec<f32>,
     /// γ·β (SPEC §2.2: γ is folded into β in a blob).
     beta: Vec<f32>,
@@ -34,7 +39,6 @@ pub struct TernaryLinear {
 pub struct TernaryScratch {
     u: Vec<f32>,
     codes: Vec<i16>,
-    t: Vec<i32>,
     z: Vec<i32>,
 }
 
@@ -56,15 +60,29 @@ impl TernaryLinear {
         let a = algebra.dim();
         let (m, n) = (in_dim / a, out_dim / a);
         let (mp, np) = (m.div_ceil(8) * 8, n.div_ceil(4) * 4);
-        let blocks = (0..a)
-            .map(|k| {
-                let block: Vec<i16> = wq[k * n * m..(k + 1) * n * m]
-                    .iter()
-                    .map(|v| i16::from(*v))
-                    .collect();
-                CodeMatrix::from_dense(&block, n, m)
-            })
-            .collect();
+        let at = |k: usize, r: usize, c: usize| i16::from(wq[(k * n + r) * m + c]);
+        let w = match algebra {
+            Algebra::Octonion => {
+                // Row i·n_p + r, column j·m_p + c: s_ij · W_{i⊕j}[r][c] (zero in the pads).
+                let (rows, cols) = (8 * np, 8 * mp);
+                let mut dense = vec![0i16; rows * cols];
+                for (i, signs) in SIGNS.iter().enumerate() {
+                    for (j, &sign) in signs.iter().enumerate() {
+                        for r in 0..n {
+                            for c in 0..m {
+                                dense[(i * np + r) * cols + j * mp + c] =
+                                    i16::from(sign) * at(i ^ j, r, c);
+                            }
+                        }
+                    }
+                }
+                CodeMatrix::from_dense(&dense, rows, cols)
+            }
+            _ => {
+                let w: Vec<i16> = wq[..a * n * m].iter().map(|v| i16::from(*v)).collect();
+                CodeMatrix::from_blocks(&w, a, n, m)
+            }
+        };
         TernaryLinear {
             algebra,
             in_dim,
@@ -73,18 +91,15 @@ impl TernaryLinear {
             n,
             mp,
             np,
-            blocks,
+            w,
             alpha,
             beta,
         }
     }
 
-    fn block(&self, k: usize) -> &CodeMatrix {
-        &self.blocks[k]
-    }
-
     /// y = γβ ⊙ concat(z) for one input row x (len in_dim) into y (len out_dim).
     pub fn forward_row(&self, x: &[f32], y: &mut [f32], s: &mut TernaryScratch) {
+        let mut laps = Laps::resume();
         let a = self.algebra.dim();
         let (m, n, mp, np) = (self.m, self.n, self.mp, self.np);
         // u = α ⊙ x in the padded layout (pads 0).
@@ -109,35 +124,19 @@ impl TernaryLinear {
             return;
         };
         encode(&s.u, inv, ACT_LIMIT, &mut s.codes);
-        let part = |j: usize| j * mp..(j + 1) * mp;
+        laps.lap(Phase::LinearIn);
         let mut c = scale;
         match self.algebra {
-            Algebra::Dense => self.block(0).matvec(&s.codes, &mut s.z, n),
             Algebra::Octonion => {
-                s.t.resize(np, 0);
-                for (i, zi) in s.z.chunks_exact_mut(np).enumerate() {
-                    zi.fill(0);
-                    for (j, &sign) in SIGNS[i].iter().enumerate() {
-                        self.block(i ^ j).matvec(&s.codes[part(j)], &mut s.t, n);
-                        if sign > 0 {
-                            zi.iter_mut()
-                                .zip(&s.t)
-                                .for_each(|(z, t)| *z = z.wrapping_add(*t));
-                        } else {
-                            zi.iter_mut()
-                                .zip(&s.t)
-                                .for_each(|(z, t)| *z = z.wrapping_sub(*t));
-                        }
-                    }
-                }
+                let rows = self.w.rows_padded();
+                self.w.matvec(&s.codes, &mut s.z, rows);
             }
-            Algebra::Hadamard => {
-                for (g, zg) in s.z.chunks_exact_mut(np).enumerate() {
-                    self.block(g).matvec(&s.codes[part(g)], zg, n);
-                }
-                int_math::fht(&mut s.z, 32);
-                c = scale * r32();
-            }
+            _ => self.w.matvec_blocks(&s.codes, &mut s.z),
+        }
+        laps.lap(Phase::Linear);
+        if self.algebra == Algebra::Hadamard {
+            int_math::fht(&mut s.z, 32);
+            c = scale * r32();
         }
         for ((yp, zp), bp) in y
             .chunks_exact_mut(n)
@@ -146,6 +145,7 @@ impl TernaryLinear {
         {
             dequant(zp, bp, c, yp);
         }
+        laps.lap(Phase::LinearOut);
     }
 
     /// The same for `rows` rows of a row-major [rows, in_dim] input.
@@ -160,8 +160,7 @@ impl TernaryLinear {
 
     /// Heap bytes of the weights and scales.
     pub fn heap_bytes(&self) -> usize {
-        self.blocks.iter().map(|b| b.heap_bytes()).sum::<usize>()
-            + 4 * (self.alpha.len() + self.beta.len())
+        self.w.heap_bytes() + 4 * (self.alpha.len() + self.beta.len())
     }
 
     /// Multiply-adds per row (the padded products actually run).

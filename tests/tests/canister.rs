@@ -470,8 +470,7 @@ fn budget_ends_generation_cleanly() {
     );
 }
 
-/// A canister with a random-weights model of one of the figures' configs uploaded, and what the
-/// install, the upload and the commit cost.
+/// A canister with a model uploaded, and what the install, the upload and the commit cost.
 struct Uploaded {
     h: Harness,
     install: CallReport,
@@ -480,22 +479,40 @@ struct Uploaded {
     commit: CallReport,
 }
 
-/// Installs `wasm` and uploads a random-weights model of `config` in chunks of 1.9 MB.
-fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) -> Uploaded {
+/// The models of `figures` and `profile`: the shipped default (the committed blob, uploaded like
+/// any other) and the seed's three configs with random weights, by name.
+fn figure_models() -> Vec<(String, Vec<u8>)> {
+    let default = std::fs::read(root().join("models/walsh-default.walsh")).unwrap();
+    let mut out = vec![("walsh-default".to_string(), default)];
+    for (config, embeddings) in [
+        (
+            "tinystories-hadamard-hash.toml",
+            walsh_spec::blob::DType::Int8,
+        ),
+        ("tinystories-hadamard.toml", walsh_spec::blob::DType::F16),
+        ("tinystories-octonion.toml", walsh_spec::blob::DType::F16),
+    ] {
+        let bytes = blob(
+            config,
+            &[],
+            1,
+            PackOptions {
+                embeddings,
+                ..PackOptions::default()
+            },
+        );
+        out.push((config.trim_end_matches(".toml").to_string(), bytes));
+    }
+    out
+}
+
+/// Installs `wasm` and uploads `bytes` (a blob) in chunks of 1.9 MB.
+fn with_model(wasm: &[u8], bytes: &[u8]) -> Uploaded {
     let mut h = Harness::new();
     let install = h
         .install(wasm, &Encode!().unwrap(), vec![controller()], controller())
         .expect("install");
-    let bytes = blob(
-        config,
-        &[],
-        1,
-        PackOptions {
-            embeddings,
-            ..PackOptions::default()
-        },
-    );
-    let sha = Sha256::digest(&bytes).to_vec();
+    let sha = Sha256::digest(bytes).to_vec();
     assert!(matches!(
         begin(&mut h, bytes.len(), sha, 1_900_000),
         UploadResult::Ok(_)
@@ -527,7 +544,7 @@ fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) ->
     }
 }
 
-/// Where a generated token's instructions go, per engine phase, for the figures' three models:
+/// Where a generated token's instructions go, per engine phase, for the figures' models:
 /// the canister built with its `profile` feature, `generate("Once upon a time", 200)` less a
 /// 0-token call, divided by the tokens generated:
 /// `cargo test --release -p walsh-tests --test canister -- --ignored --nocapture profile`
@@ -535,15 +552,8 @@ fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) ->
 #[ignore]
 fn profile() {
     let wasm = walsh_tests::canister_wasm_profile();
-    for (config, embeddings) in [
-        (
-            "tinystories-hadamard-hash.toml",
-            walsh_spec::blob::DType::Int8,
-        ),
-        ("tinystories-hadamard.toml", walsh_spec::blob::DType::F16),
-        ("tinystories-octonion.toml", walsh_spec::blob::DType::F16),
-    ] {
-        let mut h = with_model(wasm, config, embeddings).h;
+    for (config, bytes) in figure_models() {
+        let mut h = with_model(wasm, &bytes).h;
         let mut run = |n: u32| -> Vec<(String, u64)> {
             let r = h
                 .query(
@@ -568,8 +578,9 @@ fn profile() {
     }
 }
 
-/// The canister's figures of merit for docs/BENCHMARKS.md, for the seed's three configs with
-/// random weights (uploads of up to 52 MB: minutes, so not part of the default run):
+/// The canister's figures of merit for docs/BENCHMARKS.md, for the shipped default model and the
+/// seed's three configs with random weights (uploads of up to 52 MB: minutes, so not part of the
+/// default run):
 /// `cargo test --release -p walsh-tests --test canister -- --ignored --nocapture figures`
 #[test]
 #[ignore]
@@ -579,21 +590,14 @@ fn figures() {
         "canister wasm: {} bytes (raw cargo output, embedded model included)",
         wasm.len()
     );
-    for (config, embeddings) in [
-        (
-            "tinystories-hadamard-hash.toml",
-            walsh_spec::blob::DType::Int8,
-        ),
-        ("tinystories-hadamard.toml", walsh_spec::blob::DType::F16),
-        ("tinystories-octonion.toml", walsh_spec::blob::DType::F16),
-    ] {
+    for (config, bytes) in figure_models() {
         let Uploaded {
             mut h,
             install,
             blob_len,
             chunk_instructions: upload_instructions,
             commit: c,
-        } = with_model(wasm, config, embeddings);
+        } = with_model(wasm, &bytes);
         let prefill = generate(&mut h, "Once upon a time", 0).1;
         let (r, total) = generate(&mut h, "Once upon a time", 100);
         let g = ok(r);
@@ -606,11 +610,7 @@ fn figures() {
         // One machine-readable line per model (per token averaged over a 200-token generation).
         println!(
             "FIGURES {{\"config\": \"{}\", \"instructions_per_token\": {}, \"tokens_in_one_query\": {}, \"prefill_instructions\": {}, \"heap_bytes\": {}}}",
-            config.trim_end_matches(".toml"),
-            per_token_200,
-            most.generated_tokens,
-            prefill,
-            c.heap_bytes
+            config, per_token_200, most.generated_tokens, prefill, c.heap_bytes
         );
         // Sampled (temperature 0.8, top-k 40): what the sampler adds per token.
         let sampled = GenerateRequest {

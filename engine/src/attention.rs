@@ -1,12 +1,12 @@
 //! Causal attention of one query position over the cached positions of one head: SPEC §2.3 with
 //! the integer codes of §2.6 (keys and values Q(·, 2047) in the cache, the query Q(q, L_q), the
 //! value weights Q(w, 32767)), so that the scores and the weighted sum are exact integer dot
-//! products (`int_math::matvec`, `int_math::pairs_weighted`).
+//! products (`int_math::panel_matvec`, `int_math::pairs_weighted`).
 
-use crate::int_math::{PAIR_BLOCK, matvec, pairs_weighted};
+use crate::int_math::{PAIR_BLOCK, pairs_weighted, panel_matvec};
 use crate::kv_cache::KvCache;
-use crate::math::{dequant, exp_minus_sum, max, mul_assign};
-use crate::quant::{ACT_LIMIT, KV_LIMIT, act_limit, quantize};
+use crate::math::{dequant_max, softmax_weights};
+use crate::quant::{ACT_LIMIT, KV_LIMIT, act_limit, encode, quantize, scales};
 
 /// Buffers of [`attend`], kept between calls.
 #[derive(Debug, Default)]
@@ -49,20 +49,24 @@ pub fn attend(
     let sq = quantize(q, act_limit(hd, KV_LIMIT), &mut s.q);
     let groups = seen.div_ceil(4);
     s.dots.resize(4 * groups, 0);
-    matvec(kc, hdp, &s.q, &mut s.dots);
+    panel_matvec(kc, cache.positions_padded(), hdp, &s.q, &mut s.dots);
     let c = sq * (1.0 / (hd as f32).sqrt());
     s.scores.resize(seen, 0.0);
-    dequant(&s.dots, ks, c, &mut s.scores);
+    let m = dequant_max(&s.dots, ks, c, &mut s.scores);
 
     // Softmax's numerators e(score − max) and their sum, then the value weights
-    // w_p = e_p · s_v,p as codes; positions past `seen` in the last block weigh 0.
-    let m = max(&s.scores);
-    let sum = exp_minus_sum(&mut s.scores, m);
-    mul_assign(&mut s.scores, vs);
+    // w_p = e_p · s_v,p as codes Q(w, 32767); positions past `seen` in the last block weigh 0.
+    let (sum, wmax) = softmax_weights(&mut s.scores, m, vs);
     let padded = seen.div_ceil(PAIR_BLOCK) * PAIR_BLOCK;
     s.w.clear();
     s.w.resize(padded, 0);
-    let sw = quantize(&s.scores, ACT_LIMIT, &mut s.w);
+    let sw = match scales(wmax, ACT_LIMIT) {
+        Some((inv, scale)) => {
+            encode(&s.scores, inv, ACT_LIMIT, &mut s.w);
+            scale
+        }
+        None => 0.0,
+    };
 
     // o_j = (Σ_blocks f32(Σ_p c_w,p · c_v,p,j) · s_w) · (1 / S).
     s.acc.resize(hdp, 0.0);

@@ -1,29 +1,58 @@
-//! Integer kernels of SPEC §2.6: dot products of i16 codes into i32 sums, and the unnormalized
-//! Walsh–Hadamard transform over i32 parts.
+//! Integer kernels of SPEC §2.6: dot products of i16 codes into i32 sums (matrices in a panel
+//! layout, and attention's weighted values), and the unnormalized Walsh–Hadamard transform over
+//! i32 parts.
 //!
 //! Integer sums are exact (SPEC §2.6 bounds every sum below 2^31), so their order cannot change a
 //! bit: the wasm32 versions (`simd`, `i32x4.dot_i16x8_s`: eight multiply-adds per instruction)
 //! and the portable loops agree by construction, and wrapping arithmetic on both makes even an
 //! out-of-bound sum the same on both.
 
-/// Σ a_i·b_i (wrapping).
+/// Where entry (r, c) of a [rows_p, cols_p] matrix (rows_p a multiple of 4, cols_p of 8) lives
+/// in the panel layout of [`CodeMatrix`].
 #[inline]
-pub fn dot(a: &[i16], b: &[i16]) -> i32 {
-    a.iter().zip(b).fold(0i32, |s, (x, y)| {
-        s.wrapping_add(i32::from(*x) * i32::from(*y))
-    })
+pub fn panel_index(rows_p: usize, cols_p: usize, r: usize, c: usize) -> usize {
+    let panel = c / (2 * PANEL_PAIRS);
+    let kp = (cols_p / 2 - panel * PANEL_PAIRS).min(PANEL_PAIRS);
+    let base = panel * rows_p * 2 * PANEL_PAIRS;
+    let k = (c % (2 * PANEL_PAIRS)) / 2;
+    base + ((r / 4) * kp + k) * 8 + 2 * (r % 4) + c % 2
 }
 
-/// out[r] = Σ_c w[r·stride + c]·x[c] for c < x.len(): the rows of a row-major i16 matrix whose
-/// rows start `stride` (≥ x.len()) codes apart against the codes x.
-pub fn matvec(w: &[i16], stride: usize, x: &[i16], out: &mut [i32]) {
-    let cols = x.len();
+/// out[r] = Σ_c W[r][c]·x[c] (wrapping) for r < out.len() (a multiple of 4, ≤ rows_p), W a
+/// [rows_p, cols_p] matrix in the panel layout of [`CodeMatrix`], x its cols_p codes.
+pub fn panel_matvec(w: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
+    let groups = out.len() / 4;
+    assert!(
+        w.len() == rows_p * cols_p
+            && x.len() == cols_p
+            && rows_p.is_multiple_of(4)
+            && cols_p.is_multiple_of(8)
+            && out.len().is_multiple_of(4)
+            && groups * 4 <= rows_p
+    );
     #[cfg(target_arch = "wasm32")]
-    if simd::matvec(w, stride, x, out) {
-        return;
+    {
+        simd::panel_matvec(w, rows_p, cols_p, x, out);
     }
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = dot(&w[r * stride..r * stride + cols], x);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        out.fill(0);
+        let mut base = 0;
+        for p in 0..cols_p.div_ceil(2 * PANEL_PAIRS) {
+            let kp = (cols_p / 2 - p * PANEL_PAIRS).min(PANEL_PAIRS);
+            for g in 0..groups {
+                for k in 0..kp {
+                    let v = &w[base + (g * kp + k) * 8..][..8];
+                    let c = 2 * (p * PANEL_PAIRS + k);
+                    for l in 0..4 {
+                        let s = (i32::from(v[2 * l]) * i32::from(x[c]))
+                            .wrapping_add(i32::from(v[2 * l + 1]) * i32::from(x[c + 1]));
+                        out[4 * g + l] = out[4 * g + l].wrapping_add(s);
+                    }
+                }
+            }
+            base += rows_p * 2 * kp;
+        }
     }
 }
 
@@ -112,17 +141,7 @@ impl CodeMatrix {
     /// Where entry (r, c) of block b lives in `data`.
     #[inline]
     fn index(&self, b: usize, r: usize, c: usize) -> usize {
-        let panel = c / (2 * PANEL_PAIRS);
-        let kp = self.panel_pairs(panel);
-        let base = b * self.rows_p * self.cols_p + panel * self.rows_p * 2 * PANEL_PAIRS;
-        let k = (c % (2 * PANEL_PAIRS)) / 2;
-        base + ((r / 4) * kp + k) * 8 + 2 * (r % 4) + c % 2
-    }
-
-    /// Column pairs of panel p (all full but the last).
-    #[inline]
-    fn panel_pairs(&self, p: usize) -> usize {
-        (self.cols_p / 2 - p * PANEL_PAIRS).min(PANEL_PAIRS)
+        b * self.rows_p * self.cols_p + panel_index(self.rows_p, self.cols_p, r, c)
     }
 
     pub fn rows(&self) -> usize {
@@ -172,33 +191,14 @@ impl CodeMatrix {
 
     /// Block b's rows 0..out.len() (a multiple of 4) against x (cols_p codes).
     fn block_matvec(&self, b: usize, x: &[i16], out: &mut [i32]) {
-        let groups = out.len() / 4;
-        let block = &self.data[b * self.rows_p * self.cols_p..(b + 1) * self.rows_p * self.cols_p];
-        #[cfg(target_arch = "wasm32")]
-        {
-            simd::block_matvec(block, self.rows_p, self.cols_p, x, out);
-            let _ = groups;
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            out.fill(0);
-            let mut base = 0;
-            for p in 0..self.cols_p.div_ceil(2 * PANEL_PAIRS) {
-                let kp = self.panel_pairs(p);
-                for g in 0..groups {
-                    for k in 0..kp {
-                        let v = &block[base + (g * kp + k) * 8..][..8];
-                        let c = 2 * (p * PANEL_PAIRS + k);
-                        for l in 0..4 {
-                            let s = (i32::from(v[2 * l]) * i32::from(x[c]))
-                                .wrapping_add(i32::from(v[2 * l + 1]) * i32::from(x[c + 1]));
-                            out[4 * g + l] = out[4 * g + l].wrapping_add(s);
-                        }
-                    }
-                }
-                base += self.rows_p * 2 * kp;
-            }
-        }
+        let size = self.rows_p * self.cols_p;
+        panel_matvec(
+            &self.data[b * size..(b + 1) * size],
+            self.rows_p,
+            self.cols_p,
+            x,
+            out,
+        );
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -243,122 +243,6 @@ pub fn pairs_weighted(v: &[i16], dims: usize, w: &[i16], acc: &mut [f32]) {
 #[cfg(target_arch = "wasm32")]
 mod simd {
     use core::arch::wasm32::*;
-
-    /// [Σ a, Σ b, Σ c, Σ d] of four i32x4 vectors' lanes.
-    #[inline(always)]
-    fn reduce4(a: v128, b: v128, c: v128, d: v128) -> v128 {
-        let p = i32x4_add(
-            i32x4_shuffle::<0, 4, 1, 5>(a, b),
-            i32x4_shuffle::<2, 6, 3, 7>(a, b),
-        );
-        let q = i32x4_add(
-            i32x4_shuffle::<0, 4, 1, 5>(c, d),
-            i32x4_shuffle::<2, 6, 3, 7>(c, d),
-        );
-        i32x4_add(
-            i32x4_shuffle::<0, 1, 4, 5>(p, q),
-            i32x4_shuffle::<2, 3, 6, 7>(p, q),
-        )
-    }
-
-    /// 4·G rows of CH chunks against x, into out[0..G] (or added to it unless FIRST), lanes =
-    /// rows. Row r starts at w + r·stride vectors, `stride` a run-time value: LLVM then keeps one
-    /// address per row and folds each chunk's offset into its load (with compile-time row
-    /// offsets, or row pointers that a loop advances, it computes every address with an
-    /// `i32.add`: three more instructions per load). Not inlined, so that w and x are
-    /// parameters. Measured: G = 1 (LLVM unrolls it); with G = 4 LLVM keeps a loop over the
-    /// groups and loses the folding (+7 % instructions per token).
-    #[inline(never)]
-    unsafe fn rows<const G: usize, const CH: usize, const FIRST: bool>(
-        w: *const v128,
-        stride: usize,
-        x: *const v128,
-        out: *mut v128,
-    ) {
-        let mut xs = [i32x4_splat(0); CH];
-        for (c, xc) in xs.iter_mut().enumerate() {
-            // SAFETY: x holds CH chunks.
-            *xc = unsafe { v128_load(x.add(c)) };
-        }
-        for g in 0..G {
-            let mut s = [i32x4_splat(0); 4];
-            for (r, sr) in s.iter_mut().enumerate() {
-                // SAFETY: the caller's 4·G rows of CH chunks start stride vectors apart from w.
-                unsafe {
-                    let p = w.add((4 * g + r) * stride);
-                    let mut a = i32x4_dot_i16x8(v128_load(p), xs[0]);
-                    for (c, xc) in xs.iter().enumerate().skip(1) {
-                        a = i32x4_add(a, i32x4_dot_i16x8(v128_load(p.add(c)), *xc));
-                    }
-                    *sr = a;
-                }
-            }
-            let v = reduce4(s[0], s[1], s[2], s[3]);
-            // SAFETY: out holds G vectors.
-            unsafe {
-                let o = out.add(g);
-                v128_store(o, if FIRST { v } else { i32x4_add(v128_load(o), v) });
-            }
-        }
-    }
-
-    type RowsFn = unsafe fn(*const v128, usize, *const v128, *mut v128);
-
-    macro_rules! rows_table {
-        ($g:literal, $first:literal) => {
-            [
-                rows::<$g, 1, $first> as RowsFn,
-                rows::<$g, 2, $first>,
-                rows::<$g, 3, $first>,
-                rows::<$g, 4, $first>,
-                rows::<$g, 5, $first>,
-                rows::<$g, 6, $first>,
-                rows::<$g, 7, $first>,
-                rows::<$g, 8, $first>,
-                rows::<$g, 9, $first>,
-                rows::<$g, 10, $first>,
-                rows::<$g, 11, $first>,
-                rows::<$g, 12, $first>,
-                rows::<$g, 13, $first>,
-                rows::<$g, 14, $first>,
-                rows::<$g, 15, $first>,
-                rows::<$g, 16, $first>,
-            ]
-        };
-    }
-
-    /// [FIRST][chunks − 1], column blocks of at most 16 chunks.
-    const ROWS: [[RowsFn; 16]; 2] = [rows_table!(1, false), rows_table!(1, true)];
-
-    /// `super::matvec` for x.len() a positive multiple of 8 and stride a multiple of 8: four
-    /// rows a call per column block of up to 16 chunks; the last out.len() mod 4 rows one by one.
-    pub fn matvec(w: &[i16], stride: usize, x: &[i16], out: &mut [i32]) -> bool {
-        let (rows, cols) = (out.len(), x.len());
-        if rows == 0 || !cols.is_multiple_of(8) || !stride.is_multiple_of(8) || stride < cols {
-            return false;
-        }
-        assert!(w.len() >= (rows - 1) * stride + cols);
-        let (chunks, sv) = (cols / 8, stride / 8);
-        let (wp, xp) = (w.as_ptr() as *const v128, x.as_ptr() as *const v128);
-        let op = out.as_mut_ptr() as *mut v128;
-        let mut r = 0;
-        while r + 4 <= rows {
-            let mut b = 0;
-            while b < chunks {
-                let cb = (chunks - b).min(16);
-                let f = ROWS[usize::from(b == 0)][cb - 1];
-                // SAFETY: rows r..r+4, chunks b..b+cb lie inside w (asserted); x holds `chunks`
-                // chunks; out holds rows r..r+4 (r + 4 ≤ rows).
-                unsafe { f(wp.add(r * sv + b), sv, xp.add(b), op.add(r / 4)) };
-                b += cb;
-            }
-            r += 4;
-        }
-        for (rr, o) in out.iter_mut().enumerate().skip(r) {
-            *o = super::dot(&w[rr * stride..rr * stride + cols], x);
-        }
-        true
-    }
 
     /// One row group of a panel of KP column pairs: out (rows in the lanes) = (or += unless
     /// FIRST) Σ_k dot(w[k], xs[k]). Inlined into the `panel` kernels with w a constant offset
@@ -464,16 +348,9 @@ mod simd {
         ],
     ];
 
-    /// `CodeMatrix::block_matvec` in wasm: block holds rows_p × cols_p codes in the panel
-    /// layout; out.len() (a multiple of 4, ≤ rows_p) rows against x (cols_p codes).
-    pub fn block_matvec(block: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
+    /// `super::panel_matvec` (its sizes asserted there).
+    pub fn panel_matvec(block: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
         let groups = out.len() / 4;
-        assert!(
-            block.len() == rows_p * cols_p
-                && x.len() == cols_p
-                && groups * 4 <= rows_p
-                && cols_p.is_multiple_of(8)
-        );
         let (wp, xp) = (block.as_ptr() as *const v128, x.as_ptr() as *const u32);
         let op = out.as_mut_ptr() as *mut v128;
         let pairs = cols_p / 2;
@@ -585,30 +462,6 @@ mod tests {
         (0..len)
             .map(|i| ((i * a % b) as i32 - off) as i16)
             .collect()
-    }
-
-    #[test]
-    fn matvec_matches_i64_sums() {
-        for (rows, cols, stride) in [
-            (0, 8, 8),
-            (1, 16, 16),
-            (5, 16, 40),
-            (9, 24, 24),
-            (7, 5, 9),
-            (6, 64, 64),
-            (3, 72, 80),
-        ] {
-            let w = codes(rows * stride + cols, 5, 23, 11);
-            let x: Vec<i16> = codes(cols, 3, 65_000, 32_000);
-            let mut out = vec![0; rows];
-            matvec(&w, stride, &x, &mut out);
-            for (r, o) in out.iter().enumerate() {
-                let want: i64 = (0..cols)
-                    .map(|c| i64::from(w[r * stride + c]) * i64::from(x[c]))
-                    .sum();
-                assert_eq!(i64::from(*o), want);
-            }
-        }
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! for the whole context (block_size positions), as the integer codes of SPEC §2.6: each head's
 //! key and value at each position is Q(·, 2047) with its own scale.
 //!
-//! Layouts, per (layer, head), made for the wasm kernels of `int_math`: keys row-major, one
-//! position after another (`matvec`); values in pairs of positions, dimension by dimension, the
-//! two positions side by side (`pairs_weighted`).
+//! Layouts, per (layer, head), made for the wasm kernels of `int_math`: keys as a [positions,
+//! head size] matrix in the panel layout of `CodeMatrix` (`panel_matvec`: four positions' scores
+//! per dot product); values in pairs of positions, dimension by dimension, the two positions side
+//! by side (`pairs_weighted`).
 //! Positions are padded to a multiple of 32 and head sizes to a multiple of 8, with zeros.
 
-use crate::int_math::PAIR_BLOCK;
+use crate::int_math::{PAIR_BLOCK, panel_index};
 use crate::quant::{KV_LIMIT, quantize};
 
 #[derive(Debug)]
@@ -86,6 +87,11 @@ impl KvCache {
         self.hdp
     }
 
+    /// Positions of the cache padded to a multiple of `PAIR_BLOCK` (the rows of a head's keys).
+    pub(crate) fn positions_padded(&self) -> usize {
+        self.cap_p
+    }
+
     fn head_index(&self, l: usize, h: usize) -> usize {
         l * self.n_head + h
     }
@@ -97,13 +103,15 @@ impl KvCache {
         for h in 0..self.n_head {
             let head = self.head_index(l, h);
             let base = head * cap_p * hdp;
-            // Keys: row p.
-            let s = quantize(
-                &k[h * hd..(h + 1) * hd],
-                KV_LIMIT,
-                &mut self.k[base + p * hdp..base + (p + 1) * hdp],
-            );
+            // Keys: row p of the head's panel-layout matrix.
+            self.tmp.fill(0);
+            let s = quantize(&k[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
             self.k_scale[head * cap_p + p] = s;
+            // Pair by pair: a pair's two codes sit side by side (`panel_index`).
+            for (kk, pair) in self.tmp.chunks_exact(2).enumerate() {
+                let i = base + panel_index(cap_p, hdp, p, 2 * kk);
+                self.k[i..i + 2].copy_from_slice(pair);
+            }
             // Values: pair p/2, dimension j, slot p mod 2.
             self.tmp.fill(0);
             let s = quantize(&v[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);

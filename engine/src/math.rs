@@ -144,19 +144,6 @@ pub fn add_assign(a: &mut [f32], b: &[f32]) {
     }
 }
 
-/// a[i] ← a[i] · b[i].
-pub fn mul_assign(a: &mut [f32], b: &[f32]) {
-    let n = a.len();
-    assert!(b.len() >= n);
-    #[cfg(target_arch = "wasm32")]
-    let done = simd::binary_assign(a, &b[..n], core::arch::wasm32::f32x4_mul);
-    #[cfg(not(target_arch = "wasm32"))]
-    let done = 0;
-    for i in done..n {
-        a[i] *= b[i];
-    }
-}
-
 /// y[i] = (f32(z[i]) · v[i]) · c: integer sums back to f32 (SPEC §2.6).
 pub fn dequant(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) {
     let n = y.len();
@@ -187,34 +174,103 @@ pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// The largest entry (−∞ for none), NaN ignored: compare-and-select, so lanes cannot change it.
-pub fn max(x: &[f32]) -> f32 {
+/// `dequant(z, v, c, y)` and the largest y_i (−∞ for none; NaN ignored), in one pass.
+pub fn dequant_max(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) -> f32 {
+    let n = y.len();
+    assert!(z.len() >= n && v.len() >= n);
     #[cfg(target_arch = "wasm32")]
-    let (m, done) = simd::max(x);
+    let (m, done) = simd::dequant_max(&z[..n], &v[..n], c, y);
     #[cfg(not(target_arch = "wasm32"))]
     let (m, done) = (f32::NEG_INFINITY, 0);
-    x[done..].iter().fold(m, |m, &v| if v > m { v } else { m })
+    let mut m = m;
+    for i in done..n {
+        y[i] = (z[i] as f32 * v[i]) * c;
+        if y[i] > m {
+            m = y[i];
+        }
+    }
+    m
 }
 
-/// x[i] ← e(x[i] − max) with e = [`exp_spec`]; returns their sum, in increasing index (f32).
-pub fn exp_minus_sum(x: &mut [f32], max: f32) -> f32 {
+/// Softmax's numerators times the values' scales, in one pass: with e_i = e(x_i − max),
+/// x_i ← e_i · v_i; returns (Σ e_i in increasing i, in f32; max |x_i| after, NaN ignored, as
+/// `quant::absmax`).
+pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32]) -> (f32, f32) {
+    let n = x.len();
+    assert!(v.len() >= n);
     #[cfg(target_arch = "wasm32")]
-    let done = simd::exp_minus(x, max);
+    let (sum, amax, done) = simd::softmax_weights(x, max, &v[..n]);
     #[cfg(not(target_arch = "wasm32"))]
-    let done = 0;
-    for v in x[done..].iter_mut() {
-        *v = exp_spec(*v - max);
+    let (sum, amax, done) = (0f32, 0f32, 0);
+    let (mut sum, mut amax) = (sum, amax);
+    for i in done..n {
+        let e = exp_spec(x[i] - max);
+        sum += e;
+        x[i] = e * v[i];
+        let a = x[i].abs();
+        if a > amax {
+            amax = a;
+        }
     }
-    let mut sum = 0f32;
-    for v in x.iter() {
-        sum += *v;
-    }
-    sum
+    (sum, amax)
 }
 
 #[cfg(target_arch = "wasm32")]
 mod simd {
     use core::arch::wasm32::*;
+
+    /// `super::dequant_max` on the first ⌊len/4⌋·4 entries: (their max, how many).
+    pub fn dequant_max(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) -> (f32, usize) {
+        let n = y.len() / 4 * 4;
+        assert!(z.len() >= n && v.len() >= n);
+        let cv = f32x4_splat(c);
+        let mut m = f32x4_splat(f32::NEG_INFINITY);
+        let (pz, pv, py) = (z.as_ptr(), v.as_ptr(), y.as_mut_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n ≤ the three lengths. pmax(m, a) = if m < a { a } else { m }.
+            unsafe {
+                let zf = f32x4_convert_i32x4(v128_load(pz.add(i) as *const v128));
+                let out = f32x4_mul(f32x4_mul(zf, ld(pv.add(i))), cv);
+                m = f32x4_pmax(m, out);
+                v128_store(py.add(i) as *mut v128, out);
+            }
+            i += 4;
+        }
+        let a = f32x4_pmax(m, i32x4_shuffle::<2, 3, 0, 1>(m, m));
+        let b = f32x4_pmax(a, i32x4_shuffle::<1, 0, 3, 2>(a, a));
+        (f32x4_extract_lane::<0>(b), n)
+    }
+
+    /// `super::softmax_weights` on the first ⌊len/4⌋·4 entries: (the sum of their e_i in
+    /// increasing i, their max |x_i| after, how many).
+    pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32]) -> (f32, f32, usize) {
+        let n = x.len() / 4 * 4;
+        assert!(v.len() >= n);
+        let mv = f32x4_splat(max);
+        let mut amax = f32x4_splat(0.0);
+        let mut sum = 0f32;
+        let (px, pv) = (x.as_mut_ptr(), v.as_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n ≤ both lengths.
+            unsafe {
+                let p = px.add(i);
+                let e = exp4(f32x4_sub(ld(p), mv));
+                sum += f32x4_extract_lane::<0>(e);
+                sum += f32x4_extract_lane::<1>(e);
+                sum += f32x4_extract_lane::<2>(e);
+                sum += f32x4_extract_lane::<3>(e);
+                let w = f32x4_mul(e, ld(pv.add(i)));
+                amax = f32x4_pmax(amax, f32x4_abs(w));
+                v128_store(p as *mut v128, w);
+            }
+            i += 4;
+        }
+        let a = f32x4_pmax(amax, i32x4_shuffle::<2, 3, 0, 1>(amax, amax));
+        let b = f32x4_pmax(a, i32x4_shuffle::<1, 0, 3, 2>(a, a));
+        (sum, f32x4_extract_lane::<0>(b), n)
+    }
 
     #[inline(always)]
     unsafe fn ld(p: *const f32) -> v128 {
@@ -317,22 +373,6 @@ mod simd {
         n
     }
 
-    /// (max over the first ⌊len/4⌋·4 entries, how many), NaN ignored.
-    pub fn max(x: &[f32]) -> (f32, usize) {
-        let n = x.len() / 4 * 4;
-        let mut m = f32x4_splat(f32::NEG_INFINITY);
-        let p = x.as_ptr();
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 4 ≤ n. pmax(m, v) = if m < v { v } else { m }.
-            unsafe { m = f32x4_pmax(m, ld(p.add(i))) };
-            i += 4;
-        }
-        let a = f32x4_pmax(m, i32x4_shuffle::<2, 3, 0, 1>(m, m));
-        let b = f32x4_pmax(a, i32x4_shuffle::<1, 0, 3, 2>(a, a));
-        (f32x4_extract_lane::<0>(b), n)
-    }
-
     /// `exp_spec` on four lanes: the same operations in the same order (pmax/pmin are the scalar
     /// code's compare-and-select clamps, nearest is round_ties_even, trunc_sat is `as i32`).
     #[inline(always)]
@@ -355,23 +395,6 @@ mod simd {
         );
         let bits = i32x4_shl(i32x4_add(i32x4_trunc_sat_f32x4(k), i32x4_splat(127)), 23);
         f32x4_mul(y, bits)
-    }
-
-    /// x[i] ← exp_spec(x[i] − max) for the first ⌊len/4⌋·4 entries; returns how many.
-    pub fn exp_minus(x: &mut [f32], max: f32) -> usize {
-        let n = x.len() / 4 * 4;
-        let m = f32x4_splat(max);
-        let px = x.as_mut_ptr();
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 4 ≤ n ≤ x.len().
-            unsafe {
-                let p = px.add(i);
-                v128_store(p as *mut v128, exp4(f32x4_sub(ld(p), m)));
-            }
-            i += 4;
-        }
-        n
     }
 
     /// g ← (g / (1 + exp_spec(−g))) · u for equal lengths that are multiples of 4.
@@ -523,8 +546,6 @@ mod tests {
         let b = data(11, 3, 7, 2.0, 5.0);
         let mut out = vec![0.0; 11];
         mul(&a, &b, &mut out);
-        let mut c = a.clone();
-        mul_assign(&mut c, &b);
         let mut d = a.clone();
         add_assign(&mut d, &b);
         let z: Vec<i32> = (0..11).map(|i| i * 1_000_003 - 5_000_000).collect();
@@ -532,22 +553,30 @@ mod tests {
         dequant(&z, &b, 0.37, &mut y);
         for i in 0..11 {
             assert_eq!(out[i], a[i] * b[i]);
-            assert_eq!(c[i], a[i] * b[i]);
             assert_eq!(d[i], a[i] + b[i]);
             assert_eq!(y[i], (z[i] as f32 * b[i]) * 0.37);
         }
-        assert_eq!(max(&a), a.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
-        assert_eq!(max(&[f32::NAN, -3.0, f32::NAN]), -3.0);
-        assert_eq!(max(&[]), f32::NEG_INFINITY);
+        let m = dequant_max(&z, &b, 0.37, &mut y);
+        assert_eq!(m, y.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
+        let mut e: [f32; 0] = [];
+        assert_eq!(dequant_max(&[], &[], 1.0, &mut e), f32::NEG_INFINITY);
     }
 
     #[test]
-    fn exp_minus_sum_sums_in_order_and_survives_large_values() {
-        let mut x = vec![1000.0, 999.0, -1e30, 0.0];
-        let sum = exp_minus_sum(&mut x, 1000.0);
-        assert_eq!(sum, ((x[0] + x[1]) + x[2]) + x[3]);
-        assert_eq!(x[0], 1.0);
+    fn softmax_weights_sum_in_order_and_survive_large_values() {
+        let x0 = [1000.0, 999.0, -1e30, 0.0, 998.5, f32::NAN];
+        let v = [0.5, 2.0, 1.0, 3.0, -4.0, 1.0];
+        let mut x = x0;
+        let (sum, amax) = softmax_weights(&mut x[..5], 1000.0, &v);
+        let e: Vec<f32> = x0[..5].iter().map(|s| exp_spec(s - 1000.0)).collect();
+        assert_eq!(sum, (((e[0] + e[1]) + e[2]) + e[3]) + e[4]);
+        for i in 0..5 {
+            assert_eq!(x[i].to_bits(), (e[i] * v[i]).to_bits());
+        }
+        assert_eq!(amax, (e[4] * 4.0).max(e[1] * 2.0));
+        assert_eq!(e[0], 1.0);
         // e clamps at −87 (SPEC §2.5): a value 1e30 below the maximum gets e(−87) ≈ 1.6e−38.
-        assert!(x[1] > x[2] && x[2] > 0.0 && x[2] < 1e-37);
+        assert!(e[1] > e[2] && e[2] > 0.0 && e[2] < 1e-37);
+        assert!(x[5].is_nan(), "only the first five are touched");
     }
 }

@@ -10,8 +10,9 @@
 //! s_ij·W_{i⊕j}·u_j as ONE [8·n_p, 8·m_p] matrix with the signs folded in — the same exact integer
 //! sums as 64 block products, in a single pass of long rows (the kernels' best case).
 
-use crate::int_math::{self, CodeMatrix};
-use crate::math::{dequant, fht32, mul};
+use crate::int_math::CodeMatrix;
+use crate::math::{dequant, mul};
+use crate::part_fht;
 use crate::profile::{Laps, Phase};
 use crate::quant::{ACT_LIMIT, absmax, encode, scales};
 use walsh_spec::config::Algebra;
@@ -102,30 +103,31 @@ impl TernaryLinear {
         let mut laps = Laps::resume();
         let a = self.algebra.dim();
         let (m, n, mp, np) = (self.m, self.n, self.mp, self.np);
-        // u = α ⊙ x in the padded layout (pads 0).
-        s.u.clear();
-        s.u.resize(a * mp, 0.0);
-        for ((up, xp), al) in
-            s.u.chunks_exact_mut(mp)
-                .zip(x.chunks_exact(m))
-                .zip(self.alpha.chunks_exact(m))
-        {
-            mul(xp, al, &mut up[..m]);
-        }
-        if self.algebra == Algebra::Hadamard {
-            // Column by column the same butterflies as on the unpadded parts: the same bits.
-            fht32(&mut s.u);
-        }
+        // u = α ⊙ x in the padded layout (pads 0), for hadamard then the FHT across parts
+        // (column by column the same butterflies as on the unpadded parts: the same bits).
+        let max = if self.algebra == Algebra::Hadamard {
+            part_fht::input(x, &self.alpha, m, mp, &mut s.u)
+        } else {
+            s.u.clear();
+            s.u.resize(a * mp, 0.0);
+            for ((up, xp), al) in
+                s.u.chunks_exact_mut(mp)
+                    .zip(x.chunks_exact(m))
+                    .zip(self.alpha.chunks_exact(m))
+            {
+                mul(xp, al, &mut up[..m]);
+            }
+            absmax(&s.u)
+        };
         s.codes.resize(a * mp, 0);
         s.z.resize(a * np, 0);
-        let Some((inv, scale)) = scales(absmax(&s.u), ACT_LIMIT) else {
+        let Some((inv, scale)) = scales(max, ACT_LIMIT) else {
             // u = 0 (or not finite): every product is 0.
             y.fill(0.0);
             return;
         };
         encode(&s.u, inv, ACT_LIMIT, &mut s.codes);
         laps.lap(Phase::LinearIn);
-        let mut c = scale;
         match self.algebra {
             Algebra::Octonion => {
                 let rows = self.w.rows_padded();
@@ -135,15 +137,15 @@ impl TernaryLinear {
         }
         laps.lap(Phase::Linear);
         if self.algebra == Algebra::Hadamard {
-            int_math::fht(&mut s.z, 32);
-            c = scale * r32();
-        }
-        for ((yp, zp), bp) in y
-            .chunks_exact_mut(n)
-            .zip(s.z.chunks_exact(np))
-            .zip(self.beta.chunks_exact(n))
-        {
-            dequant(zp, bp, c, yp);
+            part_fht::output(&mut s.z, np, n, &self.beta, scale * r32(), y);
+        } else {
+            for ((yp, zp), bp) in y
+                .chunks_exact_mut(n)
+                .zip(s.z.chunks_exact(np))
+                .zip(self.beta.chunks_exact(n))
+            {
+                dequant(zp, bp, scale, yp);
+            }
         }
         laps.lap(Phase::LinearOut);
     }

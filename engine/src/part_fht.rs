@@ -1,0 +1,630 @@
+//! The Walsh–Hadamard transform across the 32 parts of a hadamard linear (SPEC §2.2, §2.6),
+//! fused with the elementwise work on either side of it:
+//!
+//! - [`input`]: u = FHT(α ⊙ x) (orthonormal, f32) into the padded part layout, and max |u|;
+//! - [`output`]: y = (f32(FHT(z)) · β) · c from the integer block products z (unnormalized FHT,
+//!   exact in i32).
+//!
+//! The portable versions are the definitions, pass after pass. On wasm32 each 4-column slice of
+//! the 32 parts is loaded once into 32 registers, transformed there with the same butterflies in
+//! the same order (so the same bits), and stored once: a pass over the parts instead of the eight
+//! or so that the separate kernels make, each with its own loads, stores and loop.
+
+use crate::int_math;
+use crate::math::{dequant, fht32, mul};
+use crate::quant::absmax;
+
+/// Parts of a hadamard linear.
+pub const PARTS: usize = 32;
+
+/// u[g·mp + c] = FHT(α ⊙ x)[g·m + c] for the 32 parts of x and α (32·m values each, part g at
+/// g·m), zeros at c ≥ m; u is resized to 32·mp. Returns max |u_i| (NaN ignored), as
+/// `quant::absmax` computes it.
+pub fn input(x: &[f32], alpha: &[f32], m: usize, mp: usize, u: &mut Vec<f32>) -> f32 {
+    assert!(x.len() == PARTS * m && alpha.len() == PARTS * m && mp >= m);
+    #[cfg(target_arch = "wasm32")]
+    if mp.is_multiple_of(4) {
+        u.resize(PARTS * mp, 0.0);
+        return simd::input(x, alpha, m, mp, u);
+    }
+    u.clear();
+    u.resize(PARTS * mp, 0.0);
+    for ((up, xp), al) in u
+        .chunks_exact_mut(mp)
+        .zip(x.chunks_exact(m))
+        .zip(alpha.chunks_exact(m))
+    {
+        mul(xp, al, &mut up[..m]);
+    }
+    fht32(u);
+    absmax(u)
+}
+
+/// y[g·n + r] = (f32(Z[g·np + r]) · β[g·n + r]) · c for r < n, where Z is the unnormalized FHT of
+/// z across its 32 parts (part g at g·np, np a multiple of 4). z is used as scratch.
+pub fn output(z: &mut [i32], np: usize, n: usize, beta: &[f32], c: f32, y: &mut [f32]) {
+    assert!(z.len() == PARTS * np && np >= n && beta.len() == PARTS * n && y.len() == PARTS * n);
+    #[cfg(target_arch = "wasm32")]
+    if np.is_multiple_of(4) {
+        simd::output(z, np, n, beta, c, y);
+        return;
+    }
+    int_math::fht(z, PARTS);
+    for ((yp, zp), bp) in y
+        .chunks_exact_mut(n)
+        .zip(z.chunks_exact(np))
+        .zip(beta.chunks_exact(n))
+    {
+        dequant(zp, bp, c, yp);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod simd {
+    use super::PARTS;
+    use core::arch::wasm32::*;
+
+    /// [e with g = 0, …, e with g = 31]: written out, so that every index is a constant (LLVM
+    /// does not unroll loops this long, and would keep the 32 vectors in memory).
+    macro_rules! parts_array {
+        ($g:ident => $e:expr) => {
+            [
+                {
+                    let $g = 0;
+                    $e
+                },
+                {
+                    let $g = 1;
+                    $e
+                },
+                {
+                    let $g = 2;
+                    $e
+                },
+                {
+                    let $g = 3;
+                    $e
+                },
+                {
+                    let $g = 4;
+                    $e
+                },
+                {
+                    let $g = 5;
+                    $e
+                },
+                {
+                    let $g = 6;
+                    $e
+                },
+                {
+                    let $g = 7;
+                    $e
+                },
+                {
+                    let $g = 8;
+                    $e
+                },
+                {
+                    let $g = 9;
+                    $e
+                },
+                {
+                    let $g = 10;
+                    $e
+                },
+                {
+                    let $g = 11;
+                    $e
+                },
+                {
+                    let $g = 12;
+                    $e
+                },
+                {
+                    let $g = 13;
+                    $e
+                },
+                {
+                    let $g = 14;
+                    $e
+                },
+                {
+                    let $g = 15;
+                    $e
+                },
+                {
+                    let $g = 16;
+                    $e
+                },
+                {
+                    let $g = 17;
+                    $e
+                },
+                {
+                    let $g = 18;
+                    $e
+                },
+                {
+                    let $g = 19;
+                    $e
+                },
+                {
+                    let $g = 20;
+                    $e
+                },
+                {
+                    let $g = 21;
+                    $e
+                },
+                {
+                    let $g = 22;
+                    $e
+                },
+                {
+                    let $g = 23;
+                    $e
+                },
+                {
+                    let $g = 24;
+                    $e
+                },
+                {
+                    let $g = 25;
+                    $e
+                },
+                {
+                    let $g = 26;
+                    $e
+                },
+                {
+                    let $g = 27;
+                    $e
+                },
+                {
+                    let $g = 28;
+                    $e
+                },
+                {
+                    let $g = 29;
+                    $e
+                },
+                {
+                    let $g = 30;
+                    $e
+                },
+                {
+                    let $g = 31;
+                    $e
+                },
+            ]
+        };
+    }
+
+    /// s with g = 0, …, 31, written out (see `parts_array`).
+    macro_rules! parts_do {
+        ($g:ident => $s:expr) => {{
+            let $g = 0;
+            $s;
+        }
+        {
+            let $g = 1;
+            $s;
+        }
+        {
+            let $g = 2;
+            $s;
+        }
+        {
+            let $g = 3;
+            $s;
+        }
+        {
+            let $g = 4;
+            $s;
+        }
+        {
+            let $g = 5;
+            $s;
+        }
+        {
+            let $g = 6;
+            $s;
+        }
+        {
+            let $g = 7;
+            $s;
+        }
+        {
+            let $g = 8;
+            $s;
+        }
+        {
+            let $g = 9;
+            $s;
+        }
+        {
+            let $g = 10;
+            $s;
+        }
+        {
+            let $g = 11;
+            $s;
+        }
+        {
+            let $g = 12;
+            $s;
+        }
+        {
+            let $g = 13;
+            $s;
+        }
+        {
+            let $g = 14;
+            $s;
+        }
+        {
+            let $g = 15;
+            $s;
+        }
+        {
+            let $g = 16;
+            $s;
+        }
+        {
+            let $g = 17;
+            $s;
+        }
+        {
+            let $g = 18;
+            $s;
+        }
+        {
+            let $g = 19;
+            $s;
+        }
+        {
+            let $g = 20;
+            $s;
+        }
+        {
+            let $g = 21;
+            $s;
+        }
+        {
+            let $g = 22;
+            $s;
+        }
+        {
+            let $g = 23;
+            $s;
+        }
+        {
+            let $g = 24;
+            $s;
+        }
+        {
+            let $g = 25;
+            $s;
+        }
+        {
+            let $g = 26;
+            $s;
+        }
+        {
+            let $g = 27;
+            $s;
+        }
+        {
+            let $g = 28;
+            $s;
+        }
+        {
+            let $g = 29;
+            $s;
+        }
+        {
+            let $g = 30;
+            $s;
+        }
+        {
+            let $g = 31;
+            $s;
+        }};
+    }
+
+    /// The five butterfly stages h = 1, 2, 4, 8, 16 over 32 registers, as
+    /// `walsh_spec::hadamard::fht_parts` runs them: (v_j, v_j+h) ← (v_j + v_j+h, v_j − v_j+h).
+    /// (Within a stage the butterflies are independent; the stages' order fixes the f32 bits.)
+    #[inline(always)]
+    fn fht(
+        mut v: [v128; PARTS],
+        add: fn(v128, v128) -> v128,
+        sub: fn(v128, v128) -> v128,
+    ) -> [v128; PARTS] {
+        macro_rules! bf {
+            ($a:literal, $b:literal) => {{
+                let (x, y) = (v[$a], v[$b]);
+                v[$a] = add(x, y);
+                v[$b] = sub(x, y);
+            }};
+        }
+        bf!(0, 1);
+        bf!(2, 3);
+        bf!(4, 5);
+        bf!(6, 7);
+        bf!(8, 9);
+        bf!(10, 11);
+        bf!(12, 13);
+        bf!(14, 15);
+        bf!(16, 17);
+        bf!(18, 19);
+        bf!(20, 21);
+        bf!(22, 23);
+        bf!(24, 25);
+        bf!(26, 27);
+        bf!(28, 29);
+        bf!(30, 31);
+        bf!(0, 2);
+        bf!(1, 3);
+        bf!(4, 6);
+        bf!(5, 7);
+        bf!(8, 10);
+        bf!(9, 11);
+        bf!(12, 14);
+        bf!(13, 15);
+        bf!(16, 18);
+        bf!(17, 19);
+        bf!(20, 22);
+        bf!(21, 23);
+        bf!(24, 26);
+        bf!(25, 27);
+        bf!(28, 30);
+        bf!(29, 31);
+        bf!(0, 4);
+        bf!(1, 5);
+        bf!(2, 6);
+        bf!(3, 7);
+        bf!(8, 12);
+        bf!(9, 13);
+        bf!(10, 14);
+        bf!(11, 15);
+        bf!(16, 20);
+        bf!(17, 21);
+        bf!(18, 22);
+        bf!(19, 23);
+        bf!(24, 28);
+        bf!(25, 29);
+        bf!(26, 30);
+        bf!(27, 31);
+        bf!(0, 8);
+        bf!(1, 9);
+        bf!(2, 10);
+        bf!(3, 11);
+        bf!(4, 12);
+        bf!(5, 13);
+        bf!(6, 14);
+        bf!(7, 15);
+        bf!(16, 24);
+        bf!(17, 25);
+        bf!(18, 26);
+        bf!(19, 27);
+        bf!(20, 28);
+        bf!(21, 29);
+        bf!(22, 30);
+        bf!(23, 31);
+        bf!(0, 16);
+        bf!(1, 17);
+        bf!(2, 18);
+        bf!(3, 19);
+        bf!(4, 20);
+        bf!(5, 21);
+        bf!(6, 22);
+        bf!(7, 23);
+        bf!(8, 24);
+        bf!(9, 25);
+        bf!(10, 26);
+        bf!(11, 27);
+        bf!(12, 28);
+        bf!(13, 29);
+        bf!(14, 30);
+        bf!(15, 31);
+        v
+    }
+
+    /// The same five stages on the 32 parts of one scalar column.
+    fn fht_scalar<T: Copy>(v: &mut [T; PARTS], add: fn(T, T) -> T, sub: fn(T, T) -> T) {
+        let mut h = 1;
+        while h < PARTS {
+            for j in 0..PARTS {
+                if j & h == 0 {
+                    let (x, y) = (v[j], v[j + h]);
+                    v[j] = add(x, y);
+                    v[j + h] = sub(x, y);
+                }
+            }
+            h *= 2;
+        }
+    }
+
+    pub fn input(x: &[f32], alpha: &[f32], m: usize, mp: usize, u: &mut [f32]) -> f32 {
+        assert!(
+            x.len() == PARTS * m
+                && alpha.len() == PARTS * m
+                && u.len() == PARTS * mp
+                && mp.is_multiple_of(4)
+                && mp >= m
+        );
+        let rs = 1.0 / (PARTS as f32).sqrt();
+        let r = f32x4_splat(rs);
+        let mut mx = f32x4_splat(0.0);
+        let (px, pa, pu) = (x.as_ptr(), alpha.as_ptr(), u.as_mut_ptr());
+        let full = m / 4 * 4;
+        let mut c = 0;
+        while c < full {
+            // SAFETY: part g's columns c..c+4 lie inside x and α (c + 4 ≤ m), and inside u.
+            unsafe {
+                let (xc, ac, uc) = (px.add(c), pa.add(c), pu.add(c));
+                let v = parts_array!(g => f32x4_mul(
+                    v128_load(xc.add(g * m) as *const v128),
+                    v128_load(ac.add(g * m) as *const v128)
+                ));
+                let v = fht(v, f32x4_add, f32x4_sub);
+                parts_do!(g => {
+                    let y = f32x4_mul(v[g], r);
+                    // pmax(m, a) = if m < a { a } else { m }: NaN ignored, as quant::absmax.
+                    mx = f32x4_pmax(mx, f32x4_abs(y));
+                    v128_store(uc.add(g * mp) as *mut v128, y)
+                });
+            }
+            c += 4;
+        }
+        let a = f32x4_pmax(mx, i32x4_shuffle::<2, 3, 0, 1>(mx, mx));
+        let b = f32x4_pmax(a, i32x4_shuffle::<1, 0, 3, 2>(a, a));
+        let mut mx = f32x4_extract_lane::<0>(b);
+        // The last columns one by one (the same operations), then the pads' zeros.
+        for c in full..m {
+            let mut v = [0f32; PARTS];
+            for (g, vg) in v.iter_mut().enumerate() {
+                *vg = x[g * m + c] * alpha[g * m + c];
+            }
+            fht_scalar(&mut v, |a, b| a + b, |a, b| a - b);
+            for (g, vg) in v.iter().enumerate() {
+                let y = vg * rs;
+                let ay = y.abs();
+                if ay > mx {
+                    mx = ay;
+                }
+                u[g * mp + c] = y;
+            }
+        }
+        if m < mp {
+            for up in u.chunks_exact_mut(mp) {
+                up[m..].fill(0.0);
+            }
+        }
+        mx
+    }
+
+    pub fn output(z: &mut [i32], np: usize, n: usize, beta: &[f32], c: f32, y: &mut [f32]) {
+        assert!(
+            z.len() == PARTS * np
+                && np.is_multiple_of(4)
+                && np >= n
+                && beta.len() == PARTS * n
+                && y.len() == PARTS * n
+        );
+        let cv = f32x4_splat(c);
+        let (pz, pb, py) = (z.as_ptr(), beta.as_ptr(), y.as_mut_ptr());
+        let full = n / 4 * 4;
+        let mut r = 0;
+        while r < full {
+            // SAFETY: part g's rows r..r+4 lie inside z (np ≥ n), β and y (r + 4 ≤ n).
+            unsafe {
+                let (zr, br, yr) = (pz.add(r), pb.add(r), py.add(r));
+                let v = parts_array!(g => v128_load(zr.add(g * np) as *const v128));
+                let v = fht(v, i32x4_add, i32x4_sub);
+                parts_do!(g => v128_store(
+                    yr.add(g * n) as *mut v128,
+                    f32x4_mul(
+                        f32x4_mul(
+                            f32x4_convert_i32x4(v[g]),
+                            v128_load(br.add(g * n) as *const v128)
+                        ),
+                        cv
+                    )
+                ));
+            }
+            r += 4;
+        }
+        for r in full..n {
+            let mut v = [0i32; PARTS];
+            for (g, vg) in v.iter_mut().enumerate() {
+                *vg = z[g * np + r];
+            }
+            fht_scalar(&mut v, i32::wrapping_add, i32::wrapping_sub);
+            for (g, vg) in v.iter().enumerate() {
+                y[g * n + r] = (*vg as f32 * beta[g * n + r]) * c;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §2.2's FHT as the Sylvester matrix in f64, against `input` (f32; within rounding).
+    #[test]
+    fn input_is_the_orthonormal_transform_of_alpha_x() {
+        for (m, mp) in [(16, 16), (43, 48), (4, 8), (11, 16)] {
+            let x: Vec<f32> = (0..PARTS * m)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let alpha: Vec<f32> = (0..PARTS * m).map(|i| 0.5 + (i % 5) as f32 / 4.0).collect();
+            let mut u = vec![f32::NAN; 3];
+            let mx = input(&x, &alpha, m, mp, &mut u);
+            assert_eq!(u.len(), PARTS * mp);
+            let mut want_max = 0f64;
+            for g in 0..PARTS {
+                for c in 0..mp {
+                    let want: f64 = if c < m {
+                        (0..PARTS)
+                            .map(|j| {
+                                let s = if (g & j).count_ones() % 2 == 0 {
+                                    1.0
+                                } else {
+                                    -1.0
+                                };
+                                s * f64::from(x[j * m + c]) * f64::from(alpha[j * m + c])
+                            })
+                            .sum::<f64>()
+                            / (PARTS as f64).sqrt()
+                    } else {
+                        0.0
+                    };
+                    want_max = want_max.max(want.abs());
+                    let got = f64::from(u[g * mp + c]);
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{m} {g} {c}"
+                    );
+                }
+            }
+            assert!((f64::from(mx) - want_max).abs() < 1e-4 * want_max);
+        }
+    }
+
+    #[test]
+    fn output_is_the_integer_transform_scaled() {
+        for (n, np) in [(16, 16), (43, 44), (5, 8)] {
+            let z: Vec<i32> = (0..PARTS * np)
+                .map(|i| {
+                    if i % np < n {
+                        (i * 7919 % 20_011) as i32 - 10_000
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let beta: Vec<f32> = (0..PARTS * n)
+                .map(|i| 0.25 + (i % 3) as f32 / 8.0)
+                .collect();
+            let c = 0.001_f32;
+            let mut y = vec![f32::NAN; PARTS * n];
+            output(&mut z.clone(), np, n, &beta, c, &mut y);
+            for g in 0..PARTS {
+                for r in 0..n {
+                    let zz: i64 = (0..PARTS)
+                        .map(|j| {
+                            let s = if (g & j).count_ones() % 2 == 0 { 1 } else { -1 };
+                            s * i64::from(z[j * np + r])
+                        })
+                        .sum();
+                    let want = (zz as i32 as f32 * beta[g * n + r]) * c;
+                    assert_eq!(y[g * n + r].to_bits(), want.to_bits(), "{n} {g} {r}");
+                }
+            }
+        }
+    }
+}

@@ -7,7 +7,8 @@
 
 use crate::int_math::CodeMatrix;
 use crate::math::{add_assign, dequant, fht32};
-use crate::quant::{KV_LIMIT, act_limit, quantize};
+use crate::part_fht;
+use crate::quant::{KV_LIMIT, act_limit, encode, quantize, scales};
 use walsh_spec::config::Algebra;
 use walsh_spec::octonion::SIGNS;
 
@@ -18,9 +19,13 @@ pub struct HeadMixing {
     /// Head size padded to a multiple of 8 (the parts' stride in the codes).
     hdp: usize,
     blocks: Vec<CodeMatrix>,
+    /// Hadamard: the 32 blocks as one block-diagonal matrix (one kernel call a group).
+    diagonal: Option<CodeMatrix>,
     /// Scale of each row of each block, [A, hd].
     row_scales: Vec<f32>,
     beta: Vec<f32>,
+    /// Ones, α of `part_fht::input` (head mixing has none).
+    ones: Vec<f32>,
 }
 
 /// Buffers of [`HeadMixing::forward`].
@@ -40,23 +45,29 @@ impl HeadMixing {
         let a = algebra.dim();
         let mut row_scales = Vec::with_capacity(a * hd);
         let mut codes = vec![0i16; hd];
-        let blocks = (0..a)
-            .map(|k| {
-                let mut dense = Vec::with_capacity(hd * hd);
-                for row in weight[k * hd * hd..(k + 1) * hd * hd].chunks_exact(hd) {
-                    row_scales.push(quantize(row, KV_LIMIT, &mut codes));
-                    dense.extend_from_slice(&codes);
-                }
-                CodeMatrix::from_dense(&dense, hd, hd)
-            })
-            .collect();
+        let mut all = Vec::with_capacity(a * hd * hd);
+        for row in weight[..a * hd * hd].chunks_exact(hd) {
+            row_scales.push(quantize(row, KV_LIMIT, &mut codes));
+            all.extend_from_slice(&codes);
+        }
+        let (blocks, diagonal) = if algebra == Algebra::Hadamard {
+            (Vec::new(), Some(CodeMatrix::from_blocks(&all, a, hd, hd)))
+        } else {
+            let blocks = all
+                .chunks_exact(hd * hd)
+                .map(|b| CodeMatrix::from_dense(b, hd, hd))
+                .collect();
+            (blocks, None)
+        };
         HeadMixing {
             algebra,
             hd,
             hdp: hd.div_ceil(8) * 8,
             blocks,
+            diagonal,
             row_scales,
             beta,
+            ones: vec![1.0; a * hd],
         }
     }
 
@@ -73,6 +84,39 @@ impl HeadMixing {
     /// The mixed outputs of one position's heads: x and y hold n_head·hd values (groups of A).
     pub fn forward(&self, x: &[f32], y: &mut [f32], s: &mut MixScratch) {
         let (a, hd, hdp) = (self.algebra.dim(), self.hd, self.hdp);
+        if let Some(w) = &self.diagonal {
+            // Hadamard: û = FHT(x) (×1: exact) and its codes, the 32 block products in one
+            // call, then the scaled products' f32 FHT, s and β fused (part_fht).
+            let np = w.rows_padded();
+            for (xg, yg) in x.chunks_exact(a * hd).zip(y.chunks_exact_mut(a * hd)) {
+                let m = part_fht::input(xg, &self.ones, hd, hdp, &mut s.u);
+                s.codes.resize(a * hdp, 0);
+                let l = act_limit(hd, KV_LIMIT);
+                let scale = match scales(m, l) {
+                    Some((inv, scale)) => {
+                        encode(&s.u, inv, l, &mut s.codes);
+                        scale
+                    }
+                    None => {
+                        s.codes.fill(0);
+                        0.0
+                    }
+                };
+                s.t.resize(a * np, 0);
+                w.matvec_blocks(&s.codes, &mut s.t);
+                part_fht::mix_output(
+                    &s.t,
+                    np,
+                    hd,
+                    &self.row_scales,
+                    scale,
+                    &self.beta,
+                    &mut s.v,
+                    yg,
+                );
+            }
+            return;
+        }
         for (xg, yg) in x.chunks_exact(a * hd).zip(y.chunks_exact_mut(a * hd)) {
             s.u.clear();
             s.u.resize(a * hdp, 0.0);
@@ -107,16 +151,7 @@ impl HeadMixing {
                     }
                 }
                 Algebra::Hadamard => {
-                    // v_g = W_g ĉ_g, then z = H32 v (f32, in the padded layout).
-                    s.u.iter_mut().for_each(|v| *v = 0.0);
-                    for g in 0..32 {
-                        self.product(g, g, s);
-                        s.u[g * hdp..g * hdp + hd].copy_from_slice(&s.v);
-                    }
-                    fht32(&mut s.u);
-                    for (zp, up) in s.z.chunks_exact_mut(hd).zip(s.u.chunks_exact(hdp)) {
-                        zp.copy_from_slice(&up[..hd]);
-                    }
+                    unreachable!("hadamard mixing runs as one block-diagonal product")
                 }
             }
             // y = (z · s) · β_h for every part.
@@ -130,6 +165,8 @@ impl HeadMixing {
 
     pub fn heap_bytes(&self) -> usize {
         self.blocks.iter().map(|b| b.heap_bytes()).sum::<usize>()
+            + self.diagonal.as_ref().map_or(0, CodeMatrix::heap_bytes)
+            + 4 * self.ones.len()
             + 4 * (self.row_scales.len() + self.beta.len())
     }
 }

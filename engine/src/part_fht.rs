@@ -59,6 +59,49 @@ pub fn output(z: &mut [i32], np: usize, n: usize, beta: &[f32], c: f32, y: &mut 
     }
 }
 
+/// Head mixing's output (SPEC §2.6): y[g·n + r] = (U[g·np + r] · s) · β[r] for r < n, where U
+/// = `fht32` (the orthonormal f32 FHT across the 32 parts) of v, v[g·np + r] = f32(t[g·np + r])
+/// · rs[g·n + r] (zero in the pads). u is scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn mix_output(
+    t: &[i32],
+    np: usize,
+    n: usize,
+    rs: &[f32],
+    s: f32,
+    beta: &[f32],
+    u: &mut Vec<f32>,
+    y: &mut [f32],
+) {
+    assert!(
+        t.len() == PARTS * np
+            && np >= n
+            && rs.len() == PARTS * n
+            && beta.len() >= n
+            && y.len() == PARTS * n
+    );
+    #[cfg(target_arch = "wasm32")]
+    if n.is_multiple_of(4) {
+        simd::mix_output(t, np, n, rs, s, beta, y);
+        return;
+    }
+    u.clear();
+    u.resize(PARTS * np, 0.0);
+    for ((up, tp), rp) in u
+        .chunks_exact_mut(np)
+        .zip(t.chunks_exact(np))
+        .zip(rs.chunks_exact(n))
+    {
+        dequant(tp, rp, 1.0, &mut up[..n]);
+    }
+    fht32(u);
+    for (yp, up) in y.chunks_exact_mut(n).zip(u.chunks_exact(np)) {
+        for ((y, z), b) in yp.iter_mut().zip(up).zip(beta) {
+            *y = (z * s) * b;
+        }
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod simd {
     use super::PARTS;
@@ -506,6 +549,46 @@ mod simd {
         mx
     }
 
+    /// `super::mix_output` for n a multiple of 4 (×1.0 of `dequant` dropped: it is exact).
+    pub fn mix_output(
+        t: &[i32],
+        np: usize,
+        n: usize,
+        rs: &[f32],
+        s: f32,
+        beta: &[f32],
+        y: &mut [f32],
+    ) {
+        assert!(
+            t.len() == PARTS * np
+                && np >= n
+                && n.is_multiple_of(4)
+                && rs.len() == PARTS * n
+                && beta.len() >= n
+                && y.len() == PARTS * n
+        );
+        let (r32, sv) = (f32x4_splat(1.0 / (PARTS as f32).sqrt()), f32x4_splat(s));
+        let (pt, pr, pb, py) = (t.as_ptr(), rs.as_ptr(), beta.as_ptr(), y.as_mut_ptr());
+        let mut r = 0;
+        while r < n {
+            // SAFETY: part g's rows r..r+4 lie inside t (np ≥ n), rs, β and y (r + 4 ≤ n).
+            unsafe {
+                let (tr, rr, yr) = (pt.add(r), pr.add(r), py.add(r));
+                let v = parts_array!(g => f32x4_mul(
+                    f32x4_convert_i32x4(v128_load(tr.add(g * np) as *const v128)),
+                    v128_load(rr.add(g * n) as *const v128)
+                ));
+                let v = fht(v, f32x4_add, f32x4_sub);
+                let b = v128_load(pb.add(r) as *const v128);
+                parts_do!(g => v128_store(
+                    yr.add(g * n) as *mut v128,
+                    f32x4_mul(f32x4_mul(f32x4_mul(v[g], r32), sv), b)
+                ));
+            }
+            r += 4;
+        }
+    }
+
     pub fn output(z: &mut [i32], np: usize, n: usize, beta: &[f32], c: f32, y: &mut [f32]) {
         assert!(
             z.len() == PARTS * np
@@ -592,6 +675,44 @@ mod tests {
                 }
             }
             assert!((f64::from(mx) - want_max).abs() < 1e-4 * want_max);
+        }
+    }
+
+    #[test]
+    fn mix_output_is_the_f32_transform_of_the_scaled_products() {
+        for (n, np) in [(16, 16), (6, 8)] {
+            let t: Vec<i32> = (0..PARTS * np)
+                .map(|i| {
+                    if i % np < n {
+                        (i * 7919 % 20_011) as i32 - 10_000
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let rs: Vec<f32> = (0..PARTS * n).map(|i| 1e-3 * (1 + i % 7) as f32).collect();
+            let beta: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 / 8.0).collect();
+            let mut y = vec![f32::NAN; PARTS * n];
+            mix_output(&t, np, n, &rs, 0.25, &beta, &mut Vec::new(), &mut y);
+            for g in 0..PARTS {
+                for r in 0..n {
+                    let want: f64 = (0..PARTS)
+                        .map(|j| {
+                            let sg = if (g & j).count_ones() % 2 == 0 {
+                                1.0
+                            } else {
+                                -1.0
+                            };
+                            sg * f64::from(t[j * np + r] as f32 * rs[j * n + r])
+                        })
+                        .sum::<f64>()
+                        / (PARTS as f64).sqrt()
+                        * 0.25
+                        * f64::from(beta[r]);
+                    let got = f64::from(y[g * n + r]);
+                    assert!((got - want).abs() < 1e-5 * (1.0 + want.abs()), "{g} {r}");
+                }
+            }
         }
     }
 

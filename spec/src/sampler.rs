@@ -200,12 +200,18 @@ fn argmax_simd(logits: &[f32]) -> usize {
 pub struct Sampler {
     params: SamplingParams,
     rng: SplitMix64,
+    /// The penalized logits, kept between calls so that a step allocates nothing.
+    penalized: Vec<f32>,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
         let rng = SplitMix64::new(params.seed);
-        Sampler { params, rng }
+        Sampler {
+            params,
+            rng,
+            penalized: Vec::new(),
+        }
     }
 
     /// The next token from `logits`, without a repetition penalty.
@@ -221,13 +227,23 @@ impl Sampler {
         if self.params.repeat_penalty == 1.0 || n == 0 {
             return self.sample_unpenalized(logits);
         }
-        let mut penalized = logits.to_vec();
-        apply_repeat_penalty(
-            &mut penalized,
-            &context[context.len() - n..],
-            self.params.repeat_penalty,
-        );
-        self.sample_unpenalized(&penalized)
+        let recent = &context[context.len() - n..];
+        if self.params.temperature == 0.0 && self.params.repeat_penalty >= 1.0 {
+            // The penalty only lowers logits (r ≥ 1 moves ℓ toward −∞ on both sides of 0), so
+            // when the first maximal id is not penalized, it is still the first maximal id
+            // after the penalty: no copy of the logits needed.
+            let best = argmax(logits);
+            if !recent.contains(&(best as u32)) {
+                return best as u32;
+            }
+        }
+        let mut penalized = std::mem::take(&mut self.penalized);
+        penalized.clear();
+        penalized.extend_from_slice(logits);
+        apply_repeat_penalty(&mut penalized, recent, self.params.repeat_penalty);
+        let token = self.sample_unpenalized(&penalized);
+        self.penalized = penalized;
+        token
     }
 
     fn sample_unpenalized(&mut self, logits: &[f32]) -> u32 {
@@ -336,6 +352,36 @@ mod tests {
             ..params
         };
         assert!(bad.validate().unwrap_err().contains("repeat_penalty"));
+    }
+
+    #[test]
+    fn greedy_with_a_penalty_is_the_argmax_of_the_penalized_logits() {
+        let mut rng = SplitMix64::new(5);
+        for case in 0..400 {
+            let v = 1 + case % 37;
+            let logits: Vec<f32> = (0..v)
+                .map(|_| (rng.next_f64() * 8.0 - 4.0).round() as f32 / 2.0)
+                .collect();
+            let context: Vec<u32> = (0..case % 9)
+                .map(|_| (rng.next_u64() % 40) as u32)
+                .collect();
+            for r in [0.5, 1.0, 1.1, 2.0] {
+                let params = SamplingParams {
+                    repeat_penalty: r,
+                    repeat_last_n: 4,
+                    ..SamplingParams::default()
+                };
+                let n = params.repeat_last_n.min(context.len());
+                let mut want = logits.clone();
+                apply_repeat_penalty(&mut want, &context[context.len() - n..], r);
+                let got = Sampler::new(params).sample_after(&logits, &context);
+                assert_eq!(
+                    got as usize,
+                    argmax_sequential(&want),
+                    "{logits:?} {context:?} {r}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -604,6 +604,12 @@ fn figures() {
         let per_token = (total - prefill) / u64::from(g.generated_tokens.max(1));
         let (r, total200) = generate(&mut h, "Once upon a time", 200);
         let g200 = ok(r);
+        // The wasm engine and the native one write the same tokens (every algebra, every size).
+        assert_eq!(
+            g200.tokens,
+            native_tokens(&bytes, "Once upon a time", g200.tokens.len()),
+            "{config}"
+        );
         let per_token_200 = (total200 - prefill) / u64::from(g200.generated_tokens.max(1));
         let (r, _) = generate(&mut h, "Once upon a time", 255);
         let most = ok(r);

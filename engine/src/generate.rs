@@ -163,7 +163,7 @@ impl<'e> Generation<'e> {
             return Ok(None);
         }
         let mut laps = crate::profile::Laps::start();
-        let token = self.sampler.sample_after(&self.logits, &self.context);
+        let token = self.sampler.sample_after(&mut self.logits, &self.context);
         laps.lap(crate::profile::Phase::Sample);
         if token == self.engine.model.config.eos_token_id {
             self.finish = Some(FinishReason::Eos);

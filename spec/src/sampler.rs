@@ -200,8 +200,10 @@ fn argmax_simd(logits: &[f32]) -> usize {
 pub struct Sampler {
     params: SamplingParams,
     rng: SplitMix64,
-    /// The penalized logits, kept between calls so that a step allocates nothing.
-    penalized: Vec<f32>,
+    /// The penalized ids and their logits before the penalty, kept between calls so that a
+    /// step allocates nothing.
+    ids: Vec<u32>,
+    saved: Vec<f32>,
 }
 
 impl Sampler {
@@ -210,7 +212,8 @@ impl Sampler {
         Sampler {
             params,
             rng,
-            penalized: Vec::new(),
+            ids: Vec::new(),
+            saved: Vec::new(),
         }
     }
 
@@ -221,28 +224,35 @@ impl Sampler {
 
     /// The next token from `logits` after `context` (every token so far, the start token and
     /// the prompt included): the repetition penalty of SPEC §5.2 over its last `repeat_last_n`
-    /// tokens, then [`Sampler::sample`].
-    pub fn sample_after(&mut self, logits: &[f32], context: &[u32]) -> u32 {
+    /// tokens, then [`Sampler::sample`]. The penalty is applied to `logits` in place and undone
+    /// before returning (so they come back unchanged), with buffers kept between calls: a step
+    /// allocates and copies nothing.
+    pub fn sample_after(&mut self, logits: &mut [f32], context: &[u32]) -> u32 {
         let n = self.params.repeat_last_n.min(context.len());
         if self.params.repeat_penalty == 1.0 || n == 0 {
             return self.sample_unpenalized(logits);
         }
-        let recent = &context[context.len() - n..];
-        if self.params.temperature == 0.0 && self.params.repeat_penalty >= 1.0 {
-            // The penalty only lowers logits (r ≥ 1 moves ℓ toward −∞ on both sides of 0), so
-            // when the first maximal id is not penalized, it is still the first maximal id
-            // after the penalty: no copy of the logits needed.
-            let best = argmax(logits);
-            if !recent.contains(&(best as u32)) {
-                return best as u32;
-            }
+        let r = self.params.repeat_penalty;
+        // Each distinct id of the window (inside the vocabulary) once.
+        self.ids.clear();
+        self.ids.extend(
+            context[context.len() - n..]
+                .iter()
+                .copied()
+                .filter(|&id| (id as usize) < logits.len()),
+        );
+        self.ids.sort_unstable();
+        self.ids.dedup();
+        self.saved.clear();
+        for &id in &self.ids {
+            let l = &mut logits[id as usize];
+            self.saved.push(*l);
+            *l = penalize(*l, r);
         }
-        let mut penalized = std::mem::take(&mut self.penalized);
-        penalized.clear();
-        penalized.extend_from_slice(logits);
-        apply_repeat_penalty(&mut penalized, recent, self.params.repeat_penalty);
-        let token = self.sample_unpenalized(&penalized);
-        self.penalized = penalized;
+        let token = self.sample_unpenalized(logits);
+        for (&id, &v) in self.ids.iter().zip(&self.saved) {
+            logits[id as usize] = v;
+        }
         token
     }
 
@@ -278,9 +288,15 @@ pub fn apply_repeat_penalty(logits: &mut [f32], recent: &[u32], r: f32) {
     ids.dedup();
     for id in ids {
         if let Some(l) = logits.get_mut(id as usize) {
-            *l = if *l > 0.0 { *l / r } else { *l * r };
+            *l = penalize(*l, r);
         }
     }
+}
+
+/// One logit under the penalty r: ℓ / r when ℓ > 0, else ℓ · r.
+#[inline]
+fn penalize(l: f32, r: f32) -> f32 {
+    if l > 0.0 { l / r } else { l * r }
 }
 
 /// Softmax over the kept candidates (sorted, best first), the nucleus cut, and one draw.
@@ -333,18 +349,18 @@ mod tests {
             repeat_penalty: 1.5,
             ..SamplingParams::default()
         };
-        let logits = [0.0, 0.0, 0.0, 4.0, 3.0];
+        let mut logits = [0.0, 0.0, 0.0, 4.0, 3.0];
         assert_eq!(
-            Sampler::new(params.clone()).sample_after(&logits, &[3, 1]),
+            Sampler::new(params.clone()).sample_after(&mut logits, &[3, 1]),
             4
         );
         let one = SamplingParams {
             repeat_last_n: 1,
             ..params.clone()
         };
-        assert_eq!(Sampler::new(one).sample_after(&logits, &[3, 1]), 3);
+        assert_eq!(Sampler::new(one).sample_after(&mut logits, &[3, 1]), 3);
         assert_eq!(
-            Sampler::new(SamplingParams::default()).sample_after(&logits, &[3]),
+            Sampler::new(SamplingParams::default()).sample_after(&mut logits, &[3]),
             3
         );
         let bad = SamplingParams {
@@ -374,7 +390,9 @@ mod tests {
                 let n = params.repeat_last_n.min(context.len());
                 let mut want = logits.clone();
                 apply_repeat_penalty(&mut want, &context[context.len() - n..], r);
-                let got = Sampler::new(params).sample_after(&logits, &context);
+                let mut l = logits.clone();
+                let got = Sampler::new(params).sample_after(&mut l, &context);
+                assert_eq!(l, logits, "the logits come back unchanged");
                 assert_eq!(
                     got as usize,
                     argmax_sequential(&want),

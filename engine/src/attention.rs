@@ -44,8 +44,12 @@ pub fn attend(
     let (kc, ks, vc, vs) = cache.head(l, h);
 
     // Scores: score_p = (f32(c_q · c_k,p) · s_k,p) · (s_q · hd^−1/2).
-    s.q.clear();
-    s.q.resize(hdp, 0);
+    // The pads past hd stay zero: only the first hd codes are ever written. (No clear and
+    // refill per call: a `memory.fill` costs 100 instructions plus one per byte on the IC.)
+    if s.q.len() != hdp {
+        s.q.clear();
+        s.q.resize(hdp, 0);
+    }
     let sq = quantize(q, act_limit(hd, KV_LIMIT), &mut s.q);
     let groups = seen.div_ceil(4);
     s.dots.resize(4 * groups, 0);
@@ -58,8 +62,10 @@ pub fn attend(
     // w_p = e_p · s_v,p as codes Q(w, 32767); positions past `seen` in the last block weigh 0.
     let (sum, wmax) = softmax_weights(&mut s.scores, m, vs);
     let padded = seen.div_ceil(PAIR_BLOCK) * PAIR_BLOCK;
-    s.w.clear();
     s.w.resize(padded, 0);
+    // Zero the last block (then the codes overwrite its first positions): four vector stores
+    // rather than a `memory.fill` of the whole buffer.
+    s.w[padded - PAIR_BLOCK..padded].copy_from_slice(&[0; PAIR_BLOCK]);
     let sw = match scales(wmax, ACT_LIMIT) {
         Some((inv, scale)) => {
             encode(&s.scores, inv, ACT_LIMIT, &mut s.w);

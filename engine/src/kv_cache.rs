@@ -25,7 +25,8 @@ pub struct KvCache {
     cap_p: usize,
     capacity: usize,
     len: usize,
-    /// One head's codes, before they are scattered into the layouts.
+    /// One head's codes, before they are scattered into the layouts (only the first head_dim
+    /// are ever written: the pads stay zero).
     tmp: Vec<i16>,
 }
 
@@ -104,7 +105,6 @@ impl KvCache {
             let head = self.head_index(l, h);
             let base = head * cap_p * hdp;
             // Keys: row p of the head's panel-layout matrix.
-            self.tmp.fill(0);
             let s = quantize(&k[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
             self.k_scale[head * cap_p + p] = s;
             // Pair by pair: a pair's two codes sit side by side (`panel_index`).
@@ -113,7 +113,6 @@ impl KvCache {
                 self.k[i..i + 2].copy_from_slice(pair);
             }
             // Values: pair p/2, dimension j, slot p mod 2.
-            self.tmp.fill(0);
             let s = quantize(&v[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
             self.v_scale[head * cap_p + p] = s;
             let (q, odd) = (p / 2, p % 2);

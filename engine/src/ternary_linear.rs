@@ -108,8 +108,11 @@ impl TernaryLinear {
         let max = if self.algebra == Algebra::Hadamard {
             part_fht::input(x, &self.alpha, m, mp, &mut s.u)
         } else {
-            s.u.clear();
-            s.u.resize(a * mp, 0.0);
+            if m != mp || s.u.len() != a * mp {
+                // Pads to zero (without pads `mul` writes every entry: no `memory.fill`).
+                s.u.clear();
+                s.u.resize(a * mp, 0.0);
+            }
             for ((up, xp), al) in
                 s.u.chunks_exact_mut(mp)
                     .zip(x.chunks_exact(m))

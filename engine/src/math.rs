@@ -174,6 +174,20 @@ pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
+/// [`rope`] on every head of a row (heads of cos.len() values each), in one pass.
+pub fn rope_heads(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let hd = cos.len();
+    assert!(hd > 0 && sin.len() == hd && x.len().is_multiple_of(hd));
+    #[cfg(target_arch = "wasm32")]
+    if hd.is_multiple_of(4) {
+        simd::rope_heads(x, cos, sin);
+        return;
+    }
+    for head in x.chunks_exact_mut(hd) {
+        rope(head, cos, sin);
+    }
+}
+
 /// `dequant(z, v, c, y)` and the largest y_i (−∞ for none; NaN ignored), in one pass.
 pub fn dequant_max(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) -> f32 {
     let n = y.len();
@@ -353,6 +367,32 @@ mod simd {
     }
 
     /// `super::rope` on the first ⌊len/4⌋·4 entries; returns how many.
+    /// `super::rope_heads` for a head size (cos.len()) that is a multiple of 4.
+    pub fn rope_heads(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let (n, hd) = (x.len(), cos.len());
+        assert!(hd.is_multiple_of(4) && sin.len() == hd && n.is_multiple_of(hd));
+        let (px, pc, ps) = (x.as_mut_ptr(), cos.as_ptr(), sin.as_ptr());
+        let mut h = 0;
+        while h < n {
+            let mut i = 0;
+            while i < hd {
+                // SAFETY: h + i + 4 ≤ n = x.len() and i + 4 ≤ hd, the tables' length.
+                unsafe {
+                    let p = px.add(h + i);
+                    let v = ld(p);
+                    let swapped = i32x4_shuffle::<1, 0, 3, 2>(v, v);
+                    let y = f32x4_add(
+                        f32x4_mul(v, ld(pc.add(i))),
+                        f32x4_mul(swapped, ld(ps.add(i))),
+                    );
+                    v128_store(p as *mut v128, y);
+                }
+                i += 4;
+            }
+            h += hd;
+        }
+    }
+
     pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) -> usize {
         let n = x.len() / 4 * 4;
         let (px, pc, ps) = (x.as_mut_ptr(), cos.as_ptr(), sin.as_ptr());
@@ -538,6 +578,20 @@ mod tests {
             assert_eq!(x[2 * i].to_bits(), (a * c - b * s).to_bits());
             assert_eq!(x[2 * i + 1].to_bits(), (a * s + b * c).to_bits());
         }
+    }
+
+    #[test]
+    fn rope_heads_is_rope_on_each_head() {
+        let x0 = data(24, 7, 11, 5.0, 2.0);
+        let cos = data(8, 3, 5, 2.0, 3.0);
+        let sin = data(8, 5, 7, 3.0, 4.0);
+        let mut x = x0.clone();
+        rope_heads(&mut x, &cos, &sin);
+        let mut want = x0.clone();
+        for head in want.chunks_exact_mut(8) {
+            rope(head, &cos, &sin);
+        }
+        assert_eq!(x, want);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::attention::{AttentionScratch, attend};
 use crate::embedding_table::{EmbeddingTable, HeadScratch};
 use crate::head_mixing::{HeadMixing, MixScratch};
 use crate::kv_cache::KvCache;
-use crate::math::{add_assign, rmsnorm, rope, swiglu};
+use crate::math::{add_assign, rmsnorm, rope_heads, swiglu};
 use crate::profile::{Laps, Phase};
 use crate::ternary_linear::{TernaryLinear, TernaryScratch};
 use thiserror::Error;
@@ -252,9 +252,7 @@ impl Model {
         let hd = self.config.head_dim();
         let cos = &self.rope_cos[pos * hd..(pos + 1) * hd];
         let sin = &self.rope_sin[pos * hd..(pos + 1) * hd];
-        for head in row.chunks_exact_mut(hd) {
-            rope(head, cos, sin);
-        }
+        rope_heads(row, cos, sin);
     }
 
     /// Runs `tokens` at the next positions of `cache` and returns the logits of the last one

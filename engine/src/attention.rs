@@ -1,9 +1,9 @@
 //! Causal attention of one query position over the cached positions of one head: SPEC §2.3 with
 //! the integer codes of §2.6 (keys and values Q(·, 2047) in the cache, the query Q(q, L_q), the
 //! value weights Q(w, 32767)), so that the scores and the weighted sum are exact integer dot
-//! products (`int_math::panel_matvec`, `int_math::pairs_weighted`).
+//! products (`int_math::panel_matvec`).
 
-use crate::int_math::{PAIR_BLOCK, pairs_weighted, panel_matvec};
+use crate::int_math::{PAIR_BLOCK, panel_matvec};
 use crate::kv_cache::KvCache;
 use crate::math::{dequant_max, softmax_weights};
 use crate::quant::{ACT_LIMIT, KV_LIMIT, act_limit, encode, quantize, scales};
@@ -15,6 +15,7 @@ pub struct AttentionScratch {
     dots: Vec<i32>,
     scores: Vec<f32>,
     w: Vec<i16>,
+    blk: Vec<i32>,
     acc: Vec<f32>,
 }
 
@@ -74,9 +75,19 @@ pub fn attend(
         None => 0.0,
     };
 
-    // o_j = (Σ_blocks f32(Σ_p c_w,p · c_v,p,j) · s_w) · (1 / S).
+    // o_j = (Σ_blocks f32(Σ_p c_w,p · c_v,p,j) · s_w) · (1 / S): a block of 32 positions is one
+    // panel of the values' matrix, its sums exact in i32, added in f32 in increasing order.
+    s.acc.clear();
     s.acc.resize(hdp, 0.0);
-    pairs_weighted(&vc[..padded * hdp], hdp, &s.w, &mut s.acc);
+    s.blk.resize(hdp, 0);
+    for (b, wb) in s.w.chunks_exact(PAIR_BLOCK).enumerate() {
+        let panel = &vc[b * PAIR_BLOCK * hdp..(b + 1) * PAIR_BLOCK * hdp];
+        panel_matvec(panel, hdp, PAIR_BLOCK, wb, &mut s.blk);
+        s.acc
+            .iter_mut()
+            .zip(&s.blk)
+            .for_each(|(a, v)| *a += *v as f32);
+    }
     let inv = 1.0 / sum;
     out.iter_mut()
         .zip(&s.acc)

@@ -1,5 +1,5 @@
 //! Integer kernels of SPEC §2.6: dot products of i16 codes into i32 sums (matrices in a panel
-//! layout, and attention's weighted values), and the unnormalized Walsh–Hadamard transform over
+//! layout), and the unnormalized Walsh–Hadamard transform over
 //! i32 parts.
 //!
 //! Integer sums are exact (SPEC §2.6 bounds every sum below 2^31), so their order cannot change a
@@ -206,39 +206,10 @@ impl CodeMatrix {
     }
 }
 
-/// Positions per block of [`pairs_weighted`]: 32 products of codes ≤ 2,047 and ≤ 32,767 stay
-/// below 2^31 (SPEC §2.6), so each block's sums are exact in i32.
+/// Positions per block of attention's weighted sum of values (one panel of the values' matrix):
+/// 32 products of codes ≤ 2,047 and ≤ 32,767 stay below 2^31 (SPEC §2.6), so each block's sums
+/// are exact in i32.
 pub const PAIR_BLOCK: usize = 32;
-
-/// acc[j] = Σ_blocks f32(Σ_{p in block} w[p]·v_p[j]) (blocks of [`PAIR_BLOCK`] positions, their
-/// f32 sums in increasing block order) for j < dims, with the values stored in pairs of
-/// positions: v[(q·dims + j)·2 + (p mod 2)] holds v_p[j] for p = 2q + p mod 2. w.len() is a
-/// multiple of PAIR_BLOCK (zeros past the positions that count); dims a multiple of 4.
-pub fn pairs_weighted(v: &[i16], dims: usize, w: &[i16], acc: &mut [f32]) {
-    assert!(
-        w.len().is_multiple_of(PAIR_BLOCK)
-            && dims.is_multiple_of(4)
-            && acc.len() == dims
-            && v.len() >= w.len() * dims
-    );
-    acc.fill(0.0);
-    #[cfg(target_arch = "wasm32")]
-    if simd::pairs_weighted(v, dims, w, acc) {
-        return;
-    }
-    let mut part = vec![0i32; dims];
-    for (b, wb) in w.chunks_exact(PAIR_BLOCK).enumerate() {
-        part.fill(0);
-        for (k, wp) in wb.iter().enumerate() {
-            let p = b * PAIR_BLOCK + k;
-            let (q, odd) = (p / 2, p % 2);
-            for (j, s) in part.iter_mut().enumerate() {
-                *s = s.wrapping_add(i32::from(*wp) * i32::from(v[(q * dims + j) * 2 + odd]));
-            }
-        }
-        acc.iter_mut().zip(&part).for_each(|(a, s)| *a += *s as f32);
-    }
-}
 
 #[cfg(target_arch = "wasm32")]
 mod simd {
@@ -375,55 +346,6 @@ mod simd {
         }
     }
 
-    /// One block of 32 positions (16 pairs) of `super::pairs_weighted` for dims = 4·VECS:
-    /// acc[k] (f32x4, dims 4k..4k+4) += f32(the block's exact i32 sums).
-    #[inline(never)]
-    unsafe fn pairs_block<const VECS: usize>(v: *const v128, w: *const i32, acc: *mut v128) {
-        let mut s = [i32x4_splat(0); VECS];
-        for q in 0..16 {
-            // SAFETY: the block holds 16 pairs of VECS vectors from v and 16 weight pairs from w.
-            unsafe {
-                let pair = i32x4_splat(*w.add(q));
-                for (k, sk) in s.iter_mut().enumerate() {
-                    *sk = i32x4_add(*sk, i32x4_dot_i16x8(v128_load(v.add(q * VECS + k)), pair));
-                }
-            }
-        }
-        for (k, sk) in s.iter().enumerate() {
-            // SAFETY: acc holds VECS vectors.
-            unsafe {
-                let p = acc.add(k);
-                v128_store(p, f32x4_add(v128_load(p), f32x4_convert_i32x4(*sk)));
-            }
-        }
-    }
-
-    /// `super::pairs_weighted` in wasm for the head sizes it has kernels for; false otherwise.
-    pub fn pairs_weighted(v: &[i16], dims: usize, w: &[i16], acc: &mut [f32]) -> bool {
-        type PairsFn = unsafe fn(*const v128, *const i32, *mut v128);
-        let f: PairsFn = match dims / 4 {
-            2 => pairs_block::<2>,
-            4 => pairs_block::<4>,
-            6 => pairs_block::<6>,
-            8 => pairs_block::<8>,
-            12 => pairs_block::<12>,
-            16 => pairs_block::<16>,
-            _ => return false,
-        };
-        let vecs = dims / 4;
-        let (vp, wp, ap) = (
-            v.as_ptr() as *const v128,
-            w.as_ptr() as *const i32,
-            acc.as_mut_ptr() as *mut v128,
-        );
-        for b in 0..w.len() / super::PAIR_BLOCK {
-            // SAFETY: block b's 16 pairs of `vecs` vectors lie inside v (asserted by the caller:
-            // v.len() ≥ w.len()·dims), its 16 weight pairs inside w, acc holds `vecs` vectors.
-            unsafe { f(vp.add(b * 16 * vecs), wp.add(b * 16), ap) };
-        }
-        true
-    }
-
     /// `super::fht` for a part width that is a multiple of 4.
     pub fn fht(x: &mut [i32], parts: usize) {
         let width = x.len() / parts;
@@ -534,26 +456,6 @@ mod tests {
                         "{blocks}x{rows}x{cols} {b} {r}"
                     );
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn pairs_weighted_sums_blocks_exactly() {
-        for (positions, dims) in [(32, 4), (64, 16), (96, 64), (32, 20)] {
-            let v = codes(positions * dims, 11, 4_095, 2_047);
-            let w = codes(positions, 13, 65_535, 32_767);
-            let mut acc = vec![0.0; dims];
-            pairs_weighted(&v, dims, &w, &mut acc);
-            for j in 0..dims {
-                let mut want = 0f32;
-                for b in 0..positions / PAIR_BLOCK {
-                    let s: i64 = (b * PAIR_BLOCK..(b + 1) * PAIR_BLOCK)
-                        .map(|p| i64::from(w[p]) * i64::from(v[((p / 2) * dims + j) * 2 + p % 2]))
-                        .sum();
-                    want += s as f32;
-                }
-                assert_eq!(acc[j].to_bits(), want.to_bits());
             }
         }
     }

@@ -2,10 +2,10 @@
 //! for the whole context (block_size positions), as the integer codes of SPEC §2.6: each head's
 //! key and value at each position is Q(·, 2047) with its own scale.
 //!
-//! Layouts, per (layer, head), made for the wasm kernels of `int_math`: keys as a [positions,
-//! head size] matrix in the panel layout of `CodeMatrix` (`panel_matvec`: four positions' scores
-//! per dot product); values in pairs of positions, dimension by dimension, the two positions side
-//! by side (`pairs_weighted`).
+//! Layouts, per (layer, head), made for the wasm kernels of `int_math`, both in the panel layout of
+//! `CodeMatrix` (`panel_matvec`): keys as a [positions, head size] matrix (four positions' scores
+//! a dot product), values as a [head size, positions] matrix (four dimensions of the weighted sum
+//! a dot product), whose panels are the blocks of 32 positions whose sums are exact in i32.
 //! Positions are padded to a multiple of 32 and head sizes to a multiple of 8, with zeros.
 
 use crate::int_math::{PAIR_BLOCK, panel_index};
@@ -112,12 +112,11 @@ impl KvCache {
                 let i = base + panel_index(cap_p, hdp, p, 2 * kk);
                 self.k[i..i + 2].copy_from_slice(pair);
             }
-            // Values: pair p/2, dimension j, slot p mod 2.
+            // Values: column p of the head's [head size, positions] panel-layout matrix.
             let s = quantize(&v[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
             self.v_scale[head * cap_p + p] = s;
-            let (q, odd) = (p / 2, p % 2);
-            for (j, code) in self.tmp.iter().enumerate() {
-                self.v[base + (q * hdp + j) * 2 + odd] = *code;
+            for (j, code) in self.tmp[..hd].iter().enumerate() {
+                self.v[base + panel_index(hdp, cap_p, j, p)] = *code;
             }
         }
     }

@@ -6,6 +6,7 @@
 use crate::int_math::{PAIR_BLOCK, panel_matvec};
 use crate::kv_cache::KvCache;
 use crate::math::{dequant_max, softmax_weights};
+use crate::profile::{Laps, Phase};
 use crate::quant::{ACT_LIMIT, KV_LIMIT, act_limit, encode, quantize, scales};
 
 /// Buffers of [`attend`], kept between calls.
@@ -40,6 +41,7 @@ pub fn attend(
     out: &mut [f32],
     s: &mut AttentionScratch,
 ) {
+    let mut laps = Laps::resume();
     let hd = q.len();
     let hdp = cache.head_dim_padded();
     let (kc, ks, vc, vs) = cache.head(l, h);
@@ -55,6 +57,7 @@ pub fn attend(
     let groups = seen.div_ceil(4);
     s.dots.resize(4 * groups, 0);
     panel_matvec(kc, cache.positions_padded(), hdp, &s.q, &mut s.dots);
+    laps.lap(Phase::AttnScores);
     let c = sq * (1.0 / (hd as f32).sqrt());
     s.scores.resize(seen, 0.0);
     let m = dequant_max(&s.dots, ks, c, &mut s.scores);
@@ -75,6 +78,7 @@ pub fn attend(
         None => 0.0,
     };
 
+    laps.lap(Phase::AttnSoftmax);
     // o_j = (Σ_blocks f32(Σ_p c_w,p · c_v,p,j) · s_w) · (1 / S): a block of 32 positions is one
     // panel of the values' matrix, its sums exact in i32, added in f32 in increasing order.
     s.acc.clear();
@@ -92,4 +96,5 @@ pub fn attend(
     out.iter_mut()
         .zip(&s.acc)
         .for_each(|(o, a)| *o = (a * sw) * inv);
+    laps.lap(Phase::AttnValues);
 }

@@ -17,7 +17,13 @@ pub enum Phase {
     /// The ternary AlgebraLinears' output side: the integer FHT, β and the scale back to f32.
     LinearOut,
     Rope,
-    /// Scores, softmax and the weighted sum of values.
+    /// Attention's scores: the query's codes and the integer products with the cached keys.
+    AttnScores,
+    /// Attention's softmax: scores to f32, max, exp, sum, the value weights' codes.
+    AttnSoftmax,
+    /// Attention's weighted sum of the cached values, scaled back to f32.
+    AttnValues,
+    /// The rest of attention (the loop over positions and heads).
     Attention,
     /// Head mixing (full-precision AlgebraLinear).
     Mix,
@@ -28,13 +34,16 @@ pub enum Phase {
     Sample,
 }
 
-pub const PHASES: [Phase; 12] = [
+pub const PHASES: [Phase; 15] = [
     Phase::Embed,
     Phase::Norm,
     Phase::LinearIn,
     Phase::Linear,
     Phase::LinearOut,
     Phase::Rope,
+    Phase::AttnScores,
+    Phase::AttnSoftmax,
+    Phase::AttnValues,
     Phase::Attention,
     Phase::Mix,
     Phase::SwiGlu,
@@ -52,7 +61,10 @@ impl Phase {
             Phase::Linear => "linears: products",
             Phase::LinearOut => "linears: output",
             Phase::Rope => "rope",
-            Phase::Attention => "attention",
+            Phase::AttnScores => "attn: scores",
+            Phase::AttnSoftmax => "attn: softmax",
+            Phase::AttnValues => "attn: values",
+            Phase::Attention => "attn: rest",
             Phase::Mix => "head mixing",
             Phase::SwiGlu => "swiglu",
             Phase::Residual => "residual",

@@ -86,6 +86,6 @@ pub fn sample<B: Backend>(
         sampler: Sampler::new(params),
     };
     let out = generate(model, vec![seq], max_tokens)?;
-    let generated = out.first().map_or(&[][..], |g| &g.tokens[..]);
+    let generated = out.generations.first().map_or(&[][..], |g| &g.tokens[..]);
     Ok(story_text(tokenizer, &context, generated)?)
 }

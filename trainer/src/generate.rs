@@ -94,6 +94,15 @@ pub fn story_text(
         .map_err(|e| GenerateError::Tokenizer(e.to_string()))
 }
 
+/// What [`generate`] returns: each sequence's generation, in the order given, and the cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    pub generations: Vec<Generation>,
+    /// Positions the forward ran over (live sequences × window, summed over the steps): with
+    /// no KV cache, far more than the tokens generated (docs/BENCHMARKS.md says how many).
+    pub positions: u64,
+}
+
 /// One sequence of [`generate`]: its context so far (the end-of-text token, the prompt, then
 /// what it generated) and its sampler.
 pub struct Sequence {
@@ -102,13 +111,13 @@ pub struct Sequence {
 }
 
 /// Continues every sequence until it samples the end-of-text token, has generated `max_tokens`
-/// tokens or fills the context; returns each one's generation in the order given. Each context
-/// is one of [`start_context`]: non-empty, shorter than block_size.
+/// tokens or fills the context. Each context is one of [`start_context`]: non-empty, shorter
+/// than block_size.
 pub fn generate<B: Backend>(
     model: &mut Model<B>,
     sequences: Vec<Sequence>,
     max_tokens: usize,
-) -> Result<Vec<Generation>, ModelError> {
+) -> Result<Generated, ModelError> {
     let (eos, block) = (model.config.eos_token_id, model.config.block_size);
     let starts: Vec<usize> = sequences.iter().map(|s| s.context.len()).collect();
     assert!(
@@ -119,6 +128,7 @@ pub fn generate<B: Backend>(
     let mut done: Vec<Option<Stop>> = vec![None; seqs.len()];
     let mut live: Vec<usize> = (0..seqs.len()).collect();
     let mut window = Vec::new();
+    let mut positions = 0u64;
     loop {
         live.retain(|&i| {
             let generated = seqs[i].context.len() - starts[i];
@@ -147,6 +157,7 @@ pub fn generate<B: Backend>(
             rows.push(r * t + ctx.len() - 1);
         }
         model.forward(&window, None, live.len(), t)?;
+        positions += window.len() as u64;
         let logits = model.logits(&rows)?;
         let vocab = model.config.vocab_size;
         let mut row = vec![0f32; vocab];
@@ -163,7 +174,7 @@ pub fn generate<B: Backend>(
             }
         }
     }
-    Ok(seqs
+    let generations = seqs
         .into_iter()
         .zip(starts)
         .zip(done)
@@ -171,5 +182,9 @@ pub fn generate<B: Backend>(
             tokens: s.context[start..].to_vec(),
             stop: stop.unwrap_or(Stop::MaxTokens),
         })
-        .collect())
+        .collect();
+    Ok(Generated {
+        generations,
+        positions,
+    })
 }

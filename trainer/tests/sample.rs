@@ -133,7 +133,7 @@ fn generation_stops_at_end_of_text_max_tokens_and_the_context() {
             })
             .collect();
         let out = generate(&mut model, seqs, max_tokens).unwrap();
-        for (seed, g) in out.iter().enumerate() {
+        for (seed, g) in out.generations.iter().enumerate() {
             // The reference: the sampler alone, on zero logits.
             let mut s = Sampler::new(params(seed as u64));
             let mut want = Vec::new();

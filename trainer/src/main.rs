@@ -156,6 +156,10 @@ enum Command {
         /// Replace an existing --output corpus.
         #[arg(long, requires = "output")]
         overwrite: bool,
+        /// With --output, write only the stories that ended with <|endoftext|> (not those cut
+        /// at --max-tokens or at the context's end).
+        #[arg(long, requires = "output")]
+        complete_only: bool,
         #[command(flatten)]
         device: DeviceArg,
     },
@@ -437,6 +441,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
             resume,
             overwrite,
+            complete_only,
             device,
         } => {
             let device = device.parse()?;
@@ -459,6 +464,7 @@ fn run(cli: Cli) -> Result<()> {
                 repeat_penalty,
                 repeat_last_n,
                 max_tokens,
+                complete_only,
             };
             let opts = CorpusOptions {
                 output: output.unwrap_or_default(),

@@ -69,6 +69,7 @@ fn settings(ckpt: &Checkpoint, prompts: &[&str], seed: u64) -> CorpusSettings {
         repeat_penalty: 1.0,
         repeat_last_n: 64,
         max_tokens: 12,
+        complete_only: false,
     }
 }
 
@@ -95,11 +96,10 @@ fn corpus(
     Ok(std::fs::read(path).unwrap())
 }
 
-/// With every logit 0 (a zero embedding table), the sampler draws uniformly: each sequence's
-/// tokens are exactly the SPEC sampler's draws on zero logits, ending at the first end-of-text
-/// draw, at max_tokens or at the context's end, however many sequences share the batch.
-#[test]
-fn generation_stops_at_end_of_text_max_tokens_and_the_context() {
+/// A model of 16 tokens (end-of-text: 3) whose every logit is 0 (a zero embedding table): the
+/// sampler draws uniformly, so the end-of-text token comes at 1/16 a step. Its tokenizer is
+/// GPT-2's (ids 0-15 are punctuation), so its stories can be written as text.
+fn uniform_model() -> (Checkpoint, Model<CpuBackend<f32>>) {
     let cfg = ModelConfig {
         name: "uniform".into(),
         vocab_size: 16,
@@ -114,10 +114,21 @@ fn generation_stops_at_end_of_text_max_tokens_and_the_context() {
         rope_theta: 10000.0,
         eos_token_id: 3,
     };
-    let mut ckpt = random_checkpoint(&cfg, 1, String::new());
+    let gpt2 = std::fs::read_to_string(manifest().join("../models/tokenizer-gpt2.json")).unwrap();
+    let mut ckpt = random_checkpoint(&cfg, 1, gpt2);
     let table = ckpt.tensors.get_mut("tok_emb.weight").unwrap();
     table.data.iter_mut().for_each(|v| *v = 0.0);
-    let mut model = Model::new(CpuBackend::<f32>::new(), cfg.clone(), &ckpt.tensors).unwrap();
+    let model = Model::new(CpuBackend::<f32>::new(), cfg, &ckpt.tensors).unwrap();
+    (ckpt, model)
+}
+
+/// Each sequence's tokens are exactly the SPEC sampler's draws on the uniform model's zero
+/// logits, ending at the first end-of-text draw, at max_tokens or at the context's end, however
+/// many sequences share the batch.
+#[test]
+fn generation_stops_at_end_of_text_max_tokens_and_the_context() {
+    let (ckpt, mut model) = uniform_model();
+    let cfg = ckpt.config.clone();
     let params = |seed| SamplingParams {
         temperature: 1.0,
         seed,
@@ -155,6 +166,55 @@ fn generation_stops_at_end_of_text_max_tokens_and_the_context() {
     }
     for stop in [Stop::EndOfText, Stop::MaxTokens, Stop::ContextFull] {
         assert!(seen.contains(&stop), "no story ended with {stop:?}");
+    }
+}
+
+/// `complete_only` writes exactly the stories that ended with the end-of-text token, in order.
+#[test]
+fn complete_only_writes_the_stories_that_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, mut model) = uniform_model();
+    let tokenizer = tokenizers::Tokenizer::from_bytes(ckpt.tokenizer_json.as_bytes()).unwrap();
+    let s = CorpusSettings {
+        max_tokens: 10,
+        top_k: 0,
+        top_p: 1.0,
+        ..settings(&ckpt, &[], 0)
+    };
+    let mut write = |name: &str, complete_only| {
+        let opts = CorpusOptions {
+            output: dir.path().join(name),
+            count: 40,
+            batch_size: 16,
+            mode: WriteMode::New,
+            progress: false,
+        };
+        let s = CorpusSettings {
+            complete_only,
+            ..s.clone()
+        };
+        let summary = write_corpus(&mut model, &tokenizer, &s, &opts).unwrap();
+        let text = std::fs::read_to_string(&opts.output).unwrap();
+        let docs: Vec<String> = text
+            .split_terminator("\n<|endoftext|>\n")
+            .map(str::to_owned)
+            .collect();
+        (summary, docs)
+    };
+    let (all, every) = write("all.txt", false);
+    let (ended, complete) = write("ended.txt", true);
+    assert_eq!((all.stories, all.written, every.len()), (40, 40, 40));
+    assert_eq!(ended.endings, all.endings);
+    let n = all.endings.end_of_text;
+    assert!(n > 5 && n < 35, "{n} of 40 ended");
+    assert_eq!((ended.written, complete.len() as u64), (n, n));
+    // In order, a subsequence of all the stories.
+    let mut rest = every.iter();
+    for doc in &complete {
+        assert!(
+            rest.any(|d| d == doc),
+            "{doc:?} is not among the stories, in order"
+        );
     }
 }
 
@@ -304,7 +364,7 @@ fn the_binary_writes_a_corpus_and_explains_bad_arguments() {
     ]);
     assert!(ok, "{err}");
     assert!(
-        stdout.starts_with("wrote 3 stories, ") && stdout.contains("stories/min"),
+        stdout.starts_with("generated 3 stories (3 written), ") && stdout.contains("stories/min"),
         "{stdout}"
     );
     assert_eq!(
@@ -316,7 +376,7 @@ fn the_binary_writes_a_corpus_and_explains_bad_arguments() {
     );
     let (ok, stdout, err) = run(&["--count", "5", "--max-tokens", "6", "-o", out_s, "--resume"]);
     assert!(
-        ok && stdout.contains("wrote 2 stories") && stdout.contains("(5 stories)"),
+        ok && stdout.contains("generated 2 stories") && stdout.contains("(5 stories)"),
         "{err}"
     );
 

@@ -392,8 +392,9 @@ fn open_output(settings: &CorpusSettings, opts: &CorpusOptions) -> Result<(File,
                     differ.join("; ")
                 );
             }
+            // Appending: every write goes to the end, after the cut below.
             let file = OpenOptions::new()
-                .write(true)
+                .append(true)
                 .open(path)
                 .with_context(|| format!("--resume: opening {}", path.display()))?;
             let len = file.metadata()?.len();
@@ -406,10 +407,8 @@ fn open_output(settings: &CorpusSettings, opts: &CorpusOptions) -> Result<(File,
                 );
             }
             // What a crash left after the last whole batch goes.
-            file.set_len(side.bytes)?;
-            let mut file = file;
-            use std::io::Seek;
-            file.seek(std::io::SeekFrom::End(0))?;
+            file.set_len(side.bytes)
+                .with_context(|| format!("--resume: cutting {}", path.display()))?;
             Ok((file, side))
         }
     }

@@ -7,9 +7,16 @@
 #                                 (default 4096) trained on both, /tmp/data/all (books + TinyStories)
 #                                 and /tmp/data/ts (TinyStories alone), both validated on
 #                                 TinyStories valid.txt. With TOKENIZER=PATH, that tokenizer instead.
+#   frontier.sh corpus TEACHER COUNT [SEED]
+#                                 sequence-level distillation (docs/TRAINING.md §8.1): COUNT
+#                                 unconditional stories of the checkpoint TEACHER (temperature 1,
+#                                 whole stories only, seeds SEED…, default 1000) into
+#                                 /tmp/text/teacher.txt, then /tmp/data/ts-teacher: TinyStories
+#                                 train and those stories, /tmp/data/all's tokenizer. Not yet run.
 #   frontier.sh train NAME CONFIG BOOK_STEPS STEPS BOOK_END END [KEY=VALUE…]
 #                                 the two-phase recipe of trainer/gpu/train.sh: BOOK_STEPS steps on
-#                                 /tmp/data/all, then TinyStories to STEPS (evaluated every 100
+#                                 /tmp/data/all, then TinyStories (PHASE2=DIR: that prepared data,
+#                                 e.g. /tmp/data/ts-teacher) to STEPS (evaluated every 100
 #                                 steps; best/ kept), each phase stopped as by Ctrl-C at the epoch
 #                                 second BOOK_END / END at the latest; then `trainer eval` of best/,
 #                                 `packer pack` (int8 embeddings), `packer eval` of the blob on
@@ -43,6 +50,13 @@ with lzma.open(sys.argv[1]) as f, open(sys.argv[2], "wb") as g: shutil.copyfileo
     $T prepare /tmp/text/train-00.txt --val $G/text/valid.txt \
         --tokenizer /tmp/data/all/tokenizer.json -o /tmp/data/ts
     ;;
+corpus)
+    teacher=$1 count=$2 seed=${3:-1000}
+    $T sample "$teacher" --device cuda --count "$count" --batch-size 256 --max-tokens 255 \
+        --complete-only --seed "$seed" -o /tmp/text/teacher.txt --overwrite
+    $T prepare /tmp/text/train-00.txt /tmp/text/teacher.txt --val $G/text/valid.txt \
+        --tokenizer /tmp/data/all/tokenizer.json -o /tmp/data/ts-teacher
+    ;;
 train)
     name=$1 config=$2 book_steps=$3 steps=$4 book_end=$5 end=$6
     shift 6
@@ -57,7 +71,7 @@ train)
         echo "== $name: $config, $book_steps steps on books + TinyStories, then TinyStories to $steps; sets: $*"
         timeout -s INT "$(left "$book_end")" $T train "${common[@]}" --set data=/tmp/data/all \
             --stop-after "$book_steps" || [ $? = 124 ]
-        timeout -s INT "$(left "$end")" $T train "${common[@]}" --set data=/tmp/data/ts \
+        timeout -s INT "$(left "$end")" $T train "${common[@]}" --set "data=${PHASE2:-/tmp/data/ts}" \
             --set eval_every=100 --resume "$run/checkpoint" || [ $? = 124 ]
         echo "training wall time: $(($(date +%s) - start)) s"
     } >"$res/train.log" 2>&1

@@ -3,9 +3,9 @@
 
 use crate::TokenFile;
 use crate::backend::Backend;
+use crate::generate::{GenerateError, Sequence, generate, start_context, story_text};
 use crate::model::{Model, ModelError};
 use crate::train::batches::eval_batches;
-use num_traits::ToPrimitive;
 use walsh_spec::sampler::{Sampler, SamplingParams};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,20 +62,16 @@ pub fn evaluate<B: Backend>(
 pub enum EvalError {
     #[error("the token file holds {0} tokens; evaluation needs at least 2")]
     TooShort(usize),
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    #[error(
-        "the prompt is {tokens} tokens; the model's context holds {max} after the end-of-text token"
-    )]
-    PromptTooLong { tokens: usize, max: usize },
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
     #[error(transparent)]
     Model(#[from] ModelError),
 }
 
 /// Continues `prompt` by up to `max_tokens` tokens as SPEC §5.1 says (the context starts with
 /// the end-of-text token, as every story in training does; generation stops at that token or when
-/// the context is full), recomputing the whole context each token — the simple way, for checking
-/// a run's progress. Temperature 0 is greedy. Returns the prompt and its continuation.
+/// the context is full): [`generate`] of one sequence. Temperature 0 is greedy. Returns the
+/// prompt and its continuation.
 pub fn sample<B: Backend>(
     model: &mut Model<B>,
     tokenizer: &tokenizers::Tokenizer,
@@ -83,37 +79,13 @@ pub fn sample<B: Backend>(
     max_tokens: usize,
     params: SamplingParams,
 ) -> Result<String, EvalError> {
-    let enc = tokenizer
-        .encode(prompt, false)
-        .map_err(|e| EvalError::Tokenizer(e.to_string()))?;
-    let eos = model.config.eos_token_id;
-    let mut ids: Vec<u32> = std::iter::once(eos)
-        .chain(enc.get_ids().iter().copied())
-        .collect();
-    let block = model.config.block_size;
-    if ids.len() > block.saturating_sub(1).max(1) {
-        return Err(EvalError::PromptTooLong {
-            tokens: ids.len() - 1,
-            max: block.saturating_sub(1),
-        });
-    }
-    let start = ids.len();
-    let mut sampler = Sampler::new(params);
-    while ids.len() - start < max_tokens && ids.len() < block {
-        model.forward(&ids, None, 1, ids.len())?;
-        let logits: Vec<f32> = model
-            .logits(&[ids.len() - 1])?
-            .iter()
-            .map(|v| v.to_f32().unwrap_or(f32::NAN))
-            .collect();
-        let next = sampler.sample(&logits);
-        if next == eos {
-            break;
-        }
-        ids.push(next);
-    }
-    let text = tokenizer
-        .decode(&ids[start..], false)
-        .map_err(|e| EvalError::Tokenizer(e.to_string()))?;
-    Ok(format!("{prompt}{text}"))
+    let (eos, block) = (model.config.eos_token_id, model.config.block_size);
+    let context = start_context(tokenizer, prompt, eos, block)?;
+    let seq = Sequence {
+        context: context.clone(),
+        sampler: Sampler::new(params),
+    };
+    let out = generate(model, vec![seq], max_tokens)?;
+    let generated = out.generations.first().map_or(&[][..], |g| &g.tokens[..]);
+    Ok(story_text(tokenizer, &context, generated)?)
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use walsh_spec::Checkpoint;
-use walsh_spec::sampler::SamplingParams;
 use walsh_trainer::backend::cpu::CpuBackend;
-use walsh_trainer::eval::{evaluate, sample};
+use walsh_trainer::corpus::{self, CorpusOptions, CorpusSettings, WriteMode};
+use walsh_trainer::eval::evaluate;
 use walsh_trainer::model::Model;
 use walsh_trainer::prepare::{
     self, DEFAULT_BATCH_DOCUMENTS, DEFAULT_VAL_FRACTION, PrepareOptions, TokenizerChoice, ValSplit,
@@ -107,32 +107,59 @@ enum Command {
         #[command(flatten)]
         device: DeviceArg,
     },
-    /// Continue a prompt with a checkpoint (the trainer's own forward, before packing).
+    /// Continue prompts with a checkpoint (the trainer's own forward, before packing), many
+    /// sequences at once; with --output, write a corpus of stories in `trainer prepare`'s text
+    /// format (sequence-level distillation: docs/TRAINING.md §8).
     Sample {
         /// Checkpoint directory.
         checkpoint: PathBuf,
-        /// The text to continue.
-        #[arg(long, default_value = "Once upon a time")]
-        prompt: String,
+        /// The text to continue (repeatable: sample i continues prompt i mod the number given).
+        /// Without it: "Once upon a time" when printing; unconditional stories (the end-of-text
+        /// token alone) with --output.
+        #[arg(long)]
+        prompt: Vec<String>,
         /// Tokens to generate at most (generation also stops at the end-of-text token or when
         /// the context is full).
         #[arg(long, default_value_t = 100)]
         max_tokens: usize,
-        /// Sampling temperature; 0 = greedy.
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
+        /// Sampling temperature; 0 = greedy (default: 0 when printing, 1 with --output).
+        #[arg(long)]
+        temperature: Option<f32>,
         /// Sample among the K most likely tokens only (0 = all).
         #[arg(long, value_name = "K", default_value_t = 0)]
         top_k: usize,
         /// Sample among the most likely tokens whose probabilities sum to P (1 = all).
         #[arg(long, value_name = "P", default_value_t = 1.0)]
         top_p: f32,
-        /// Seed of the sampler's random numbers.
+        /// The repetition penalty of SPEC §5.2 (1 = off).
+        #[arg(long, value_name = "R", default_value_t = 1.0)]
+        repeat_penalty: f32,
+        /// How many of the last tokens the repetition penalty looks at.
+        #[arg(long, value_name = "N", default_value_t = walsh_spec::sampler::DEFAULT_REPEAT_LAST_N)]
+        repeat_last_n: usize,
+        /// Seed of the sampler's random numbers: sample i uses seed + i.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Number of samples (seeds seed, seed+1, …).
+        /// Number of samples; with --output, the stories the file holds when done.
         #[arg(long, default_value_t = 1)]
-        count: usize,
+        count: u64,
+        /// Sequences generated at once (the same text whatever the size on the CPU).
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Write the stories to this text file (a story, then a line <|endoftext|>), a batch at
+        /// a time, with a sidecar FILE.json; summary on stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Continue the --output corpus from its sidecar (same settings; --count is the total).
+        #[arg(long, requires = "output", conflicts_with = "overwrite")]
+        resume: bool,
+        /// Replace an existing --output corpus.
+        #[arg(long, requires = "output")]
+        overwrite: bool,
+        /// With --output, write only the stories that ended with <|endoftext|> (not those cut
+        /// at --max-tokens or at the context's end).
+        #[arg(long, requires = "output")]
+        complete_only: bool,
         #[command(flatten)]
         device: DeviceArg,
     },
@@ -406,27 +433,59 @@ fn run(cli: Cli) -> Result<()> {
             temperature,
             top_k,
             top_p,
+            repeat_penalty,
+            repeat_last_n,
             seed,
             count,
+            batch_size,
+            output,
+            resume,
+            overwrite,
+            complete_only,
             device,
         } => {
             let device = device.parse()?;
             let ckpt = Checkpoint::load(&checkpoint)?;
             let tokenizer = tokenizers::Tokenizer::from_bytes(ckpt.tokenizer_json.as_bytes())
                 .map_err(|e| anyhow::anyhow!("{}: tokenizer.json: {e}", checkpoint.display()))?;
+            let printing = output.is_none();
+            let prompts = if prompt.is_empty() && printing {
+                vec!["Once upon a time".to_string()]
+            } else {
+                prompt
+            };
+            let settings = CorpusSettings {
+                checkpoint_sha256: corpus::checkpoint_digest(&ckpt),
+                prompts,
+                seed,
+                temperature: temperature.unwrap_or(if printing { 0.0 } else { 1.0 }),
+                top_k,
+                top_p,
+                repeat_penalty,
+                repeat_last_n,
+                max_tokens,
+                complete_only,
+            };
+            let opts = CorpusOptions {
+                output: output.unwrap_or_default(),
+                count,
+                batch_size,
+                mode: match (resume, overwrite) {
+                    (true, _) => WriteMode::Resume,
+                    (_, true) => WriteMode::Overwrite,
+                    _ => WriteMode::New,
+                },
+                progress: std::io::stderr().is_terminal(),
+            };
             on_device!(device, b => {
                 let mut model = Model::new(b, ckpt.config, &ckpt.tensors)?;
-                for i in 0..count {
-                    let params = SamplingParams {
-                        temperature,
-                        top_k,
-                        top_p,
-                        seed: seed.wrapping_add(i as u64),
-                        ..SamplingParams::default()
-                    };
-                    params.validate().map_err(anyhow::Error::msg)?;
-                    let text = sample(&mut model, &tokenizer, &prompt, max_tokens, params)?;
-                    println!("{text}");
+                if printing {
+                    for text in corpus::sample_texts(&mut model, &tokenizer, &settings, &opts)? {
+                        println!("{text}");
+                    }
+                } else {
+                    let s = corpus::write_corpus(&mut model, &tokenizer, &settings, &opts)?;
+                    println!("{}", s.line(&opts.output));
                 }
             });
             Ok(())

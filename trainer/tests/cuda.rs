@@ -21,6 +21,8 @@
 //! - Distillation alone: the teacher's top-k ids (exactly) and probabilities, the student's KL
 //!   term and its gradients, at 4,109 tokens (no multiple of 32) and 4,160 rows, τ 1 and 2.
 //! - `trainer bench`'s split on the GPU is timed by CUDA events, op by op.
+//! - Batched generation (`trainer sample`): padded windows give each sequence's own logits, and
+//!   `generate` runs on the GPU (no kernel of its own: the forward's and the logits').
 
 #![cfg(feature = "cuda")]
 
@@ -922,4 +924,71 @@ fn bench_times_each_op_by_cuda_events() {
         total > 0.0 && total < 2.0 * step,
         "ops {total} s, steps {step} s"
     );
+}
+
+/// Batched generation (`trainer sample`, generate.rs) on the GPU: sequences of different lengths
+/// padded into one window give, at each one's last position, the logits of that sequence run
+/// alone on the CPU (f32 GEMMs, 1e-3 of the largest logit); then `generate` itself runs on the
+/// GPU, every story ending as the rules say, with ids inside the vocabulary.
+#[test]
+fn batched_generation_matches_the_cpu() {
+    use walsh_spec::sampler::{Sampler, SamplingParams};
+    use walsh_trainer::generate::{Sequence, Stop, WINDOW_STEP, generate};
+    for cfg in [
+        tiny(Algebra::Octonion, Embedding::Standard, false),
+        tiny(Algebra::Hadamard, Embedding::Hash, true),
+    ] {
+        let t = tensors(&cfg, false);
+        let mut cpu = Model::new(CpuBackend::<f32>::new(), cfg.clone(), &t).unwrap();
+        let mut gpu_model = Model::new(gpu(Matmul::F32), cfg.clone(), &t).unwrap();
+        let lens = [1usize, 5, 17, 30, 2];
+        let seqs: Vec<Vec<u32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| tokens(n, cfg.vocab_size, 40 + i as u64))
+            .collect();
+        let window = 30usize.next_multiple_of(WINDOW_STEP);
+        let mut padded = Vec::new();
+        let mut rows = Vec::new();
+        for (r, s) in seqs.iter().enumerate() {
+            padded.extend_from_slice(s);
+            padded.resize((r + 1) * window, cfg.eos_token_id);
+            rows.push(r * window + s.len() - 1);
+        }
+        gpu_model
+            .forward(&padded, None, seqs.len(), window)
+            .unwrap();
+        let got = gpu_model.logits(&rows).unwrap();
+        let v = cfg.vocab_size;
+        for (r, s) in seqs.iter().enumerate() {
+            cpu.forward(s, None, 1, s.len()).unwrap();
+            let want = cpu.logits(&[s.len() - 1]).unwrap();
+            let e = rel(&want, &got[r * v..(r + 1) * v]);
+            assert!(e < 1e-3, "{}: sequence {r}: {e}", describe(&cfg));
+        }
+        let stories = (0..9)
+            .map(|i| Sequence {
+                context: vec![cfg.eos_token_id],
+                sampler: Sampler::new(SamplingParams {
+                    temperature: 1.0,
+                    seed: i,
+                    ..SamplingParams::default()
+                }),
+            })
+            .collect();
+        let out = generate(&mut gpu_model, stories, 40).unwrap();
+        assert_eq!(out.generations.len(), 9);
+        for g in &out.generations {
+            assert!(
+                g.tokens
+                    .iter()
+                    .all(|&t| (t as usize) < v && t != cfg.eos_token_id)
+            );
+            match g.stop {
+                Stop::MaxTokens => assert_eq!(g.tokens.len(), 40),
+                Stop::EndOfText => assert!(g.tokens.len() < 40),
+                Stop::ContextFull => panic!("40 tokens fit a block of 64"),
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@
 
 pub mod layout;
 
-use crate::backend::{Backend, BackendResult, LinearIn, LinearOut, LinearRef, MixRef};
+use crate::backend::{Backend, BackendResult, EmbRef, LinearIn, LinearOut, LinearRef, MixRef};
 use crate::ops::attention::AttnDims;
 use crate::ops::rope::rope_table;
 use crate::ops::{Real, cast};
@@ -551,13 +551,21 @@ impl<B: Backend> Model<B> {
     /// Logits [rows.len(), V] of the given rows (batch·seq order) of the last forward.
     pub fn logits(&mut self, rows: &[usize]) -> Result<Vec<B::Elem>, ModelError> {
         let acts = self.acts.as_ref().expect("logits follow a forward");
-        let d = self.config.n_embd;
-        let hf = self.backend.download(&acts.hf)?;
-        let picked: Vec<B::Elem> = rows
-            .iter()
-            .flat_map(|&r| hf[r * d..(r + 1) * d].iter().copied())
-            .collect();
-        let h = self.backend.upload(&picked)?;
+        let (d, n) = (self.config.n_embd, acts.batch * acts.seq);
+        assert!(rows.iter().all(|&r| r < n), "rows of the last forward");
+        // The rows are picked where `hf` lives: the standard embedding's forward is a row
+        // gather, here of `hf` as a table of n rows. Batched sampling asks for one row of
+        // every sequence's window a step; `hf` itself never travels to the host.
+        let gather = EmbRef::Standard {
+            table: 0..n * d,
+            vocab: n,
+            d,
+        };
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = self.backend.upload_tokens(&idx)?;
+        let mut h = self.backend.zeros(rows.len() * d)?;
+        self.backend
+            .embed_forward(&mut h, &idx, &acts.hf, &gather)?;
         let mut out = self.backend.zeros(rows.len() * self.config.vocab_size)?;
         self.backend
             .logits(&mut out, &h, &self.eff, &self.layout.emb)?;

@@ -173,8 +173,8 @@ pub fn generate<B: Backend>(
             .par_iter_mut()
             .zip(logits.par_chunks(vocab))
             .map(|(s, l)| {
-                let row: Vec<f32> = l.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
-                s.sampler.sample_after(&row, &s.context)
+                let mut row: Vec<f32> = l.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
+                s.sampler.sample_after(&mut row, &s.context)
             })
             .collect();
         for (&i, next) in live.iter().zip(nexts) {

@@ -475,18 +475,38 @@ mod simd {
         v
     }
 
-    /// The same five stages on the 32 parts of one scalar column.
-    fn fht_scalar<T: Copy>(v: &mut [T; PARTS], add: fn(T, T) -> T, sub: fn(T, T) -> T) {
-        let mut h = 1;
-        while h < PARTS {
-            for j in 0..PARTS {
-                if j & h == 0 {
-                    let (x, y) = (v[j], v[j + h]);
-                    v[j] = add(x, y);
-                    v[j + h] = sub(x, y);
-                }
+    /// The first k ≤ 3 values from p in lanes 0..k, zeros above (a part's last, partial column
+    /// slice, whose neighbour in memory is the next part or the end of the row).
+    #[inline(always)]
+    unsafe fn load_lanes(p: *const f32, k: usize) -> v128 {
+        // SAFETY: the caller's p holds k values.
+        unsafe {
+            let v = v128_load32_zero(p as *const u32);
+            let v = if k > 1 {
+                v128_load32_lane::<1>(v, p.add(1) as *const u32)
+            } else {
+                v
+            };
+            if k > 2 {
+                v128_load32_lane::<2>(v, p.add(2) as *const u32)
+            } else {
+                v
             }
-            h *= 2;
+        }
+    }
+
+    /// Lanes 0..k (k ≤ 3) of v to p.
+    #[inline(always)]
+    unsafe fn store_lanes(v: v128, p: *mut f32, k: usize) {
+        // SAFETY: the caller's p has room for k values.
+        unsafe {
+            v128_store32_lane::<0>(v, p as *mut u32);
+            if k > 1 {
+                v128_store32_lane::<1>(v, p.add(1) as *mut u32);
+            }
+            if k > 2 {
+                v128_store32_lane::<2>(v, p.add(2) as *mut u32);
+            }
         }
     }
 
@@ -498,11 +518,20 @@ mod simd {
                 && mp.is_multiple_of(4)
                 && mp >= m
         );
-        let rs = 1.0 / (PARTS as f32).sqrt();
-        let r = f32x4_splat(rs);
+        let r = f32x4_splat(1.0 / (PARTS as f32).sqrt());
         let mut mx = f32x4_splat(0.0);
         let (px, pa, pu) = (x.as_ptr(), alpha.as_ptr(), u.as_mut_ptr());
         let full = m / 4 * 4;
+        // The pads past the last whole slice to zero first (the partial slice below then writes
+        // its columns over the first of them): vector stores, not a `memory.fill` a part.
+        let mut c = full;
+        while c < mp {
+            parts_do!(g => {
+                // SAFETY: g·mp + c + 4 ≤ 32·mp = u.len() (mp a multiple of 4).
+                unsafe { v128_store(pu.add(g * mp + c) as *mut v128, f32x4_splat(0.0)) }
+            });
+            c += 4;
+        }
         let mut c = 0;
         while c < full {
             // SAFETY: part g's columns c..c+4 lie inside x and α (c + 4 ≤ m), and inside u.
@@ -522,31 +551,28 @@ mod simd {
             }
             c += 4;
         }
+        let k = m - full;
+        if k > 0 {
+            // The partial slice: its k columns in lanes 0..k, zeros above (whose products, FHT
+            // and scale stay 0: pads, and no effect on the max).
+            // SAFETY: part g's columns full..m lie inside x and α; u has full + 4 ≤ mp.
+            unsafe {
+                let (xc, ac, uc) = (px.add(full), pa.add(full), pu.add(full));
+                let v = parts_array!(g => f32x4_mul(
+                    load_lanes(xc.add(g * m), k),
+                    load_lanes(ac.add(g * m), k)
+                ));
+                let v = fht(v, f32x4_add, f32x4_sub);
+                parts_do!(g => {
+                    let y = f32x4_mul(v[g], r);
+                    mx = f32x4_pmax(mx, f32x4_abs(y));
+                    v128_store(uc.add(g * mp) as *mut v128, y)
+                });
+            }
+        }
         let a = f32x4_pmax(mx, i32x4_shuffle::<2, 3, 0, 1>(mx, mx));
         let b = f32x4_pmax(a, i32x4_shuffle::<1, 0, 3, 2>(a, a));
-        let mut mx = f32x4_extract_lane::<0>(b);
-        // The last columns one by one (the same operations), then the pads' zeros.
-        for c in full..m {
-            let mut v = [0f32; PARTS];
-            for (g, vg) in v.iter_mut().enumerate() {
-                *vg = x[g * m + c] * alpha[g * m + c];
-            }
-            fht_scalar(&mut v, |a, b| a + b, |a, b| a - b);
-            for (g, vg) in v.iter().enumerate() {
-                let y = vg * rs;
-                let ay = y.abs();
-                if ay > mx {
-                    mx = ay;
-                }
-                u[g * mp + c] = y;
-            }
-        }
-        if m < mp {
-            for up in u.chunks_exact_mut(mp) {
-                up[m..].fill(0.0);
-            }
-        }
-        mx
+        f32x4_extract_lane::<0>(b)
     }
 
     /// `super::mix_output` for n a multiple of 4 (×1.0 of `dequant` dropped: it is exact).
@@ -620,14 +646,22 @@ mod simd {
             }
             r += 4;
         }
-        for r in full..n {
-            let mut v = [0i32; PARTS];
-            for (g, vg) in v.iter_mut().enumerate() {
-                *vg = z[g * np + r];
-            }
-            fht_scalar(&mut v, i32::wrapping_add, i32::wrapping_sub);
-            for (g, vg) in v.iter().enumerate() {
-                y[g * n + r] = (*vg as f32 * beta[g * n + r]) * c;
+        let k = n - full;
+        if k > 0 {
+            // The partial slice: z is padded (np ≥ full + 4), β and y are not: k lanes of each.
+            // SAFETY: part g's rows full..full+4 lie inside z, rows full..n inside β and y.
+            unsafe {
+                let (zr, br, yr) = (pz.add(full), pb.add(full), py.add(full));
+                let v = parts_array!(g => v128_load(zr.add(g * np) as *const v128));
+                let v = fht(v, i32x4_add, i32x4_sub);
+                parts_do!(g => store_lanes(
+                    f32x4_mul(
+                        f32x4_mul(f32x4_convert_i32x4(v[g]), load_lanes(br.add(g * n), k)),
+                        cv
+                    ),
+                    yr.add(g * n),
+                    k
+                ));
             }
         }
     }

@@ -70,14 +70,29 @@ impl CostModel {
 
     /// [`CostModel::fit`] for chunks that start at position `origin`.
     pub fn fit_from(origin: usize, chunks: &[(usize, u64)], decode: u64, at: usize) -> Self {
+        let mut start = origin;
+        let placed: Vec<(usize, usize, u64)> = chunks
+            .iter()
+            .map(|&(n, c)| {
+                let chunk = (start, n, c);
+                start += n;
+                chunk
+            })
+            .collect();
+        Self::fit_placed(&placed, decode, at)
+    }
+
+    /// From measured prefill chunks anywhere in the context (`(first position, positions,
+    /// instructions)`: two far apart measure the growth with the position over the range a prompt
+    /// spans, where attention's cost grows in steps of its kernels' blocks) and one decode step at
+    /// position `at`.
+    pub fn fit_placed(chunks: &[(usize, usize, u64)], decode: u64, at: usize) -> Self {
         let sum = |from: usize, n: usize| (from..from + n).map(|p| p as f64).sum::<f64>();
         let (a, b) = match chunks {
-            [(n1, c1), (n2, c2), ..] if *n1 > 0 && *n2 > 0 => {
+            [(_, n1, c1), (_, n2, c2), ..] if *n1 > 0 && *n2 > 0 => {
+                let (p1, p2) = (chunks[0].0, chunks[1].0);
+                let (s1, s2) = (sum(p1, *n1), sum(p2, *n2));
                 let (n1, n2, c1, c2) = (*n1 as f64, *n2 as f64, *c1 as f64, *c2 as f64);
-                let (s1, s2) = (
-                    sum(origin, n1 as usize),
-                    sum(origin + n1 as usize, n2 as usize),
-                );
                 let det = s2 * n1 - s1 * n2;
                 let b = if det > 0.0 {
                     ((c2 * n1 - c1 * n2) / det).max(0.0)
@@ -86,7 +101,7 @@ impl CostModel {
                 };
                 (((c1 - b * s1) / n1).max(c1 / n1 / 2.0), b)
             }
-            [(n, c), ..] if *n > 0 => (*c as f64 / *n as f64, 0.0),
+            [(_, n, c), ..] if *n > 0 => (*c as f64 / *n as f64, 0.0),
             _ => (1e6, 0.0),
         };
         let step_extra = (decode as f64 - (a + b * at as f64)).max(0.0);

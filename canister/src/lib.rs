@@ -47,35 +47,45 @@ const CALIBRATION_CHUNK: usize = 8;
 const CALIBRATION_LIMIT: u64 = 3_000_000_000;
 
 /// Measures what positions of this model cost (one position, then two prefill chunks of
-/// [`CALIBRATION_CHUNK`] positions and one decode step: 18 positions, a bounded cost per load),
-/// so that `generate` can refuse up front a prompt that no query could process.
+/// [`CALIBRATION_CHUNK`] positions, the second in the middle of the context, and one decode step
+/// after it: 18 positions, a bounded cost per load), so that `generate` can refuse up front a
+/// prompt that no query could process. The positions between the chunks are skipped (their keys
+/// and values left zero): the integer kernels cost the same whatever the values, so the second
+/// chunk costs what it would after a real prompt, and the slope is measured over the range a
+/// prompt spans (attention's cost grows in steps of its 32- and 64-position kernel blocks, which
+/// two neighbouring chunks near position 0 would miss).
 fn calibrate(engine: &Engine) -> CostModel {
     let c = engine.config();
     let model = &engine.model;
     let mut cache = model.new_cache();
-    let mut run = |n: usize| -> Option<u64> {
+    // Positions skipped first (zero keys and values), then n run and timed.
+    let mut run_after = |skip: usize, n: usize| -> Option<u64> {
+        cache.advance(skip);
         let before = ic_cdk::api::performance_counter(0);
         model
             .forward(&vec![c.eos_token_id; n], &mut cache, false)
             .ok()?;
         Some(ic_cdk::api::performance_counter(0).saturating_sub(before))
     };
-    let Some(first) = run(1) else {
+    let Some(first) = run_after(0, 1) else {
         return CostModel::fit(&[], 0, 0);
     };
     if first.saturating_mul(20) > CALIBRATION_LIMIT || c.block_size < 2 * CALIBRATION_CHUNK + 2 {
         return CostModel::fit(&[(1, first)], first, 1);
     }
-    let (Some(c1), Some(c2)) = (run(CALIBRATION_CHUNK), run(CALIBRATION_CHUNK)) else {
+    let Some(c1) = run_after(0, CALIBRATION_CHUNK) else {
         return CostModel::fit(&[(1, first)], first, 1);
     };
-    let decode = run(1).unwrap_or(first);
-    // The chunks start at position 1 (after the first): shift them to the fit's origin.
-    CostModel::fit_from(
-        1,
-        &[(CALIBRATION_CHUNK, c1), (CALIBRATION_CHUNK, c2)],
+    // The second chunk as late as the context allows, with room for it and the decode step.
+    let far = (c.block_size - CALIBRATION_CHUNK - 1).max(1 + CALIBRATION_CHUNK);
+    let Some(c2) = run_after(far - (1 + CALIBRATION_CHUNK), CALIBRATION_CHUNK) else {
+        return CostModel::fit(&[(1, first)], first, 1);
+    };
+    let decode = run_after(0, 1).unwrap_or(first);
+    CostModel::fit_placed(
+        &[(1, CALIBRATION_CHUNK, c1), (far, CALIBRATION_CHUNK, c2)],
         decode,
-        1 + 2 * CALIBRATION_CHUNK,
+        far + CALIBRATION_CHUNK,
     )
 }
 

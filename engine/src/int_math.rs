@@ -88,6 +88,29 @@ impl CodeMatrix {
         }
     }
 
+    /// Row by row: `fill(r, row)` writes row r's `cols` codes (so that a caller decoding a
+    /// table never holds a second full-size copy of it).
+    pub fn try_from_rows<E>(
+        rows: usize,
+        cols: usize,
+        mut fill: impl FnMut(usize, &mut [i16]) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let (rows_p, cols_p) = (rows.div_ceil(4) * 4, cols.div_ceil(8) * 8);
+        let mut data = vec![0i16; rows_p * cols_p];
+        if cols > 0 {
+            for (r, dst) in data.chunks_exact_mut(cols_p).take(rows).enumerate() {
+                fill(r, &mut dst[..cols])?;
+            }
+        }
+        Ok(CodeMatrix {
+            rows,
+            cols,
+            rows_p,
+            cols_p,
+            data,
+        })
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }

@@ -39,7 +39,7 @@ pub struct HeadScratch {
 impl EmbeddingTable {
     /// From a row-major [rows, cols] f32 table (tests and tools; the engine loads
     /// [`EmbeddingTable::from_float_rows`] straight from the blob).
-    pub fn from_f32(values: &[f32], cols: usize) -> Self {
+    pub fn new(values: &[f32], cols: usize) -> Self {
         let rows = values.len() / cols.max(1);
         let built: Result<Self, std::convert::Infallible> =
             Self::from_float_rows(rows, cols, |r, out| {
@@ -344,7 +344,7 @@ mod tests {
         let e: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
             .collect();
-        let t = EmbeddingTable::from_f32(&e, cols);
+        let t = EmbeddingTable::new(&e, cols);
         assert_eq!(t.rotation(), None);
         assert_eq!(t.head_limit(), act_limit(cols, 127));
         let h: Vec<f32> = (0..cols).map(|i| (i as f32 - 9.5) / 3.0).collect();

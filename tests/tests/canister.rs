@@ -482,10 +482,6 @@ struct Uploaded {
 
 /// Installs `wasm` and uploads a random-weights model of `config` in chunks of 1.9 MB.
 fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) -> Uploaded {
-    let mut h = Harness::new();
-    let install = h
-        .install(wasm, &Encode!().unwrap(), vec![controller()], controller())
-        .expect("install");
     let bytes = blob(
         config,
         &[],
@@ -495,7 +491,16 @@ fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) ->
             ..PackOptions::default()
         },
     );
-    let sha = Sha256::digest(&bytes).to_vec();
+    with_blob(wasm, &bytes)
+}
+
+/// Installs `wasm` and uploads `bytes` in chunks of 1.9 MB.
+fn with_blob(wasm: &[u8], bytes: &[u8]) -> Uploaded {
+    let mut h = Harness::new();
+    let install = h
+        .install(wasm, &Encode!().unwrap(), vec![controller()], controller())
+        .expect("install");
+    let sha = Sha256::digest(bytes).to_vec();
     assert!(matches!(
         begin(&mut h, bytes.len(), sha, 1_900_000),
         UploadResult::Ok(_)
@@ -524,6 +529,47 @@ fn with_model(wasm: &[u8], config: &str, embeddings: walsh_spec::blob::DType) ->
         blob_len: bytes.len(),
         chunk_instructions,
         commit,
+    }
+}
+
+/// The canister's figures for trained blobs (docs/BENCHMARKS.md "Blob formats"): each blob of
+/// `WALSH_BLOBS` (paths separated by spaces; the committed default when unset) uploaded, committed
+/// and asked for `generate("Once upon a time", 200)` (instructions per token averaged over the
+/// generated tokens, less the 0-token call):
+/// `WALSH_BLOBS="a.walsh b.walsh" cargo test --release -p walsh-tests --test canister -- --ignored --nocapture blob_figures`
+#[test]
+#[ignore]
+fn blob_figures() {
+    let paths: Vec<std::path::PathBuf> = match std::env::var("WALSH_BLOBS") {
+        Ok(list) => list.split_whitespace().map(Into::into).collect(),
+        Err(_) => vec![root().join("models/walsh-default.walsh")],
+    };
+    for path in paths {
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let Uploaded {
+            mut h,
+            chunk_instructions,
+            commit,
+            ..
+        } = with_blob(wasm(), &bytes);
+        let prefill = generate(&mut h, "Once upon a time", 0).1;
+        let (r, total) = generate(&mut h, "Once upon a time", 200);
+        let g = ok(r);
+        let (r, _) = generate(&mut h, "Once upon a time", 100);
+        let hundred = ok(r);
+        println!(
+            "BLOB_FIGURES {{\"blob\": \"{}\", \"bytes\": {}, \"chunk_instructions\": {}, \"commit_instructions\": {}, \"heap_bytes_after_commit\": {}, \"prefill_instructions\": {}, \"instructions_per_token\": {}, \"tokens_of_200\": {}, \"tokens_of_100\": {}}}",
+            path.display(),
+            bytes.len(),
+            chunk_instructions,
+            commit.instructions,
+            commit.heap_bytes,
+            prefill,
+            (total - prefill) / u64::from(g.generated_tokens.max(1)),
+            g.generated_tokens,
+            hundred.generated_tokens,
+        );
     }
 }
 

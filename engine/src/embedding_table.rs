@@ -324,7 +324,7 @@ mod tests {
                 let mut hq = vec![0i16; cols];
                 let sh = quantize(&hh, t.head_limit(), &mut hq);
                 let mut codes = vec![0i8; cols];
-                for r in 0..rows {
+                for (r, got) in out.iter().enumerate() {
                     q.codes_into(r, &mut codes).unwrap();
                     let dot: i64 = codes
                         .iter()
@@ -332,7 +332,7 @@ mod tests {
                         .map(|(a, b)| i64::from(*a) * i64::from(*b))
                         .sum();
                     let want = (dot as f32 * q.scale(r).unwrap()) * sh;
-                    assert_eq!(out[r].to_bits(), want.to_bits(), "{dtype:?} row {r}");
+                    assert_eq!(got.to_bits(), want.to_bits(), "{dtype:?} row {r}");
                 }
             }
         }

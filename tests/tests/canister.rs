@@ -533,7 +533,8 @@ fn with_blob(wasm: &[u8], bytes: &[u8]) -> Uploaded {
 }
 
 /// The canister's figures for trained blobs (docs/BENCHMARKS.md "Blob formats"): each blob of
-/// `WALSH_BLOBS` (paths separated by spaces; the committed default when unset) uploaded, committed
+/// `WALSH_BLOBS` (paths separated by spaces, relative to the repository root; the committed
+/// default when unset) uploaded, committed
 /// and asked for `generate("Once upon a time", 200)` (instructions per token averaged over the
 /// generated tokens, less the 0-token call):
 /// `WALSH_BLOBS="a.walsh b.walsh" cargo test --release -p walsh-tests --test canister -- --ignored --nocapture blob_figures`
@@ -541,7 +542,8 @@ fn with_blob(wasm: &[u8], bytes: &[u8]) -> Uploaded {
 #[ignore]
 fn blob_figures() {
     let paths: Vec<std::path::PathBuf> = match std::env::var("WALSH_BLOBS") {
-        Ok(list) => list.split_whitespace().map(Into::into).collect(),
+        // Relative paths are the repository root's (cargo runs tests in tests/).
+        Ok(list) => list.split_whitespace().map(|p| root().join(p)).collect(),
         Err(_) => vec![root().join("models/walsh-default.walsh")],
     };
     for path in paths {

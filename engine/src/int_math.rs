@@ -127,21 +127,60 @@ impl CodeMatrix {
             cols_p,
             data: vec![0i16; blocks * rows_p * cols_p],
         };
-        for b in 0..blocks {
-            for r in 0..rows {
-                for c in 0..cols {
-                    let i = m.index(b, r, c);
-                    m.data[i] = w[(b * rows + r) * cols + c];
-                }
+        if cols > 0 {
+            for (i, row) in w.chunks_exact(cols).take(blocks * rows).enumerate() {
+                m.set_row(i / rows, i % rows, row);
             }
         }
         m
+    }
+
+    /// Writes row r of block b (its `cols` codes) into the panel layout: pair by pair, each
+    /// pair's two codes side by side, a row group's vectors 8 codes apart.
+    fn set_row(&mut self, b: usize, r: usize, row: &[i16]) {
+        let (g, lane) = (r / 4, r % 4);
+        let mut base = b * self.rows_p * self.cols_p;
+        for (p, panel) in row.chunks(2 * PANEL_PAIRS).enumerate() {
+            let kp = (self.cols_p / 2 - p * PANEL_PAIRS).min(PANEL_PAIRS);
+            let start = base + g * kp * 8 + 2 * lane;
+            for (k, pair) in panel.chunks(2).enumerate() {
+                let i = start + k * 8;
+                self.data[i..i + pair.len()].copy_from_slice(pair);
+            }
+            base += self.rows_p * 2 * kp;
+        }
     }
 
     /// Where entry (r, c) of block b lives in `data`.
     #[inline]
     fn index(&self, b: usize, r: usize, c: usize) -> usize {
         b * self.rows_p * self.cols_p + panel_index(self.rows_p, self.cols_p, r, c)
+    }
+
+    /// Row by row: `fill(r, row)` writes row r's `cols` codes (so that a caller decoding a
+    /// table never holds a second full-size copy of it).
+    pub fn try_from_rows<E>(
+        rows: usize,
+        cols: usize,
+        mut fill: impl FnMut(usize, &mut [i16]) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let (rows_p, cols_p) = (rows.div_ceil(4) * 4, cols.div_ceil(8) * 8);
+        let mut m = CodeMatrix {
+            blocks: 1,
+            rows,
+            cols,
+            rows_p,
+            cols_p,
+            data: vec![0i16; rows_p * cols_p],
+        };
+        if cols > 0 {
+            let mut row = vec![0i16; cols];
+            for r in 0..rows {
+                fill(r, &mut row)?;
+                m.set_row(0, r, &row);
+            }
+        }
+        Ok(m)
     }
 
     pub fn rows(&self) -> usize {

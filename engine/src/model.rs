@@ -85,8 +85,25 @@ fn linear(
     ))
 }
 
+/// An embedding table built row by row from the blob's bytes (SPEC §2.6): integer rows keep their
+/// codes (and rotation), f32 / f16 rows are coded at load; no full-size f32 copy is made.
 fn table(blob: &Blob<'_>, name: &str, cols: usize) -> Result<EmbeddingTable, BlobError> {
-    Ok(EmbeddingTable::new(&floats(blob, name)?, cols))
+    let view = blob
+        .tensor(name)
+        .ok_or_else(|| BlobError::MissingTensor(name.to_string()))?;
+    if let Some(rows) = view.quant_rows_ref()? {
+        return EmbeddingTable::from_quant_rows(&rows).map_err(|e| view.quant_error(e));
+    }
+    EmbeddingTable::from_float_rows(view.numel() / cols.max(1), cols, |r, out| {
+        if view.float_row_into(r, out) {
+            Ok(())
+        } else {
+            Err(BlobError::DtypeNotAllowed {
+                tensor: view.name.clone(),
+                dtype: view.dtype.name(),
+            })
+        }
+    })
 }
 
 /// The buffers of a forward pass, kept between calls (a generation holds one), so that a decode
@@ -207,14 +224,14 @@ impl Model {
         )
     }
 
-    fn embed(&self, token: u32, out: &mut [f32]) {
+    fn embed(&self, token: u32, out: &mut [f32], hs: &mut HeadScratch) {
         let t = token as usize;
         match &self.embeddings {
             Embeddings::Standard(e) => e.row_into(t, out),
             Embeddings::Hash { e1, e2 } => {
                 let b = self.config.hash_buckets;
                 e1.row_into(t % b, out);
-                e2.add_row((t / b) % b, out);
+                e2.add_row((t / b) % b, out, hs);
             }
         }
     }
@@ -321,7 +338,7 @@ impl Model {
         b.attn.reserve(cache);
         let mut laps = Laps::start();
         for (row, &tok) in b.x.chunks_exact_mut(d).zip(tokens) {
-            self.embed(tok, row);
+            self.embed(tok, row, &mut b.head);
         }
         laps.lap(Phase::Embed);
         for (l, layer) in self.layers.iter().enumerate() {

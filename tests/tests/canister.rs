@@ -142,7 +142,7 @@ fn embedded_model_generates_like_the_native_engine() {
     let mut h = installed();
     let info = model_info(&mut h);
     assert!(matches!(info.source, ModelSource::Embedded));
-    assert_eq!(info.config.name, "bpe4k-octonion-12x192");
+    assert_eq!(info.config.name, "bpe4k-octonion-12x256");
     let (r, instructions) = generate(&mut h, "Once upon a time", 100);
     let g = ok(r);
     assert_eq!(g.prompt_tokens, 4);
@@ -507,7 +507,7 @@ fn figure_models() -> Vec<(String, Vec<u8>)> {
 }
 
 /// Installs `wasm` and uploads `bytes` (a blob) in chunks of 1.9 MB.
-fn with_model(wasm: &[u8], bytes: &[u8]) -> Uploaded {
+fn with_blob(wasm: &[u8], bytes: &[u8]) -> Uploaded {
     let mut h = Harness::new();
     let install = h
         .install(wasm, &Encode!().unwrap(), vec![controller()], controller())
@@ -544,6 +544,49 @@ fn with_model(wasm: &[u8], bytes: &[u8]) -> Uploaded {
     }
 }
 
+/// The canister's figures for trained blobs (docs/BENCHMARKS.md "Blob formats"): each blob of
+/// `WALSH_BLOBS` (paths separated by spaces, relative to the repository root; the committed
+/// default when unset) uploaded, committed
+/// and asked for `generate("Once upon a time", 200)` (instructions per token averaged over the
+/// generated tokens, less the 0-token call):
+/// `WALSH_BLOBS="a.walsh b.walsh" cargo test --release -p walsh-tests --test canister -- --ignored --nocapture blob_figures`
+#[test]
+#[ignore]
+fn blob_figures() {
+    let paths: Vec<std::path::PathBuf> = match std::env::var("WALSH_BLOBS") {
+        // Relative paths are the repository root's (cargo runs tests in tests/).
+        Ok(list) => list.split_whitespace().map(|p| root().join(p)).collect(),
+        Err(_) => vec![root().join("models/walsh-default.walsh")],
+    };
+    for path in paths {
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let Uploaded {
+            mut h,
+            chunk_instructions,
+            commit,
+            ..
+        } = with_blob(wasm(), &bytes);
+        let prefill = generate(&mut h, "Once upon a time", 0).1;
+        let (r, total) = generate(&mut h, "Once upon a time", 200);
+        let g = ok(r);
+        let (r, _) = generate(&mut h, "Once upon a time", 100);
+        let hundred = ok(r);
+        println!(
+            "BLOB_FIGURES {{\"blob\": \"{}\", \"bytes\": {}, \"chunk_instructions\": {}, \"commit_instructions\": {}, \"heap_bytes_after_commit\": {}, \"prefill_instructions\": {}, \"instructions_per_token\": {}, \"tokens_of_200\": {}, \"tokens_of_100\": {}}}",
+            path.display(),
+            bytes.len(),
+            chunk_instructions,
+            commit.instructions,
+            commit.heap_bytes,
+            prefill,
+            (total - prefill) / u64::from(g.generated_tokens.max(1)),
+            g.generated_tokens,
+            hundred.generated_tokens,
+        );
+    }
+}
+
 /// Where a generated token's instructions go, per engine phase, for the figures' models:
 /// the canister built with its `profile` feature, `generate("Once upon a time", 200)` less a
 /// 0-token call, divided by the tokens generated:
@@ -553,7 +596,7 @@ fn with_model(wasm: &[u8], bytes: &[u8]) -> Uploaded {
 fn profile() {
     let wasm = walsh_tests::canister_wasm_profile();
     for (config, bytes) in figure_models() {
-        let mut h = with_model(wasm, &bytes).h;
+        let mut h = with_blob(wasm, &bytes).h;
         let mut run = |n: u32| -> Vec<(String, u64)> {
             let r = h
                 .query(
@@ -597,7 +640,7 @@ fn figures() {
             blob_len,
             chunk_instructions: upload_instructions,
             commit: c,
-        } = with_model(wasm, &bytes);
+        } = with_blob(wasm, &bytes);
         let prefill = generate(&mut h, "Once upon a time", 0).1;
         let (r, total) = generate(&mut h, "Once upon a time", 100);
         let g = ok(r);

@@ -187,6 +187,40 @@ pub fn encode_int8_rows(values: &[f32], cols: usize) -> Vec<u8> {
     q
 }
 
+/// Decodes f32 or f16 values (`bytes.len()` = 4 or 2 · `out.len()`) into `out`; false for
+/// another dtype or a length that does not match.
+pub fn decode_floats_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> bool {
+    match dtype {
+        DType::F32 if bytes.len() == 4 * out.len() => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            true
+        }
+        DType::F16 if bytes.len() == 2 * out.len() => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The index of the first value of an f32 or f16 tensor that is not finite (None for another
+/// dtype), read in place: validating a float tensor keeps no copy of it.
+pub fn first_not_finite(dtype: DType, bytes: &[u8]) -> Option<usize> {
+    match dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .position(|b| !f16::from_le_bytes([b[0], b[1]]).is_finite()),
+        _ => None,
+    }
+}
+
 /// Decodes an f32, f16 or int8 tensor; returns the index of the first non-finite value as the
 /// error. Ternary dtypes are decoded by [`crate::ternary`], int6 / int4 and rotated rows by
 /// [`super::quant`].

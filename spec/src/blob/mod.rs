@@ -8,8 +8,11 @@ mod reader;
 pub mod tokenizer;
 mod writer;
 
-pub use dtype::{DType, decode_f32, encode_f16, encode_f32, encode_int8_rows};
-pub use quant::QuantRows;
+pub use dtype::{
+    DType, decode_f32, decode_floats_into, encode_f16, encode_f32, encode_int8_rows,
+    first_not_finite,
+};
+pub use quant::{QuantRows, QuantRowsRef};
 pub use reader::{Blob, TensorView, TokenizerSection, parse, parse_prehashed};
 pub use tokenizer::{CompactTokenizer, CompactTokenizerError};
 pub use writer::{BlobWriter, WriterTensor, WriterTokenizer};

@@ -54,60 +54,128 @@ pub fn rotate_row(row: &mut [f32], block: usize) {
 }
 
 /// A problem found while decoding: the row whose scale is not finite, or whose padding bits are
-/// not zero.
+/// not zero (or bytes of the wrong length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantError {
-    NotFiniteScale { row: usize },
-    NonZeroPadding { row: usize },
+    NotFiniteScale {
+        row: usize,
+    },
+    NonZeroPadding {
+        row: usize,
+    },
+    /// The bytes are not the dtype's length for the shape, or the dtype holds no integer rows.
+    Length,
+}
+
+/// Integer rows read in place from a tensor's bytes: one row's codes decoded at a time, so that a
+/// reader (the engine building its tables, the blob validator) never holds a full-size copy.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantRowsRef<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    /// Bits a code: 8, 6 or 4.
+    pub bits: u32,
+    pub rotation_block: Option<usize>,
+    packed: &'a [u8],
+    scales: &'a [u8],
+}
+
+impl<'a> QuantRowsRef<'a> {
+    /// The rows of `dtype` (one with [`DType::quant`]) and shape `[.., cols]` in `bytes`, or None
+    /// when `bytes.len()` is not `dtype.byte_len(shape)` or the dtype holds no integer rows.
+    pub fn new(dtype: DType, bytes: &'a [u8], shape: &[usize]) -> Option<Self> {
+        let (bits, rotated) = dtype.quant()?;
+        let cols = shape.last().copied().unwrap_or(1).max(1);
+        let rows = shape.iter().product::<usize>() / cols;
+        if bytes.len() as u64 != dtype.byte_len(shape) {
+            return None;
+        }
+        let (packed, scales) = bytes.split_at(rows * row_bytes(cols, bits));
+        Some(QuantRowsRef {
+            rows,
+            cols,
+            bits,
+            rotation_block: rotated.then(|| rotation_block(cols)),
+            packed,
+            scales,
+        })
+    }
+
+    /// Row r's scale (f16 → f32); not finite is an error.
+    pub fn scale(&self, r: usize) -> Result<f32, QuantError> {
+        let s = f16::from_le_bytes([self.scales[2 * r], self.scales[2 * r + 1]]).to_f32();
+        if s.is_finite() {
+            Ok(s)
+        } else {
+            Err(QuantError::NotFiniteScale { row: r })
+        }
+    }
+
+    /// Row r's codes into `out[..cols]` (two's complement in `bits` bits); unused bits that are
+    /// not zero are an error.
+    pub fn codes_into(&self, r: usize, out: &mut [i8]) -> Result<(), QuantError> {
+        let rb = row_bytes(self.cols, self.bits);
+        let row = &self.packed[r * rb..(r + 1) * rb];
+        let out = &mut out[..self.cols];
+        if self.bits == 8 {
+            out.iter_mut().zip(row).for_each(|(o, &b)| *o = b as i8);
+            return Ok(());
+        }
+        let bits = self.bits;
+        let mut acc = 0u32;
+        let mut have = 0u32;
+        let mut bytes = row.iter();
+        for o in out.iter_mut() {
+            while have < bits {
+                acc |= u32::from(*bytes.next().unwrap_or(&0)) << have;
+                have += 8;
+            }
+            let v = acc & ((1 << bits) - 1);
+            acc >>= bits;
+            have -= bits;
+            // Two's complement in `bits` bits.
+            *o = ((v << (8 - bits)) as u8 as i8) >> (8 - bits);
+        }
+        if acc != 0 || bytes.any(|&b| b != 0) {
+            return Err(QuantError::NonZeroPadding { row: r });
+        }
+        Ok(())
+    }
+
+    /// Checks every scale and every row's padding without keeping anything.
+    pub fn validate(&self) -> Result<(), QuantError> {
+        for r in 0..self.rows {
+            self.scale(r)?;
+        }
+        let mut buf = vec![0i8; self.cols];
+        for r in 0..self.rows {
+            self.codes_into(r, &mut buf)?;
+        }
+        Ok(())
+    }
 }
 
 impl QuantRows {
     /// Reads integer rows of `dtype` (one with [`DType::quant`]) and shape `[.., cols]`;
     /// `bytes.len()` must be `dtype.byte_len(shape)`.
     pub fn decode(dtype: DType, bytes: &[u8], shape: &[usize]) -> Result<Self, QuantError> {
-        let (bits, rotated) = dtype.quant().unwrap_or((8, false));
-        let cols = shape.last().copied().unwrap_or(1).max(1);
-        let rows = shape.iter().product::<usize>() / cols;
-        let rb = row_bytes(cols, bits);
-        let (packed, scale_bytes) = bytes.split_at(rows * rb);
-        let scales: Vec<f32> = scale_bytes
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect();
-        if let Some(row) = scales.iter().position(|s| !s.is_finite()) {
-            return Err(QuantError::NotFiniteScale { row });
-        }
-        let mut codes = Vec::with_capacity(rows * cols);
-        for (r, row) in packed.chunks_exact(rb.max(1)).take(rows).enumerate() {
-            if bits == 8 {
-                codes.extend(row.iter().map(|&b| b as i8));
-                continue;
-            }
-            let mut acc = 0u32;
-            let mut have = 0u32;
-            let mut bytes = row.iter();
-            for _ in 0..cols {
-                while have < bits {
-                    acc |= u32::from(*bytes.next().unwrap_or(&0)) << have;
-                    have += 8;
-                }
-                let v = acc & ((1 << bits) - 1);
-                acc >>= bits;
-                have -= bits;
-                // Two's complement in `bits` bits.
-                codes.push(((v << (8 - bits)) as u8 as i8) >> (8 - bits));
-            }
-            if acc != 0 || bytes.any(|&b| b != 0) {
-                return Err(QuantError::NonZeroPadding { row: r });
-            }
+        let Some(rows) = QuantRowsRef::new(dtype, bytes, shape) else {
+            return Err(QuantError::Length);
+        };
+        let scales = (0..rows.rows)
+            .map(|r| rows.scale(r))
+            .collect::<Result<Vec<f32>, _>>()?;
+        let mut codes = vec![0i8; rows.rows * rows.cols];
+        for (r, out) in codes.chunks_exact_mut(rows.cols).enumerate() {
+            rows.codes_into(r, out)?;
         }
         Ok(QuantRows {
-            rows,
-            cols,
-            bits,
+            rows: rows.rows,
+            cols: rows.cols,
+            bits: rows.bits,
             codes,
             scales,
-            rotation_block: rotated.then(|| rotation_block(cols)),
+            rotation_block: rows.rotation_block,
         })
     }
 

@@ -1,10 +1,10 @@
 //! The blob parser: takes untrusted bytes, checks every rule of SPEC §4, and hands out views of
 //! the tensors. It never panics and never allocates more than the blob's own size suggests.
 
-use super::quant::{QuantError, QuantRows};
+use super::quant::{QuantError, QuantRows, QuantRowsRef};
 use super::{
     ALIGN, BlobError, CHECKSUM_LEN, DType, FLAG_COMPACT_TOKENIZER, HEADER_LEN, MAGIC, MAX_NAME_LEN,
-    MAX_RANK, VERSION, decode_f32, hex,
+    MAX_RANK, VERSION, decode_f32, decode_floats_into, first_not_finite, hex,
 };
 use crate::config::{ModelConfig, TensorKind, TensorSpec};
 use crate::ternary::{self, UnpackError};
@@ -65,7 +65,7 @@ pub struct TensorView<'a> {
     pub bytes: &'a [u8],
 }
 
-impl TensorView<'_> {
+impl<'a> TensorView<'a> {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -93,7 +93,23 @@ impl TensorView<'_> {
     }
 
     fn quant_rows(&self) -> Result<QuantRows, BlobError> {
-        QuantRows::decode(self.dtype, self.bytes, &self.shape).map_err(|e| match e {
+        QuantRows::decode(self.dtype, self.bytes, &self.shape).map_err(|e| self.quant_error(e))
+    }
+
+    /// An integer-rows tensor read in place, one row at a time (the engine builds its tables
+    /// from it without a full-size copy). `Ok(None)` for a tensor of any other dtype.
+    pub fn quant_rows_ref(&self) -> Result<Option<QuantRowsRef<'a>>, BlobError> {
+        if self.dtype.quant().is_none() {
+            return Ok(None);
+        }
+        QuantRowsRef::new(self.dtype, self.bytes, &self.shape)
+            .map(Some)
+            .ok_or_else(|| self.quant_error(QuantError::Length))
+    }
+
+    /// The error of a problem found in this tensor's integer rows.
+    pub fn quant_error(&self, e: QuantError) -> BlobError {
+        match e {
             QuantError::NotFiniteScale { row } => BlobError::NotFinite {
                 tensor: self.name.clone(),
                 element: row * self.shape.last().copied().unwrap_or(1),
@@ -102,7 +118,27 @@ impl TensorView<'_> {
                 tensor: self.name.clone(),
                 row,
             },
-        })
+            QuantError::Length => BlobError::LengthMismatch {
+                tensor: self.name.clone(),
+                expected: self.dtype.byte_len(&self.shape),
+                found: self.bytes.len() as u64,
+            },
+        }
+    }
+
+    /// Row r of an f32 or f16 tensor of shape [.., cols] into `out[..cols]` (checked finite by
+    /// `parse`); false for a tensor of another dtype or a row out of range.
+    pub fn float_row_into(&self, r: usize, out: &mut [f32]) -> bool {
+        let cols = self.shape.last().copied().unwrap_or(1).max(1);
+        let width = match self.dtype {
+            DType::F32 => 4,
+            DType::F16 => 2,
+            _ => return false,
+        };
+        let Some(row) = self.bytes.get(r * cols * width..(r + 1) * cols * width) else {
+            return false;
+        };
+        decode_floats_into(self.dtype, row, &mut out[..cols])
     }
 
     /// The values of a ternary tensor, in [A, n, m] row-major order.
@@ -425,10 +461,15 @@ fn parse_inner(bytes: &[u8], content_sha256: Option<[u8; 32]>) -> Result<Blob<'_
         // codes times finite f16 scales, rotated or not, stay finite) and float values.
         if dtype.is_ternary() {
             view.to_ternary()?;
-        } else if dtype.quant().is_some() {
-            view.quant_rows()?;
-        } else {
-            view.to_f32()?;
+        } else if let Some(rows) = view.quant_rows_ref()? {
+            // Row by row: validating keeps no copy of the tensor (it is all of the heap's
+            // high-water mark for a large embedding).
+            rows.validate().map_err(|e| view.quant_error(e))?;
+        } else if let Some(element) = first_not_finite(view.dtype, view.bytes) {
+            return Err(BlobError::NotFinite {
+                tensor: view.name.clone(),
+                element,
+            });
         }
         tensors.push(view);
     }

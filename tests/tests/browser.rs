@@ -177,10 +177,10 @@ fn story_page_in_headless_chromium() {
     );
     assert_eq!(story["tokens"], expected.generated_tokens);
     assert_eq!(story["finish"], expected.finish_reason);
-    assert_eq!(
-        expected.generated_tokens, 200,
-        "the speed below is measured on 200 tokens"
-    );
+    // The speed below is measured on the tokens generated: up to 200, fewer when the story ends
+    // with `<|endoftext|>` (the default of issue 20's second pick ends this one at 116).
+    let generated = expected.generated_tokens;
+    assert!(generated > 0, "no token generated");
     let shown = page.eval("document.getElementById('story-text').textContent");
     assert_eq!(shown, expected.text, "the page shows the story");
     let tokens_per_second = story["tokensPerSecond"].as_f64().expect("tokens/s");
@@ -192,7 +192,7 @@ fn story_page_in_headless_chromium() {
     // Not a timed assertion (speed is docs/BENCHMARKS.md's business): the numbers are printed
     // for the record, and the page's main thread must have kept ticking while the worker ran.
     println!(
-        "in-browser: 200 tokens at {tokens_per_second:.0} tokens/s (decode), prefill {:.1} ms; longest main-thread gap {max_gap_ms:.0} ms",
+        "in-browser: {generated} tokens at {tokens_per_second:.0} tokens/s (decode), prefill {:.1} ms; longest main-thread gap {max_gap_ms:.0} ms",
         story["prefillMs"].as_f64().unwrap_or(f64::NAN)
     );
     assert!(
@@ -276,15 +276,18 @@ fn on_chain_client(
         packer_run(60, params.clone()).text,
         "on-chain text differs from packer run's: {story}"
     );
-    // 200 tokens: one query writes until its instruction budget, as packer run's text begins;
-    // a continuation query writes the rest.
+    // The page's story: one query writes until its instruction budget (or the story's end), as
+    // packer run's text begins; continuation queries, where needed, write the rest, and the
+    // whole is packer run's story. (Since the panel kernels the default writes its whole context
+    // in one query, so the continuation is exercised only by slower models.)
     let story = write(page, max_tokens);
     let first = story["pieces"][0].as_str().expect("the first query's text");
     assert!(
         expected.text.starts_with(first) && !first.is_empty(),
         "the first query's text is not packer run's beginning: {story}"
     );
-    assert_eq!(story["tokens"], max_tokens, "{story}");
+    assert_eq!(story["tokens"], expected.generated_tokens, "{story}");
+    assert_eq!(story["text"], expected.text, "{story}");
     println!(
         "on-chain (harness): {} tokens in {} queries, {} instructions; the first query wrote {} bytes of packer run's text",
         story["tokens"],

@@ -20,13 +20,26 @@
 #                                 steps; best/ kept), each phase stopped as by Ctrl-C at the epoch
 #                                 second BOOK_END / END at the latest; then `trainer eval` of best/,
 #                                 `packer pack` (int8 embeddings), `packer eval` of the blob on
-#                                 valid.txt and a greedy 200-token `packer run`, into /tmp/res/NAME.
+#                                 valid.txt (not with PACKER_EVAL=0) and a greedy 200-token `packer
+#                                 run`, into /tmp/res/NAME.
+#   frontier.sh formats NAME [ARGS…]
+#                                 issue 17's ablation on /tmp/res/NAME/best: `packer pack` in every
+#                                 embedding format (f16, int8, int6, int4, each also --rotate where
+#                                 it applies; ARGS go to every pack, e.g. --packing 5x --floats f16),
+#                                 `packer eval` of each blob on valid.txt, into /tmp/res/NAME/formats.txt
+#                                 (FORMATS="int6r int4": those only).
 #   frontier.sh collect           /tmp/res → $OUT: results.tar (logs, metrics, evaluations,
 #                                 samples, blobs, the tokenizer) and NAME.ckpt.tar for each run's
 #                                 best/ f32 checkpoint (parts NAME.ckpt.tar.partNN over 15 MB).
 set -euo pipefail
 cmd=${1:?usage: frontier.sh prepare|train|collect …}
 shift
+# DATA: where prepare writes and train reads the prepared data (default /tmp/data; e.g. /tmp/g2
+# with TOKENIZER=models/tokenizer-gpt2.json for the GPT-2-vocabulary models).
+D=${DATA:-/tmp/data}
+# VALID: the text `packer eval` scores in train and formats (default all of valid.txt; a prefix
+# such as its first 100,000 bytes where a 50,257-token model's CPU evaluation would not fit a call).
+V=${VALID:-${GPU_DIR:-.gpu}/text/valid.txt}
 # GPU_DIR: where the binaries and the text are (.gpu; another carried folder when the device
 # tool sends a checkout other than this one).
 G=${GPU_DIR:-.gpu}
@@ -35,8 +48,9 @@ P=$G/packer
 case "$cmd" in
 prepare)
     vocab=${1:-4096}
-    mkdir -p /tmp/text /tmp/data
+    mkdir -p /tmp/text "$D"
     for f in $G/text/*.xz; do
+        [ -f "/tmp/text/$(basename "$f" .xz)" ] && continue
         python3 -c 'import lzma, shutil, sys
 with lzma.open(sys.argv[1]) as f, open(sys.argv[2], "wb") as g: shutil.copyfileobj(f, g)' \
             "$f" "/tmp/text/$(basename "$f" .xz)" &
@@ -46,16 +60,16 @@ with lzma.open(sys.argv[1]) as f, open(sys.argv[2], "wb") as g: shutil.copyfileo
     if [ -n "${TOKENIZER:-}" ]; then tok=(--tokenizer "$TOKENIZER"); fi
     # Books first, TinyStories last: the windows are drawn uniformly over the file.
     $T prepare /tmp/text/books-0*.txt /tmp/text/train-00.txt --val $G/text/valid.txt \
-        "${tok[@]}" -o /tmp/data/all
+        "${tok[@]}" -o "$D/all"
     $T prepare /tmp/text/train-00.txt --val $G/text/valid.txt \
-        --tokenizer /tmp/data/all/tokenizer.json -o /tmp/data/ts
+        --tokenizer "$D/all/tokenizer.json" -o "$D/ts"
     ;;
 corpus)
     teacher=$1 count=$2 seed=${3:-1000}
     $T sample "$teacher" --device cuda --count "$count" --batch-size 256 --max-tokens 255 \
         --complete-only --seed "$seed" -o /tmp/text/teacher.txt --overwrite
     $T prepare /tmp/text/train-00.txt /tmp/text/teacher.txt --val $G/text/valid.txt \
-        --tokenizer /tmp/data/all/tokenizer.json -o /tmp/data/ts-teacher
+        --tokenizer "$D/all/tokenizer.json" -o "$D/ts-teacher"
     ;;
 train)
     name=$1 config=$2 book_steps=$3 steps=$4 book_end=$5 end=$6
@@ -69,25 +83,36 @@ train)
     start=$(date +%s)
     {
         echo "== $name: $config, $book_steps steps on books + TinyStories, then TinyStories to $steps; sets: $*"
-        timeout -s INT "$(left "$book_end")" $T train "${common[@]}" --set data=/tmp/data/all \
+        timeout -s INT "$(left "$book_end")" $T train "${common[@]}" --set "data=$D/all" \
             --stop-after "$book_steps" || [ $? = 124 ]
-        timeout -s INT "$(left "$end")" $T train "${common[@]}" --set "data=${PHASE2:-/tmp/data/ts}" \
+        timeout -s INT "$(left "$end")" $T train "${common[@]}" --set "data=${PHASE2:-$D/ts}" \
             --set eval_every=100 --resume "$run/checkpoint" || [ $? = 124 ]
         echo "training wall time: $(($(date +%s) - start)) s"
     } >"$res/train.log" 2>&1
     $T plot "$run" >/dev/null 2>&1 || true
     {
-        $T eval "$run/best" --data /tmp/data/ts/val.bin --device cuda
+        $T eval "$run/best" --data "$D/ts/val.bin" --device cuda
         $P pack "$run/best" -o "$res/$name.walsh" --embeddings int8
         $P inspect "$res/$name.walsh" | head -n 20
         ls -l "$res/$name.walsh"
-        $P eval "$res/$name.walsh" $G/text/valid.txt
+        if [ "${PACKER_EVAL:-1}" = 1 ]; then $P eval "$res/$name.walsh" "$V"; fi
     } >"$res/eval.txt" 2>&1 || echo "eval failed" >>"$res/eval.txt"
     $P run "$res/$name.walsh" "Once upon a time" --max-tokens 200 >"$res/greedy.txt" 2>&1 || true
     cp "$run/metrics.csv" "$res/"
     cp "$run/loss.png" "$res/" 2>/dev/null || true
     mkdir -p "$res/best"
     cp "$run/best/"{config.json,model.safetensors,tokenizer.json,train_state.json} "$res/best/"
+    ;;
+formats)
+    name=$1
+    shift
+    res=/tmp/res/$name
+    for e in ${FORMATS:-f16 int8 int8r int6 int6r int4 int4r}; do
+        rot=()
+        case $e in *r) rot=(--rotate) ;; esac
+        $P pack "$res/best" -o "/tmp/$name-$e.walsh" --embeddings "${e%r}" "${rot[@]}" "$@" >/dev/null
+        echo "$e $(stat -c %s "/tmp/$name-$e.walsh") bytes: $($P eval "/tmp/$name-$e.walsh" "$V" 2>&1 | tail -n 1)"
+    done >"$res/formats.txt" 2>&1
     ;;
 collect)
     out=${OUT:-/tmp/frontier-out}

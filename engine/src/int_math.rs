@@ -558,7 +558,17 @@ mod simd {
                 // out + i·rows.
                 unsafe {
                     let wb: [*const v128; 8] = core::array::from_fn(|k| w.add(k * block));
-                    let xs: [[v128; KP]; 8] = core::array::from_fn(|j| splats::<KP>(x.add(j * part)));
+                    // Written out: from `array::from_fn`, LLVM keeps the splats in a stack array.
+                    let xs: [[v128; KP]; 8] = [
+                        splats::<KP>(x),
+                        splats::<KP>(x.add(part)),
+                        splats::<KP>(x.add(2 * part)),
+                        splats::<KP>(x.add(3 * part)),
+                        splats::<KP>(x.add(4 * part)),
+                        splats::<KP>(x.add(5 * part)),
+                        splats::<KP>(x.add(6 * part)),
+                        splats::<KP>(x.add(7 * part)),
+                    ];
                     let ob: [*mut v128; 8] = core::array::from_fn(|i| out.add(i * rows));
                     $(octonion_group::<KP, FIRST>(&wb, $g, &xs, &ob);)+
                 }

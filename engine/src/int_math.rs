@@ -624,8 +624,9 @@ mod simd {
                 let f = f[kp / 4 - 1];
                 while g + size <= groups {
                     // SAFETY: each of the 8 blocks (`block` vectors apart) has a panel at vector
-                    // `base` holding `groups` row groups of kp vectors; x holds 8 parts of
-                    // pairs/… pairs with p0 + kp ≤ pairs; out holds 8 parts of `groups` vectors.
+                    // `base` holding `groups` ≥ g + size row groups of kp vectors; x holds 8 parts
+                    // of `pairs` pairs, p0 + kp ≤ pairs; out holds 8 parts of `groups` vectors
+                    // (sizes asserted by `super::octonion_panels`).
                     unsafe {
                         f(
                             wp.add(base + g * kp),

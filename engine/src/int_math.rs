@@ -56,6 +56,65 @@ pub fn panel_matvec(w: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mu
     }
 }
 
+/// The octonion product of SPEC §2.2 on codes: out_i = Σ_j s_ij·W_{i⊕j}·x_j (wrapping) for the
+/// 8 outputs i, with s = `walsh_spec::octonion::SIGNS`, W_0..W_7 eight [rows_p, cols_p] blocks one
+/// after another in the panel layout of [`CodeMatrix`], x the 8 parts' cols_p codes each, out the
+/// 8 parts' rows_p sums each.
+///
+/// Each block is read once for all 8 parts of x: a weight vector (four rows, one column pair) is
+/// loaded once and multiplied with the 8 parts' pairs, and the sign of a term picks an integer
+/// add or subtract (the same exact sums as the 64 signed block products).
+pub fn octonion_panels(w: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
+    assert!(
+        w.len() == 8 * rows_p * cols_p
+            && x.len() == 8 * cols_p
+            && out.len() == 8 * rows_p
+            && rows_p.is_multiple_of(4)
+            && cols_p.is_multiple_of(8)
+    );
+    #[cfg(target_arch = "wasm32")]
+    {
+        simd::octonion_panels(w, rows_p, cols_p, x, out);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use walsh_spec::octonion::SIGNS;
+        let block = rows_p * cols_p;
+        out.fill(0);
+        let mut base = 0;
+        for p in 0..cols_p.div_ceil(2 * PANEL_PAIRS) {
+            let kp = (cols_p / 2 - p * PANEL_PAIRS).min(PANEL_PAIRS);
+            let c0 = 2 * p * PANEL_PAIRS;
+            for g in 0..rows_p / 4 {
+                for k in 0..8 {
+                    let v = &w[k * block + base + g * kp * 8..][..kp * 8];
+                    for (i, signs) in SIGNS.iter().enumerate() {
+                        let j = i ^ k;
+                        let xj = &x[j * cols_p + c0..][..2 * kp];
+                        let mut acc = [0i32; 4];
+                        for (vk, xk) in v.chunks_exact(8).zip(xj.chunks_exact(2)) {
+                            for (l, a) in acc.iter_mut().enumerate() {
+                                let s = (i32::from(vk[2 * l]) * i32::from(xk[0]))
+                                    .wrapping_add(i32::from(vk[2 * l + 1]) * i32::from(xk[1]));
+                                *a = a.wrapping_add(s);
+                            }
+                        }
+                        let o = &mut out[i * rows_p + 4 * g..][..4];
+                        for (o, a) in o.iter_mut().zip(acc) {
+                            *o = if signs[j] < 0 {
+                                o.wrapping_sub(a)
+                            } else {
+                                o.wrapping_add(a)
+                            };
+                        }
+                    }
+                }
+            }
+            base += rows_p * 2 * kp;
+        }
+    }
+}
+
 /// The Walsh–Hadamard transform over `parts` (a power of two) equal parts of x, without the
 /// 1/√parts factor: x_g ← Σ_j (−1)^popcount(g AND j) x_j, exact in i32 (wrapping).
 pub fn fht(x: &mut [i32], parts: usize) {
@@ -228,6 +287,13 @@ impl CodeMatrix {
         }
     }
 
+    /// The octonion product of an 8-block matrix (block k = W_k): out_i = Σ_j s_ij·W_{i⊕j}·x_j
+    /// (wrapping, [`octonion_panels`]); x.len() = 8·cols_padded(), out.len() = 8·rows_padded().
+    pub fn octonion_matvec(&self, x: &[i16], out: &mut [i32]) {
+        assert!(self.blocks == 8);
+        octonion_panels(&self.data, self.rows_p, self.cols_p, x, out);
+    }
+
     /// Block b's rows 0..out.len() (a multiple of 4) against x (cols_p codes).
     fn block_matvec(&self, b: usize, x: &[i16], out: &mut [i32]) {
         let size = self.rows_p * self.cols_p;
@@ -253,6 +319,7 @@ pub const PAIR_BLOCK: usize = 32;
 #[cfg(target_arch = "wasm32")]
 mod simd {
     use core::arch::wasm32::*;
+    use walsh_spec::octonion::SIGNS;
 
     /// One row group of a panel of KP column pairs: out (rows in the lanes) = (or += unless
     /// FIRST) Σ_k dot(w[k], xs[k]). Inlined into the `panel` kernels with w a constant offset
@@ -385,6 +452,199 @@ mod simd {
         }
     }
 
+    /// Σ over a panel of KP pairs of dot(w[k], x[k]), added to (or, NEG, subtracted from) a; a
+    /// chain of `local.get w; local.get x; i32x4.dot_i16x8_s; i32x4.add` (4 instructions a dot).
+    #[inline(always)]
+    fn dots<const KP: usize, const NEG: bool>(mut a: v128, w: &[v128; KP], x: &[v128; KP]) -> v128 {
+        for (wk, xk) in w.iter().zip(x) {
+            let d = i32x4_dot_i16x8(*wk, *xk);
+            a = if NEG {
+                i32x4_sub(a, d)
+            } else {
+                i32x4_add(a, d)
+            };
+        }
+        a
+    }
+
+    /// Output part I of one row group: Σ_j s_Ij·W_{I⊕j}·x_j over the panel, j = 0 first (s_I0 =
+    /// +1 for every I, so the chain starts with a plain dot product).
+    macro_rules! octonion_part {
+        ($w:ident, $x:ident, $i:literal) => {{
+            let mut a = i32x4_dot_i16x8($w[$i][0], $x[0][0]);
+            for k in 1..KP {
+                a = i32x4_add(a, i32x4_dot_i16x8($w[$i][k], $x[0][k]));
+            }
+            a = dots::<KP, { SIGNS[$i][1] < 0 }>(a, &$w[$i ^ 1], &$x[1]);
+            a = dots::<KP, { SIGNS[$i][2] < 0 }>(a, &$w[$i ^ 2], &$x[2]);
+            a = dots::<KP, { SIGNS[$i][3] < 0 }>(a, &$w[$i ^ 3], &$x[3]);
+            a = dots::<KP, { SIGNS[$i][4] < 0 }>(a, &$w[$i ^ 4], &$x[4]);
+            a = dots::<KP, { SIGNS[$i][5] < 0 }>(a, &$w[$i ^ 5], &$x[5]);
+            a = dots::<KP, { SIGNS[$i][6] < 0 }>(a, &$w[$i ^ 6], &$x[6]);
+            a = dots::<KP, { SIGNS[$i][7] < 0 }>(a, &$w[$i ^ 7], &$x[7]);
+            a
+        }};
+    }
+
+    const _: () = assert!(
+        SIGNS[0][0] == 1
+            && SIGNS[1][0] == 1
+            && SIGNS[2][0] == 1
+            && SIGNS[3][0] == 1
+            && SIGNS[4][0] == 1
+            && SIGNS[5][0] == 1
+            && SIGNS[6][0] == 1
+            && SIGNS[7][0] == 1
+    );
+
+    /// out = (or += unless FIRST) v.
+    #[inline(always)]
+    unsafe fn put<const FIRST: bool>(out: *mut v128, v: v128) {
+        // SAFETY: the caller's out is one vector.
+        unsafe {
+            v128_store(
+                out,
+                if FIRST {
+                    v
+                } else {
+                    i32x4_add(v128_load(out), v)
+                },
+            )
+        }
+    }
+
+    /// Row group G of one panel of KP pairs of the 8 blocks (block k's group at w[k] + G·KP),
+    /// against the 8 parts' splatted pairs xs, into the 8 output parts' vector G. Each of the
+    /// 8·KP weight vectors is loaded once (into a local) and used by the 8 output parts.
+    #[inline(always)]
+    unsafe fn octonion_group<const KP: usize, const FIRST: bool>(
+        w: &[*const v128; 8],
+        g: usize,
+        xs: &[[v128; KP]; 8],
+        out: &[*mut v128; 8],
+    ) {
+        // SAFETY: each block's group g holds KP vectors at w[k] + g·KP; out[i] + g is a vector.
+        unsafe {
+            let ws: [[v128; KP]; 8] =
+                core::array::from_fn(|k| core::array::from_fn(|p| v128_load(w[k].add(g * KP + p))));
+            put::<FIRST>(out[0].add(g), octonion_part!(ws, xs, 0));
+            put::<FIRST>(out[1].add(g), octonion_part!(ws, xs, 1));
+            put::<FIRST>(out[2].add(g), octonion_part!(ws, xs, 2));
+            put::<FIRST>(out[3].add(g), octonion_part!(ws, xs, 3));
+            put::<FIRST>(out[4].add(g), octonion_part!(ws, xs, 4));
+            put::<FIRST>(out[5].add(g), octonion_part!(ws, xs, 5));
+            put::<FIRST>(out[6].add(g), octonion_part!(ws, xs, 6));
+            put::<FIRST>(out[7].add(g), octonion_part!(ws, xs, 7));
+        }
+    }
+
+    /// The octonion kernels of one panel of KP pairs, 4 or 1 row groups a call (written out, as
+    /// in `panel_kernel`): the 8 parts' pairs are splatted once a call and kept in locals.
+    /// w: block 0's first group of the call, `block` vectors between blocks; x: part 0's first
+    /// pair, `part` pairs between parts; out: part 0's first vector, `rows` vectors between parts.
+    macro_rules! octonion_kernel {
+        ($name:ident, $($g:literal)+) => {
+            #[inline(never)]
+            unsafe fn $name<const KP: usize, const FIRST: bool>(
+                w: *const v128,
+                block: usize,
+                x: *const u32,
+                part: usize,
+                out: *mut v128,
+                rows: usize,
+            ) {
+                // SAFETY: the caller's 8 blocks hold the call's row groups of KP vectors at
+                // w + k·block, the 8 parts KP pairs at x + j·part, out one vector per group at
+                // out + i·rows.
+                unsafe {
+                    let wb: [*const v128; 8] = core::array::from_fn(|k| w.add(k * block));
+                    // Written out: from `array::from_fn`, LLVM keeps the splats in a stack array.
+                    let xs: [[v128; KP]; 8] = [
+                        splats::<KP>(x),
+                        splats::<KP>(x.add(part)),
+                        splats::<KP>(x.add(2 * part)),
+                        splats::<KP>(x.add(3 * part)),
+                        splats::<KP>(x.add(4 * part)),
+                        splats::<KP>(x.add(5 * part)),
+                        splats::<KP>(x.add(6 * part)),
+                        splats::<KP>(x.add(7 * part)),
+                    ];
+                    let ob: [*mut v128; 8] = core::array::from_fn(|i| out.add(i * rows));
+                    $(octonion_group::<KP, FIRST>(&wb, $g, &xs, &ob);)+
+                }
+            }
+        };
+    }
+    octonion_kernel!(octonion1, 0);
+    octonion_kernel!(octonion4, 0 1 2 3);
+
+    type OctonionFn = unsafe fn(*const v128, usize, *const u32, usize, *mut v128, usize);
+
+    macro_rules! octonion_row {
+        ($f:ident, $first:literal) => {
+            [
+                $f::<4, $first> as OctonionFn,
+                $f::<8, $first>,
+                $f::<12, $first>,
+                $f::<16, $first>,
+            ]
+        };
+    }
+
+    /// Row groups a call of OCTONION[_][i].
+    const OCTONION_GROUPS: [usize; 2] = [4, 1];
+
+    /// [FIRST][4 or 1 row groups][KP / 4 − 1] (a panel's pairs are a multiple of 4: columns are
+    /// padded to a multiple of 8).
+    const OCTONION: [[[OctonionFn; 4]; 2]; 2] = [
+        [
+            octonion_row!(octonion4, false),
+            octonion_row!(octonion1, false),
+        ],
+        [
+            octonion_row!(octonion4, true),
+            octonion_row!(octonion1, true),
+        ],
+    ];
+
+    /// `super::octonion_panels` (its sizes asserted there).
+    pub fn octonion_panels(w: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
+        let groups = rows_p / 4;
+        let block = rows_p * cols_p / 8;
+        let (wp, xp) = (w.as_ptr() as *const v128, x.as_ptr() as *const u32);
+        let op = out.as_mut_ptr() as *mut v128;
+        let pairs = cols_p / 2;
+        let mut base = 0;
+        let mut p0 = 0;
+        while p0 < pairs {
+            let kp = (pairs - p0).min(super::PANEL_PAIRS);
+            let kernels = &OCTONION[usize::from(p0 == 0)];
+            let mut g = 0;
+            for (size, f) in OCTONION_GROUPS.iter().zip(kernels) {
+                let f = f[kp / 4 - 1];
+                while g + size <= groups {
+                    // SAFETY: each of the 8 blocks (`block` vectors apart) has a panel at vector
+                    // `base` holding `groups` ≥ g + size row groups of kp vectors; x holds 8 parts
+                    // of `pairs` pairs, p0 + kp ≤ pairs; out holds 8 parts of `groups` vectors
+                    // (sizes asserted by `super::octonion_panels`).
+                    unsafe {
+                        f(
+                            wp.add(base + g * kp),
+                            block,
+                            xp.add(p0),
+                            pairs,
+                            op.add(g),
+                            groups,
+                        )
+                    };
+                    g += size;
+                }
+            }
+            base += groups * kp;
+            p0 += kp;
+        }
+    }
+
     /// `super::fht` for a part width that is a multiple of 4.
     pub fn fht(x: &mut [i32], parts: usize) {
         let width = x.len() / parts;
@@ -494,6 +754,54 @@ mod tests {
                         want,
                         "{blocks}x{rows}x{cols} {b} {r}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn octonion_matvec_matches_the_i64_signed_block_products() {
+        use walsh_spec::octonion::SIGNS;
+        // Panels of 4, 12 and 16 pairs; 1, 4 and 4 + 2 row groups (both kernels).
+        for (rows, cols) in [
+            (1, 1),
+            (5, 8),
+            (3, 21),
+            (32, 32),
+            (22, 86),
+            (86, 32),
+            (8, 176),
+        ] {
+            let w = codes(8 * rows * cols, 7, 3, 1);
+            let p = CodeMatrix::from_blocks(&w, 8, rows, cols);
+            let (rp, cp) = (p.rows_padded(), p.cols_padded());
+            let mut x = vec![0i16; 8 * cp];
+            for j in 0..8 {
+                for c in 0..cols {
+                    x[j * cp + c] = ((j * 977 + c * 131) % 65_535) as i16;
+                }
+            }
+            let mut out = vec![7; 8 * rp];
+            p.octonion_matvec(&x, &mut out);
+            for i in 0..8 {
+                for r in 0..rp {
+                    let want: i64 = if r < rows {
+                        (0..8)
+                            .map(|j| {
+                                let k = i ^ j;
+                                let dot: i64 = (0..cols)
+                                    .map(|c| {
+                                        i64::from(w[(k * rows + r) * cols + c])
+                                            * i64::from(x[j * cp + c])
+                                    })
+                                    .sum();
+                                i64::from(SIGNS[i][j]) * dot
+                            })
+                            .sum()
+                    } else {
+                        0
+                    };
+                    assert_eq!(i64::from(out[i * rp + r]), want, "{rows}x{cols} {i} {r}");
                 }
             }
         }

@@ -6,9 +6,10 @@
 //! load over parts padded to m_p = m rounded up to 8 (one `i32x4.dot_i16x8_s` takes eight codes)
 //! and n_p = n rounded up to 4 (the integer FHT moves four lanes at a time); the padding is zero,
 //! so it adds nothing. Dense: one matrix. Hadamard: the A blocks as one block-diagonal matrix
-//! (part g of the output from part g of the input). Octonion: the whole product z_i = Σ_j
-//! s_ij·W_{i⊕j}·u_j as ONE [8·n_p, 8·m_p] matrix with the signs folded in — the same exact integer
-//! sums as 64 block products, in a single pass of long rows (the kernels' best case).
+//! (part g of the output from part g of the input). Octonion: the 8 blocks W_k, each stored once;
+//! the product z_i = Σ_j s_ij·W_{i⊕j}·u_j runs in one kernel (`int_math::octonion_panels`) that
+//! loads each weight vector once for all 8 parts of u and applies the signs as integer adds and
+//! subtracts — the same exact integer sums as 64 block products.
 
 use crate::int_math::CodeMatrix;
 use crate::math::{dequant, mul};
@@ -16,7 +17,6 @@ use crate::part_fht;
 use crate::profile::{Laps, Phase};
 use crate::quant::{ACT_LIMIT, absmax, encode, scales};
 use walsh_spec::config::Algebra;
-use walsh_spec::octonion::SIGNS;
 
 #[derive(Debug, Clone)]
 pub struct TernaryLinear {
@@ -61,29 +61,10 @@ impl TernaryLinear {
         let a = algebra.dim();
         let (m, n) = (in_dim / a, out_dim / a);
         let (mp, np) = (m.div_ceil(8) * 8, n.div_ceil(4) * 4);
-        let at = |k: usize, r: usize, c: usize| i16::from(wq[(k * n + r) * m + c]);
-        let w = match algebra {
-            Algebra::Octonion => {
-                // Row i·n_p + r, column j·m_p + c: s_ij · W_{i⊕j}[r][c] (zero in the pads).
-                let (rows, cols) = (8 * np, 8 * mp);
-                let mut dense = vec![0i16; rows * cols];
-                for (i, signs) in SIGNS.iter().enumerate() {
-                    for (j, &sign) in signs.iter().enumerate() {
-                        for r in 0..n {
-                            for c in 0..m {
-                                dense[(i * np + r) * cols + j * mp + c] =
-                                    i16::from(sign) * at(i ^ j, r, c);
-                            }
-                        }
-                    }
-                }
-                CodeMatrix::from_dense(&dense, rows, cols)
-            }
-            _ => {
-                let w: Vec<i16> = wq[..a * n * m].iter().map(|v| i16::from(*v)).collect();
-                CodeMatrix::from_blocks(&w, a, n, m)
-            }
-        };
+        // Octonion: the 8 blocks W_0..W_7 (the product's signs are the kernel's, not the
+        // weights'); hadamard: the 32 blocks; dense: one.
+        let w: Vec<i16> = wq[..a * n * m].iter().map(|v| i16::from(*v)).collect();
+        let w = CodeMatrix::from_blocks(&w, a, n, m);
         TernaryLinear {
             algebra,
             in_dim,
@@ -132,10 +113,7 @@ impl TernaryLinear {
         encode(&s.u, inv, ACT_LIMIT, &mut s.codes);
         laps.lap(Phase::LinearIn);
         match self.algebra {
-            Algebra::Octonion => {
-                let rows = self.w.rows_padded();
-                self.w.matvec(&s.codes, &mut s.z, rows);
-            }
+            Algebra::Octonion => self.w.octonion_matvec(&s.codes, &mut s.z),
             _ => self.w.matvec_blocks(&s.codes, &mut s.z),
         }
         laps.lap(Phase::Linear);
@@ -183,6 +161,7 @@ impl TernaryLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use walsh_spec::octonion::SIGNS;
 
     // Index loops on purpose: they read like the SPEC's formulas.
     #[allow(clippy::needless_range_loop)]
@@ -249,6 +228,8 @@ mod tests {
             (Algebra::Dense, 13, 7),
             (Algebra::Octonion, 64, 40),
             (Algebra::Octonion, 8 * 21, 8 * 3),
+            (Algebra::Octonion, 8 * 86, 8 * 32),
+            (Algebra::Octonion, 8 * 32, 8 * 86),
             (Algebra::Hadamard, 32 * 16, 32 * 16),
             (Algebra::Hadamard, 32 * 43, 32 * 5),
         ] {

@@ -336,14 +336,7 @@ mod simd {
             for (k, xk) in xs.iter().enumerate().skip(1) {
                 a = i32x4_add(a, i32x4_dot_i16x8(v128_load(w.add(k)), *xk));
             }
-            v128_store(
-                out,
-                if FIRST {
-                    a
-                } else {
-                    i32x4_add(v128_load(out), a)
-                },
-            );
+            put::<FIRST>(out, a);
         }
     }
 

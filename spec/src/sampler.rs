@@ -164,10 +164,10 @@ fn argmax_simd(logits: &[f32]) -> usize {
     for (c, chunk) in chunks.iter().enumerate() {
         // SAFETY: as above.
         let eq = f32x4_eq(unsafe { v128_load(chunk.as_ptr() as *const v128) }, mv);
-        if v128_any_true(eq) {
-            if let Some(l) = chunk.iter().position(|v| *v == max) {
-                return 4 * c + l;
-            }
+        if v128_any_true(eq)
+            && let Some(l) = chunk.iter().position(|v| *v == max)
+        {
+            return 4 * c + l;
         }
     }
     let start = 4 * chunks.len();

@@ -412,7 +412,7 @@ fn default_model_is_the_documented_trained_one() {
         walsh_spec::blob::hex(&walsh_packer::inspect::sha256(&bytes[..bytes.len() - 32]))
     );
     assert!(info.contains("bits per parameter"), "{info}");
-    assert!(info.contains("bpe4k-octonion-12x320"), "{info}");
+    assert!(info.contains("bpe4k-octonion-14x288"), "{info}");
     let doc = std::fs::read_to_string(root().join("docs/MODELS.md")).unwrap();
     for (what, value) in [("sha256", &sha), ("checksum", &checksum)] {
         assert!(

@@ -142,7 +142,7 @@ fn embedded_model_generates_like_the_native_engine() {
     let mut h = installed();
     let info = model_info(&mut h);
     assert!(matches!(info.source, ModelSource::Embedded));
-    assert_eq!(info.config.name, "bpe4k-octonion-12x320");
+    assert_eq!(info.config.name, "bpe4k-octonion-14x288");
     let (r, instructions) = generate(&mut h, "Once upon a time", 100);
     let g = ok(r);
     assert_eq!(g.prompt_tokens, 4);

@@ -154,7 +154,7 @@ mod scenarios {
         let ic = installed("embedded_model_generates_like_the_native_engine");
         let info = model_info(&ic);
         assert!(matches!(info.source, ModelSource::Embedded));
-        assert_eq!(info.config.name, "bpe4k-octonion-12x320");
+        assert_eq!(info.config.name, "bpe4k-octonion-14x288");
         let g = ok(generate(&ic, "Once upon a time", 100));
         assert_eq!(g.prompt_tokens, 4);
         assert!(matches!(

@@ -317,7 +317,7 @@ impl CodeMatrix {
 pub const PAIR_BLOCK: usize = 32;
 
 #[cfg(target_arch = "wasm32")]
-mod simd {
+pub(crate) mod simd {
     use core::arch::wasm32::*;
     use walsh_spec::octonion::SIGNS;
 
@@ -642,23 +642,48 @@ mod simd {
     pub fn fht(x: &mut [i32], parts: usize) {
         let width = x.len() / parts;
         assert!(width.is_multiple_of(4) && width * parts == x.len());
-        let px = x.as_mut_ptr();
+        // SAFETY: x holds parts·width i32, width a multiple of 4 (asserted).
+        unsafe {
+            butterflies(
+                x.as_mut_ptr() as *mut v128,
+                width / 4,
+                parts,
+                i32x4_add,
+                i32x4_sub,
+            )
+        };
+    }
+
+    /// The butterflies of an unnormalized Walsh–Hadamard transform across `parts` equal parts of
+    /// `width` vectors of four 32-bit lanes at x, in `walsh_spec::hadamard::fht_parts`'s order
+    /// (stages h = 1, 2, 4, …; within one, blocks and positions ascending): (a, b) ← (add(a, b),
+    /// sub(a, b)). The i32 transform here and the f32 one of `math` (whose order fixes its bits)
+    /// are this loop with their lane operations.
+    ///
+    /// # Safety
+    /// x must hold parts·width vectors.
+    #[inline(always)]
+    pub(crate) unsafe fn butterflies(
+        x: *mut v128,
+        width: usize,
+        parts: usize,
+        add: fn(v128, v128) -> v128,
+        sub: fn(v128, v128) -> v128,
+    ) {
         let mut h = 1;
         while h < parts {
             let mut block = 0;
             while block < parts {
                 for j in block..block + h {
-                    let mut c = 0;
-                    while c < width {
-                        // SAFETY: (j + h)·width + c + 4 ≤ parts·width = x.len().
+                    for c in 0..width {
+                        // SAFETY: (j + h)·width + c < parts·width, which the caller holds.
                         unsafe {
-                            let pa = px.add(j * width + c) as *mut v128;
-                            let pb = px.add((j + h) * width + c) as *mut v128;
+                            let pa = x.add(j * width + c);
+                            let pb = x.add((j + h) * width + c);
                             let (a, b) = (v128_load(pa), v128_load(pb));
-                            v128_store(pa, i32x4_add(a, b));
-                            v128_store(pb, i32x4_sub(a, b));
+                            v128_store(pa, add(a, b));
+                            v128_store(pb, sub(a, b));
                         }
-                        c += 4;
                     }
                 }
                 block += 2 * h;

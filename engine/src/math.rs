@@ -461,29 +461,16 @@ mod simd {
         let width = x.len() / parts;
         assert!(width.is_multiple_of(4) && width * parts == x.len());
         let px = x.as_mut_ptr();
-        let mut h = 1;
-        while h < parts {
-            let mut block = 0;
-            while block < parts {
-                for j in block..block + h {
-                    let mut c = 0;
-                    while c < width {
-                        // SAFETY: (j + h)·width + c + 4 ≤ parts·width = x.len().
-                        unsafe {
-                            let pa = px.add(j * width + c);
-                            let pb = px.add((j + h) * width + c);
-                            let a = ld(pa);
-                            let b = ld(pb);
-                            v128_store(pa as *mut v128, f32x4_add(a, b));
-                            v128_store(pb as *mut v128, f32x4_sub(a, b));
-                        }
-                        c += 4;
-                    }
-                }
-                block += 2 * h;
-            }
-            h *= 2;
-        }
+        // SAFETY: x holds parts·width f32, width a multiple of 4 (asserted).
+        unsafe {
+            crate::int_math::simd::butterflies(
+                px as *mut v128,
+                width / 4,
+                parts,
+                f32x4_add,
+                f32x4_sub,
+            )
+        };
         let scale = f32x4_splat(1.0 / (parts as f32).sqrt());
         let mut i = 0;
         while i < x.len() {

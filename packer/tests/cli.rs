@@ -401,6 +401,35 @@ fn eval_shows_progress_only_on_a_terminal() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Issue 20's bar for the default decoding (docs/MODELS.md): `generate("Once upon a time", 200)`
+/// — `packer run` with its defaults writes the same tokens — repeats no sentence. A sentence ends
+/// at a line end or at whitespace after `.`, `!` or `?` (so `"Help!" she said.` is one).
+#[test]
+fn the_default_story_repeats_no_sentence() {
+    let out = ok(&[
+        "run",
+        "models/walsh-default.walsh",
+        "Once upon a time",
+        "--max-tokens",
+        "200",
+    ]);
+    let story = out
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (mut seen, mut start, mut prev) = (std::collections::HashSet::new(), 0, ' ');
+    for (i, c) in story.char_indices().chain([(story.len(), '\n')]) {
+        if c == '\n' || (c.is_whitespace() && matches!(prev, '.' | '!' | '?')) {
+            let s = story[start..i].trim();
+            assert!(s.is_empty() || seen.insert(s), "{s:?} twice in: {story}");
+            start = i;
+        }
+        prev = c;
+    }
+    assert!(seen.len() >= 10, "{story}");
+}
+
 /// The shipped default is the trained model docs/MODELS.md describes (its SHA-256 is recorded
 /// there), and through the canister's engine it writes TinyStories English.
 #[test]

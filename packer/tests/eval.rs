@@ -96,8 +96,8 @@ fn the_default_model_scores_like_its_training_run() {
         r["bits_per_byte"].as_f64().unwrap(),
     );
     // docs/MODELS.md: the default scores 0.8740 bits/byte on all of valid.txt (its predecessors
-    // 0.8933, 0.9066 and 0.9599); an untrained model of this 4,096-token vocabulary scores about ln 4096 = 8.3
-    // nats, and the GPT-2-vocabulary default before them 1.107 bits/byte.
+    // 0.8933, 0.9066 and 0.9599); an untrained model of this 4,096-token vocabulary scores about
+    // ln 4096 = 8.3 nats, and the GPT-2-vocabulary default before them 1.107 bits/byte.
     assert!((2.0..2.8).contains(&loss), "loss {loss}");
     assert!((0.85..1.05).contains(&bpb), "bits per byte {bpb}");
 }

@@ -17,11 +17,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p walsh-trainer --features cuda --all-targets -- -D warnings
 cargo test --workspace
 if command -v npm >/dev/null; then
-  cargo test -p walsh-tests --test icp_build -- --ignored
+  cargo test -p walsh-tests --test integration -- --ignored icp_build::
 else
-  echo "not run: tests/tests/icp_build.rs (icp build through icp.yaml) needs Node.js and npm, which are not on PATH"
+  echo "not run: tests/tests/integration/icp_build.rs (icp build through icp.yaml) needs Node.js and npm, which are not on PATH"
 fi
-# The story page in headless Chromium (tests/tests/browser.rs), where Debian's `chromium` is
+# The story page in headless Chromium (tests/tests/integration/browser.rs), where Debian's `chromium` is
 # installed (or $WALSH_CHROMIUM names a Chromium). It builds the in-browser engine (web/build.sh,
 # which installs wasm-bindgen-cli into target/ the first time: about 3 minutes of a 2-core
 # machine) and adds about 8 minutes to a cold run in all (docs/BENCHMARKS.md, "Story page"), so
@@ -31,7 +31,7 @@ if [ -n "${WALSH_INSTALL_CHROMIUM:-}" ] && [ -z "${WALSH_CHROMIUM:-}" ] && ! com
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 if [ -n "${WALSH_CHROMIUM:-}" ] || command -v chromium >/dev/null; then
-  cargo test -p walsh-tests --test browser -- --ignored --nocapture
+  cargo test -p walsh-tests --test integration -- --ignored --nocapture browser::
 else
-  echo "not run: tests/tests/browser.rs (the story page in headless Chromium) needs Debian's chromium, which is not installed (WALSH_INSTALL_CHROMIUM=1 installs it with apt-get)"
+  echo "not run: tests/tests/integration/browser.rs (the story page in headless Chromium) needs Debian's chromium, which is not installed (WALSH_INSTALL_CHROMIUM=1 installs it with apt-get)"
 fi

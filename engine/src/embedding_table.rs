@@ -1,5 +1,5 @@
 //! An embedding table as the engine holds it (SPEC §2.6): one i16 code per value, in the
-//! kernels' layout (`CodeMatrix`, rows padded so that the head's dot products need no widening),
+//! head kernel's layout (`RowMatrix`, so that the head's dot products need no widening),
 //! and an f32 scale per row. A table the blob stores as integer rows (int8 / int6 / int4,
 //! rotated or not) keeps its codes as they are; an f32 or f16 table is coded at load, each row as
 //! Q(E[r], 127). Built row by row from the blob's bytes, so no full-size f32 copy is ever made.
@@ -10,16 +10,16 @@
 //! and the stored codes are used directly — and only the one input row a token needs is
 //! un-rotated.
 
-use crate::int_math::CodeMatrix;
 use crate::math::dequant;
 use crate::quant::{EMB_LIMIT, act_limit, quantize};
+use crate::row_matrix::RowMatrix;
 use walsh_spec::blob::quant::{QuantError, QuantRowsRef, rotate_row};
 
 #[derive(Debug, Clone)]
 pub struct EmbeddingTable {
     cols: usize,
     /// The codes, in the kernels' layout.
-    codes: CodeMatrix,
+    codes: RowMatrix,
     scales: Vec<f32>,
     /// The largest magnitude a code can have: 127 for a float table coded at load, 2^(b−1) for
     /// b-bit integer rows (two's complement allows −2^(b−1)). Sets the head's activation limit.
@@ -60,7 +60,7 @@ impl EmbeddingTable {
     ) -> Result<Self, E> {
         let mut values = vec![0f32; cols];
         let mut scales = Vec::with_capacity(rows);
-        let codes = CodeMatrix::try_from_rows(rows, cols, |r, dst| {
+        let codes = RowMatrix::try_from_rows(rows, cols, |r, dst| {
             row(r, &mut values)?;
             scales.push(quantize(&values, EMB_LIMIT, dst));
             Ok(())
@@ -80,7 +80,7 @@ impl EmbeddingTable {
             .map(|r| q.scale(r))
             .collect::<Result<Vec<f32>, _>>()?;
         let mut row = vec![0i8; q.cols];
-        let codes = CodeMatrix::try_from_rows(q.rows, q.cols, |r, dst| {
+        let codes = RowMatrix::try_from_rows(q.rows, q.cols, |r, dst| {
             q.codes_into(r, &mut row)?;
             dst.iter_mut()
                 .zip(&row)

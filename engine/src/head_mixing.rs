@@ -6,7 +6,7 @@
 //! combined in f32 (octonion: signs, j increasing; hadamard: the f32 FHT).
 
 use crate::int_math::CodeMatrix;
-use crate::math::{add_assign, dequant};
+use crate::math::{add_assign, dequant, sub_assign};
 use crate::part_fht;
 use crate::quant::{KV_LIMIT, act_limit, encode, quantize, scales};
 use walsh_spec::config::Algebra;
@@ -44,7 +44,6 @@ pub struct MixScratch {
     codes: Vec<i16>,
     t: Vec<i32>,
     v: Vec<f32>,
-    neg: Vec<f32>,
     z: Vec<f32>,
 }
 
@@ -103,12 +102,11 @@ impl HeadMixing {
                     for (j, &sign) in signs.iter().enumerate() {
                         m.product(&blocks[i ^ j], i ^ j, j, s);
                         let zi = &mut s.z[i * hd..(i + 1) * hd];
+                        // z_i + (−v) as SPEC §2.6 writes it: a subtraction is the same bits.
                         if sign > 0 {
                             add_assign(zi, &s.v);
                         } else {
-                            s.neg.clear();
-                            s.neg.extend(s.v.iter().map(|v| -v));
-                            add_assign(zi, &s.neg);
+                            sub_assign(zi, &s.v);
                         }
                     }
                 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod part_fht;
 pub mod profile;
 pub mod quant;
+pub mod row_matrix;
 pub mod ternary_linear;
 pub mod tokenizer;
 

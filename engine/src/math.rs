@@ -144,6 +144,19 @@ pub fn add_assign(a: &mut [f32], b: &[f32]) {
     }
 }
 
+/// a[i] ← a[i] − b[i] (in IEEE arithmetic the same bits as a[i] + (−b[i])).
+pub fn sub_assign(a: &mut [f32], b: &[f32]) {
+    let n = a.len();
+    assert!(b.len() >= n);
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::binary_assign(a, &b[..n], core::arch::wasm32::f32x4_sub);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for i in done..n {
+        a[i] -= b[i];
+    }
+}
+
 /// y[i] = (f32(z[i]) · v[i]) · c: integer sums back to f32 (SPEC §2.6).
 pub fn dequant(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) {
     let n = y.len();
@@ -589,12 +602,15 @@ mod tests {
         mul(&a, &b, &mut out);
         let mut d = a.clone();
         add_assign(&mut d, &b);
+        let mut n = a.clone();
+        sub_assign(&mut n, &b);
         let z: Vec<i32> = (0..11).map(|i| i * 1_000_003 - 5_000_000).collect();
         let mut y = vec![0.0; 11];
         dequant(&z, &b, 0.37, &mut y);
         for i in 0..11 {
             assert_eq!(out[i], a[i] * b[i]);
             assert_eq!(d[i], a[i] + b[i]);
+            assert_eq!(n[i].to_bits(), (a[i] + -b[i]).to_bits());
             assert_eq!(y[i], (z[i] as f32 * b[i]) * 0.37);
         }
         let m = dequant_max(&z, &b, 0.37, &mut y);

@@ -10,7 +10,7 @@ pub const MAX_CHUNK_SIZE: u32 = 1_900_000;
 pub const MIN_CHUNK_SIZE: u32 = 1024;
 /// Largest blob: what `upload_commit` can read from stable memory, validate and load within an
 /// update's 40e9 instructions with a margin. Measured in the IC emulation harness
-/// (`commit_cost_is_linear_and_small` in tests/tests/upload.rs): about 1.9e9 instructions of fixed
+/// (`commit_cost_is_linear_and_small` in tests/tests/integration/upload.rs): about 1.9e9 instructions of fixed
 /// cost (the GPT-2 tokenizer, the cost calibration) and 85 a byte, so about 24e9 at 256 MiB. The
 /// blob is also read into the heap beside the model being replaced.
 pub const MAX_BLOB_SIZE: u64 = 256 << 20;

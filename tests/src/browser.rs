@@ -1,4 +1,4 @@
-//! What the story page's browser test (`tests/tests/browser.rs`) drives: a headless Chromium
+//! What the story page's browser test (`tests/tests/integration/browser.rs`) drives: a headless Chromium
 //! (Debian's `chromium`, nothing that downloads a browser) over the DevTools protocol, and a small
 //! HTTP server on 127.0.0.1 that serves the page's files.
 

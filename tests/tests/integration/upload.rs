@@ -359,7 +359,7 @@ mod fees {
 
 /// Upload and download throughput against the harness, and the mainnet cost of uploading each
 /// seed config (docs/BENCHMARKS.md):
-/// `cargo test --release -p walsh-tests --test upload -- --ignored --nocapture throughput`
+/// `cargo test --release -p walsh-tests --test integration -- --ignored --nocapture throughput`
 #[test]
 #[ignore]
 fn throughput() {

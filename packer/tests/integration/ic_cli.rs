@@ -1,6 +1,6 @@
 //! `packer upload` / `packer download` with the real ic-agent transport, against local HTTP
 //! endpoints that are not a working replica: each ends at once with one clear line. (The upload
-//! logic itself runs against the canister in `tests/tests/upload.rs`; a real replica in
+//! logic itself runs against the canister in `tests/tests/integration/upload.rs`; a real replica in
 //! `deploy/local.sh`.)
 #![cfg(feature = "ic")]
 

@@ -840,7 +840,7 @@ fn large_shapes_agree_between_f32_and_f64() {
 }
 
 /// Wall times of the f32 ops at a small model's sizes (`cargo test --release -p walsh-trainer
-/// --test gradcheck -- --ignored --nocapture`); not a check.
+/// --test integration -- --ignored --nocapture gradcheck::timing`); not a check.
 #[test]
 #[ignore]
 fn timing_at_model_sizes() {

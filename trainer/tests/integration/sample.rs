@@ -3,9 +3,7 @@
 //! it resumes after a crash to the same bytes, `trainer prepare` reads it beside TinyStories, and
 //! bad arguments get clear errors.
 
-mod common;
-
-use common::{config as config_path, data, manifest};
+use crate::common::{config as config_path, data, manifest};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

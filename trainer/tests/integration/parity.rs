@@ -9,9 +9,7 @@
 //! engine's fine quantization of activations (15 bits), keys and values (12 bits) and the head
 //! mixing (12 bits): a wrong sign, block or packing anywhere shows up at the logit scale itself.
 
-mod common;
-
-use common::{config as config_path, data};
+use crate::common::{config as config_path, data};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use walsh_engine::Engine;

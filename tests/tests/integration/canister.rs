@@ -549,7 +549,7 @@ fn with_blob(wasm: &[u8], bytes: &[u8]) -> Uploaded {
 /// default when unset) uploaded, committed
 /// and asked for `generate("Once upon a time", 200)` (instructions per token averaged over the
 /// generated tokens, less the 0-token call):
-/// `WALSH_BLOBS="a.walsh b.walsh" cargo test --release -p walsh-tests --test canister -- --ignored --nocapture blob_figures`
+/// `WALSH_BLOBS="a.walsh b.walsh" cargo test --release -p walsh-tests --test integration -- --ignored --nocapture blob_figures`
 #[test]
 #[ignore]
 fn blob_figures() {
@@ -590,7 +590,7 @@ fn blob_figures() {
 /// Where a generated token's instructions go, per engine phase, for the figures' models:
 /// the canister built with its `profile` feature, `generate("Once upon a time", 200)` less a
 /// 0-token call, divided by the tokens generated:
-/// `cargo test --release -p walsh-tests --test canister -- --ignored --nocapture profile`
+/// `cargo test --release -p walsh-tests --test integration -- --ignored --nocapture profile`
 #[test]
 #[ignore]
 fn profile() {
@@ -624,7 +624,7 @@ fn profile() {
 /// The canister's figures of merit for docs/BENCHMARKS.md, for the shipped default model and the
 /// seed's three configs with random weights (uploads of up to 52 MB: minutes, so not part of the
 /// default run):
-/// `cargo test --release -p walsh-tests --test canister -- --ignored --nocapture figures`
+/// `cargo test --release -p walsh-tests --test integration -- --ignored --nocapture figures`
 #[test]
 #[ignore]
 fn figures() {

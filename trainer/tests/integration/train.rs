@@ -2,9 +2,7 @@
 //! exact resume, the checkpoint contents, metrics.csv, the error messages, and the binary's
 //! eval / sample / plot / bench commands.
 
-mod common;
-
-use common::data;
+use crate::common::data;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
@@ -12,7 +10,7 @@ use walsh_spec::Checkpoint;
 use walsh_trainer::train::{TrainOptions, train_cpu};
 
 fn tiny() -> PathBuf {
-    common::config("tiny")
+    crate::common::config("tiny")
 }
 
 /// A short run of the tiny model: 6 steps of 2 micro-batches of 2×16 tokens.

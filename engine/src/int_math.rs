@@ -278,6 +278,10 @@ impl CodeMatrix {
     /// blocks·cols_padded(), out.len() = blocks·rows_padded().
     pub fn matvec_blocks(&self, x: &[i16], out: &mut [i32]) {
         assert!(x.len() == self.blocks * self.cols_p && out.len() == self.blocks * self.rows_p);
+        #[cfg(target_arch = "wasm32")]
+        if simd::whole_blocks(&self.data, self.blocks, self.rows_p, self.cols_p, x, out) {
+            return;
+        }
         for (b, (xb, ob)) in x
             .chunks_exact(self.cols_p)
             .zip(out.chunks_exact_mut(self.rows_p))
@@ -319,6 +323,7 @@ pub const PAIR_BLOCK: usize = 32;
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod simd {
     use core::arch::wasm32::*;
+    use seq_macro::seq;
     use walsh_spec::octonion::SIGNS;
 
     /// One row group of a panel of KP column pairs: out (rows in the lanes) = (or += unless
@@ -420,6 +425,10 @@ pub(crate) mod simd {
 
     /// `super::panel_matvec` (its sizes asserted there).
     pub fn panel_matvec(block: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
+        // A small matrix asked for all its rows (attention's blocks of 32 values): one call.
+        if out.len() == rows_p && whole_blocks(block, 1, rows_p, cols_p, x, out) {
+            return;
+        }
         let groups = out.len() / 4;
         let (wp, xp) = (block.as_ptr() as *const v128, x.as_ptr() as *const u32);
         let op = out.as_mut_ptr() as *mut v128;
@@ -443,6 +452,116 @@ pub(crate) mod simd {
             base += rows_p / 4 * kp;
             p0 += kp;
         }
+    }
+
+    /// One whole block of G row groups and P column pairs (its panels of 16 pairs, then the
+    /// rest, as [`super::CodeMatrix`] lays them out) in one call: x's P pairs splatted once, each
+    /// row group's sum over all its panels kept in a register and stored once. The groups and
+    /// pairs are written out for every g < 12 and k < 24 and cut at G and P by compile-time
+    /// tests, so every weight address is a constant offset from w.
+    #[inline(never)]
+    unsafe fn whole_block<const G: usize, const P: usize>(
+        w: *const v128,
+        x: *const u32,
+        out: *mut v128,
+    ) {
+        const { assert!(G <= 12 && P <= 24 && P > 0) };
+        // SAFETY: the caller's block holds G groups of P vectors (panels of ≤ 16 pairs), x P
+        // pairs, out G vectors.
+        unsafe {
+            let mut xs = [i32x4_splat(0); P];
+            seq!(K in 0..24 {
+                if K < P {
+                    xs[K] = v128_load32_splat(x.add(K));
+                }
+            });
+            let kp0 = if P < 16 { P } else { 16 };
+            let kp1 = P - kp0;
+            seq!(N in 0..12 {
+                if N < G {
+                    let mut a = i32x4_dot_i16x8(v128_load(w.add(N * kp0)), xs[0]);
+                    seq!(K in 1..16 {
+                        if K < kp0 {
+                            a = i32x4_add(a, i32x4_dot_i16x8(v128_load(w.add(N * kp0 + K)), xs[K]));
+                        }
+                    });
+                    seq!(K in 0..8 {
+                        if K < kp1 {
+                            let v = v128_load(w.add(G * 16 + N * kp1 + K));
+                            a = i32x4_add(a, i32x4_dot_i16x8(v, xs[16 + K]));
+                        }
+                    });
+                    v128_store(out.add(N), a);
+                }
+            });
+        }
+    }
+
+    macro_rules! by_pairs {
+        ($g:literal) => {
+            [
+                whole_block::<$g, 4> as PanelFn,
+                whole_block::<$g, 8>,
+                whole_block::<$g, 12>,
+                whole_block::<$g, 16>,
+                whole_block::<$g, 20>,
+                whole_block::<$g, 24>,
+            ]
+        };
+    }
+
+    /// [row groups − 1][pairs / 4 − 1].
+    const WHOLE_BLOCKS: [[PanelFn; 6]; 12] = [
+        by_pairs!(1),
+        by_pairs!(2),
+        by_pairs!(3),
+        by_pairs!(4),
+        by_pairs!(5),
+        by_pairs!(6),
+        by_pairs!(7),
+        by_pairs!(8),
+        by_pairs!(9),
+        by_pairs!(10),
+        by_pairs!(11),
+        by_pairs!(12),
+    ];
+
+    /// `super::CodeMatrix::matvec_blocks` with one [`whole_block`] call a block, where a kernel
+    /// exists for the block's size (rows_p ≤ 48, cols_p ≤ 48): the hadamard linears' and head
+    /// mixing's 32 small blocks, whose per-call work dominated their products. False (nothing
+    /// done) otherwise.
+    pub fn whole_blocks(
+        data: &[i16],
+        blocks: usize,
+        rows_p: usize,
+        cols_p: usize,
+        x: &[i16],
+        out: &mut [i32],
+    ) -> bool {
+        let (groups, pairs) = (rows_p / 4, cols_p / 2);
+        if groups == 0 || groups > 12 || pairs == 0 || pairs > 24 || !pairs.is_multiple_of(4) {
+            return false;
+        }
+        assert!(
+            data.len() == blocks * rows_p * cols_p
+                && x.len() == blocks * cols_p
+                && out.len() == blocks * rows_p
+        );
+        let f = WHOLE_BLOCKS[groups - 1][pairs / 4 - 1];
+        let (wp, xp) = (data.as_ptr() as *const v128, x.as_ptr() as *const u32);
+        let op = out.as_mut_ptr() as *mut v128;
+        for b in 0..blocks {
+            // SAFETY: block b's groups·pairs vectors, pairs pairs of x and groups vectors of out
+            // lie inside the asserted lengths.
+            unsafe {
+                f(
+                    wp.add(b * groups * pairs),
+                    xp.add(b * pairs),
+                    op.add(b * groups),
+                )
+            };
+        }
+        true
     }
 
     /// Σ over a panel of KP pairs of dot(w[k], x[k]), added to (or, NEG, subtracted from) a; a

@@ -102,19 +102,23 @@ impl RowMatrix {
         assert!(x.len() == self.cols_p && need <= self.rows_p && out.len() == self.rows_p);
         let groups = need.div_ceil(4);
         let out = &mut out[..4 * groups];
-        out.fill(0);
-        for &(v0, nv) in &self.chunks {
+        if self.chunks.is_empty() {
+            out.fill(0);
+        }
+        // The first chunk stores its sums (no pass zeroing `out` first: the IC charges a
+        // `memory.fill` by the byte), the others add theirs.
+        for (j, &(v0, nv)) in self.chunks.iter().enumerate() {
             let w = &self.data[self.rows_p * 8 * v0..][..self.rows_p * 8 * nv];
             let xc = &x[8 * v0..8 * (v0 + nv)];
             #[cfg(target_arch = "wasm32")]
-            simd::chunk(w, nv, xc, out);
+            simd::chunk(w, nv, xc, out, j == 0);
             #[cfg(not(target_arch = "wasm32"))]
             for (r, o) in out.iter_mut().enumerate() {
                 let row = &w[r * 8 * nv..(r + 1) * 8 * nv];
                 let s = row.iter().zip(xc).fold(0i32, |s, (a, b)| {
                     s.wrapping_add(i32::from(*a) * i32::from(*b))
                 });
-                *o = o.wrapping_add(s);
+                *o = if j == 0 { s } else { o.wrapping_add(s) };
             }
         }
     }
@@ -147,9 +151,13 @@ mod simd {
     }
 
     /// Four rows (NV vectors each, one after another at w): each row's four lanes summed, the
-    /// four sums added to the vector at out.
+    /// four sums stored at out (FIRST: the first column chunk) or added to it.
     #[inline(always)]
-    unsafe fn group<const NV: usize>(w: *const v128, xs: &[v128; NV], out: *mut v128) {
+    unsafe fn group<const NV: usize, const FIRST: bool>(
+        w: *const v128,
+        xs: &[v128; NV],
+        out: *mut v128,
+    ) {
         // SAFETY: the caller's four rows start at w; out is one vector.
         unsafe {
             let a = row::<NV>(w, xs);
@@ -169,7 +177,11 @@ mod simd {
                 i32x4_shuffle::<0, 1, 4, 5>(ab, cd),
                 i32x4_shuffle::<2, 3, 6, 7>(ab, cd),
             );
-            v128_store(out, i32x4_add(v128_load(out), s));
+            if FIRST {
+                v128_store(out, s);
+            } else {
+                v128_store(out, i32x4_add(v128_load(out), s));
+            }
         }
     }
 
@@ -179,7 +191,11 @@ mod simd {
     macro_rules! rows_kernel {
         ($name:ident, $($g:literal)+) => {
             #[inline(never)]
-            unsafe fn $name<const NV: usize>(w: *const v128, x: *const v128, out: *mut v128) {
+            unsafe fn $name<const NV: usize, const FIRST: bool>(
+                w: *const v128,
+                x: *const v128,
+                out: *mut v128,
+            ) {
                 // SAFETY: the caller's row groups of 4·NV vectors start at w, x holds NV
                 // vectors, out one vector per group.
                 unsafe {
@@ -189,7 +205,7 @@ mod simd {
                             xs[K] = v128_load(x.add(K));
                         }
                     });
-                    $(group::<NV>(w.add($g * 4 * NV), &xs, out.add($g));)+
+                    $(group::<NV, FIRST>(w.add($g * 4 * NV), &xs, out.add($g));)+
                 }
             }
         };
@@ -200,34 +216,36 @@ mod simd {
     type RowsFn = unsafe fn(*const v128, *const v128, *mut v128);
 
     macro_rules! by_width {
-        ($f:ident) => {
+        ($f:ident, $first:literal) => {
             [
-                $f::<4> as RowsFn,
-                $f::<8>,
-                $f::<12>,
-                $f::<16>,
-                $f::<20>,
-                $f::<24>,
-                $f::<28>,
-                $f::<32>,
-                $f::<36>,
-                $f::<40>,
-                $f::<44>,
-                $f::<48>,
-                $f::<52>,
-                $f::<56>,
-                $f::<60>,
-                $f::<64>,
+                $f::<4, $first> as RowsFn,
+                $f::<8, $first>,
+                $f::<12, $first>,
+                $f::<16, $first>,
+                $f::<20, $first>,
+                $f::<24, $first>,
+                $f::<28, $first>,
+                $f::<32, $first>,
+                $f::<36, $first>,
+                $f::<40, $first>,
+                $f::<44, $first>,
+                $f::<48, $first>,
+                $f::<52, $first>,
+                $f::<56, $first>,
+                $f::<60, $first>,
+                $f::<64, $first>,
             ]
         };
     }
 
-    const GROUPS4: [RowsFn; 16] = by_width!(groups4);
-    const GROUPS1: [RowsFn; 16] = by_width!(groups1);
+    /// [not first, first][width / 4 − 1].
+    const GROUPS4: [[RowsFn; 16]; 2] = [by_width!(groups4, false), by_width!(groups4, true)];
+    const GROUPS1: [[RowsFn; 16]; 2] = [by_width!(groups1, false), by_width!(groups1, true)];
 
-    /// out[r] += Σ_k w[r][k]·x[k] for one column chunk of nv vectors (a multiple of 4, ≤ 64):
-    /// w holds the chunk's rows (nv vectors each), out one i32 per row (a multiple of 4).
-    pub fn chunk(w: &[i16], nv: usize, x: &[i16], out: &mut [i32]) {
+    /// out[r] = (first) or += Σ_k w[r][k]·x[k] for one column chunk of nv vectors (a multiple
+    /// of 4, ≤ 64): w holds the chunk's rows (nv vectors each), out one i32 per row (a multiple
+    /// of 4).
+    pub fn chunk(w: &[i16], nv: usize, x: &[i16], out: &mut [i32], first: bool) {
         let groups = out.len() / 4;
         assert!(
             nv.is_multiple_of(4)
@@ -235,7 +253,8 @@ mod simd {
                 && x.len() == 8 * nv
                 && w.len() >= groups * 4 * 8 * nv
         );
-        let (f4, f1) = (GROUPS4[nv / 4 - 1], GROUPS1[nv / 4 - 1]);
+        let f = usize::from(first);
+        let (f4, f1) = (GROUPS4[f][nv / 4 - 1], GROUPS1[f][nv / 4 - 1]);
         let (wp, xp) = (w.as_ptr() as *const v128, x.as_ptr() as *const v128);
         let op = out.as_mut_ptr() as *mut v128;
         let mut g = 0;

@@ -8,7 +8,7 @@
 //! a dot product), whose panels are the blocks of 32 positions whose sums are exact in i32.
 //! Positions are padded to a multiple of 32 and head sizes to a multiple of 8, with zeros.
 
-use crate::int_math::{PAIR_BLOCK, panel_index};
+use crate::int_math::{PAIR_BLOCK, PANEL_PAIRS, panel_index};
 use crate::quant::{KV_LIMIT, quantize};
 
 #[derive(Debug)]
@@ -107,16 +107,29 @@ impl KvCache {
             // Keys: row p of the head's panel-layout matrix.
             let s = quantize(&k[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
             self.k_scale[head * cap_p + p] = s;
-            // Pair by pair: a pair's two codes sit side by side (`panel_index`).
-            for (kk, pair) in self.tmp.chunks_exact(2).enumerate() {
-                let i = base + panel_index(cap_p, hdp, p, 2 * kk);
-                self.k[i..i + 2].copy_from_slice(pair);
+            // Pair by pair: a pair's two codes sit side by side, and within a panel the pairs
+            // lie 8 codes apart (one vector each), so one `panel_index` a panel places them all.
+            let key = &mut self.k[base..base + cap_p * hdp];
+            for (c0, codes) in (0..hdp)
+                .step_by(2 * PANEL_PAIRS)
+                .zip(self.tmp.chunks(2 * PANEL_PAIRS))
+            {
+                let first = panel_index(cap_p, hdp, p, c0);
+                for (kk, pair) in codes.chunks_exact(2).enumerate() {
+                    key[first + 8 * kk..first + 8 * kk + 2].copy_from_slice(pair);
+                }
             }
-            // Values: column p of the head's [head size, positions] panel-layout matrix.
+            // Values: column p of the head's [head size, positions] panel-layout matrix. Row j's
+            // code lies (j / 4)·kp·8 + 2·(j mod 4) after row 0's, kp the pairs of p's panel.
             let s = quantize(&v[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
             self.v_scale[head * cap_p + p] = s;
-            for (j, code) in self.tmp[..hd].iter().enumerate() {
-                self.v[base + panel_index(hdp, cap_p, j, p)] = *code;
+            let first = base + panel_index(hdp, cap_p, 0, p);
+            let kp = (cap_p / 2 - p / (2 * PANEL_PAIRS) * PANEL_PAIRS).min(PANEL_PAIRS);
+            for (g, codes) in self.tmp[..hd].chunks(4).enumerate() {
+                let at = first + g * kp * 8;
+                for (lane, code) in codes.iter().enumerate() {
+                    self.v[at + 2 * lane] = *code;
+                }
             }
         }
     }
@@ -135,5 +148,59 @@ impl KvCache {
             &self.v[codes],
             &self.v_scale[scales],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `write` places every code where `panel_index` says (its incremental addressing against
+    /// the definition), for head sizes of one and of several panels, odd ones included.
+    #[test]
+    fn write_places_codes_at_their_panel_index() {
+        for (dim, n_head) in [(64, 4), (96, 4), (512, 8), (80, 2), (40, 1)] {
+            let (layers, capacity) = (2, 70);
+            let mut c = KvCache::new(layers, capacity, dim, n_head);
+            let (hd, hdp, cap_p) = (c.head_dim, c.hdp, c.cap_p);
+            let vec_at = |l: usize, p: usize, salt: usize| -> Vec<f32> {
+                (0..dim)
+                    .map(|i| ((i * 31 + p * 7 + l * 3 + salt) % 97) as f32 - 48.0)
+                    .collect()
+            };
+            for p in 0..capacity {
+                for l in 0..layers {
+                    c.write(l, p, &vec_at(l, p, 0), &vec_at(l, p, 1));
+                }
+            }
+            let mut want = vec![0i16; hdp];
+            for p in 0..capacity {
+                for l in 0..layers {
+                    for h in 0..n_head {
+                        let (kc, ks, vc, vs) = c.head(l, h);
+                        let k = vec_at(l, p, 0);
+                        let s = quantize(&k[h * hd..(h + 1) * hd], KV_LIMIT, &mut want);
+                        assert_eq!(ks[p], s);
+                        for (j, w) in want[..hd].iter().enumerate() {
+                            assert_eq!(
+                                kc[panel_index(cap_p, hdp, p, j)],
+                                *w,
+                                "key {dim}/{n_head} p {p} j {j}"
+                            );
+                        }
+                        let v = vec_at(l, p, 1);
+                        let s = quantize(&v[h * hd..(h + 1) * hd], KV_LIMIT, &mut want);
+                        assert_eq!(vs[p], s);
+                        for (j, w) in want[..hd].iter().enumerate() {
+                            assert_eq!(
+                                vc[panel_index(hdp, cap_p, j, p)],
+                                *w,
+                                "value {dim}/{n_head} p {p} j {j}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -185,7 +185,7 @@ mod simd {
         }
     }
 
-    /// Kernels of 4 or 1 row groups a call: x's NV vectors loaded once into registers, the groups
+    /// Kernels of 16, 8, 4 or 1 row groups a call: x's NV vectors loaded once into registers, the groups
     /// written out (not looped: from a pointer a loop advances, LLVM computes each load's
     /// address with an `i32.add`), so that every weight address is a constant offset from w.
     macro_rules! rows_kernel {
@@ -210,6 +210,8 @@ mod simd {
             }
         };
     }
+    rows_kernel!(groups16, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    rows_kernel!(groups8, 0 1 2 3 4 5 6 7);
     rows_kernel!(groups4, 0 1 2 3);
     rows_kernel!(groups1, 0);
 
@@ -238,6 +240,9 @@ mod simd {
         };
     }
 
+    /// [width / 4 − 1], first chunks only (every chunk of a table up to 512 wide): x's loads
+    /// then spread over 32 rows.
+    const GROUPS8: [RowsFn; 16] = by_width!(groups8, true);
     /// [not first, first][width / 4 − 1].
     const GROUPS4: [[RowsFn; 16]; 2] = [by_width!(groups4, false), by_width!(groups4, true)];
     const GROUPS1: [[RowsFn; 16]; 2] = [by_width!(groups1, false), by_width!(groups1, true)];
@@ -258,6 +263,24 @@ mod simd {
         let (wp, xp) = (w.as_ptr() as *const v128, x.as_ptr() as *const v128);
         let op = out.as_mut_ptr() as *mut v128;
         let mut g = 0;
+        if first && nv == 64 {
+            // 512-wide tables (the GPT-2-vocabulary models' 50,257 rows): 64 rows a call.
+            while g + 16 <= groups {
+                // SAFETY: groups g..g+16 of 4·64 vectors lie in w (asserted), x holds 64
+                // vectors, out holds groups g..g+16.
+                unsafe { groups16::<64, true>(wp.add(g * 4 * nv), xp, op.add(g)) };
+                g += 16;
+            }
+        }
+        if first {
+            let f8 = GROUPS8[nv / 4 - 1];
+            while g + 8 <= groups {
+                // SAFETY: groups g..g+8 of 4·nv vectors lie in w (asserted), x holds nv
+                // vectors, out holds groups g..g+8.
+                unsafe { f8(wp.add(g * 4 * nv), xp, op.add(g)) };
+                g += 8;
+            }
+        }
         while g + 4 <= groups {
             // SAFETY: groups g..g+4 of 4·nv vectors lie in w (asserted), x holds nv vectors, out
             // holds groups g..g+4.

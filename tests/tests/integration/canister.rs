@@ -781,13 +781,14 @@ fn stop_lists_are_bounded() {
 /// front, naming the limit (it once spent 4.4e9 instructions to answer 0 tokens with finish
 /// reason `budget`); the longest prompt accepted gets at least one new token. The default model
 /// now prefills its whole context in one query, so this runs on a deeper one (the hash config
-/// with 24 layers, random weights) whose context does not fit.
+/// with 32 layers, random weights; 24 fit since the kernels of 2026-12-03) whose context does not
+/// fit.
 #[test]
 fn prompts_no_query_can_answer_are_refused_up_front() {
     let mut h = installed();
     let deep = blob(
         "tinystories-hadamard-hash.toml",
-        &["n_layer=24"],
+        &["n_layer=32"],
         11,
         PackOptions::default(),
     );

@@ -16,8 +16,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 # tests run only on a GPU machine (trainer/gpu/check.sh), but here it must at least compile.
 cargo clippy -p walsh-trainer --features cuda --all-targets -- -D warnings
 cargo test --workspace
+# The ignored tests below run through `--workspace --test integration` (every crate's integration
+# binary, filtered to one module): the binaries `cargo test --workspace` just built, where `-p
+# walsh-tests` would rebuild walsh-tests with other features (about 2 minutes).
 if command -v npm >/dev/null; then
-  cargo test -p walsh-tests --test integration -- --ignored icp_build::
+  cargo test --workspace --test integration -- --ignored icp_build::
 else
   echo "not run: tests/tests/integration/icp_build.rs (icp build through icp.yaml) needs Node.js and npm, which are not on PATH"
 fi
@@ -31,7 +34,7 @@ if [ -n "${WALSH_INSTALL_CHROMIUM:-}" ] && [ -z "${WALSH_CHROMIUM:-}" ] && ! com
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 if [ -n "${WALSH_CHROMIUM:-}" ] || command -v chromium >/dev/null; then
-  cargo test -p walsh-tests --test integration -- --ignored --nocapture browser::
+  cargo test --workspace --test integration -- --ignored --nocapture browser::
 else
   echo "not run: tests/tests/integration/browser.rs (the story page in headless Chromium) needs Debian's chromium, which is not installed (WALSH_INSTALL_CHROMIUM=1 installs it with apt-get)"
 fi

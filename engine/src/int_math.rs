@@ -12,10 +12,17 @@
 #[inline]
 pub fn panel_index(rows_p: usize, cols_p: usize, r: usize, c: usize) -> usize {
     let panel = c / (2 * PANEL_PAIRS);
-    let kp = (cols_p / 2 - panel * PANEL_PAIRS).min(PANEL_PAIRS);
+    let kp = panel_pairs(cols_p, c);
     let base = panel * rows_p * 2 * PANEL_PAIRS;
     let k = (c % (2 * PANEL_PAIRS)) / 2;
     base + ((r / 4) * kp + k) * 8 + 2 * (r % 4) + c % 2
+}
+
+/// Column pairs of the panel that holds column c of a matrix of cols_p columns (16, or fewer in
+/// the last panel): a row group's vectors of that panel lie this many vectors apart.
+#[inline]
+pub fn panel_pairs(cols_p: usize, c: usize) -> usize {
+    (cols_p / 2 - c / (2 * PANEL_PAIRS) * PANEL_PAIRS).min(PANEL_PAIRS)
 }
 
 /// out[r] = Σ_c W[r][c]·x[c] (wrapping) for r < out.len() (a multiple of 4, ≤ rows_p), W a
@@ -214,32 +221,6 @@ impl CodeMatrix {
     #[inline]
     fn index(&self, b: usize, r: usize, c: usize) -> usize {
         b * self.rows_p * self.cols_p + panel_index(self.rows_p, self.cols_p, r, c)
-    }
-
-    /// Row by row: `fill(r, row)` writes row r's `cols` codes (so that a caller decoding a
-    /// table never holds a second full-size copy of it).
-    pub fn try_from_rows<E>(
-        rows: usize,
-        cols: usize,
-        mut fill: impl FnMut(usize, &mut [i16]) -> Result<(), E>,
-    ) -> Result<Self, E> {
-        let (rows_p, cols_p) = (rows.div_ceil(4) * 4, cols.div_ceil(8) * 8);
-        let mut m = CodeMatrix {
-            blocks: 1,
-            rows,
-            cols,
-            rows_p,
-            cols_p,
-            data: vec![0i16; rows_p * cols_p],
-        };
-        if cols > 0 {
-            let mut row = vec![0i16; cols];
-            for r in 0..rows {
-                fill(r, &mut row)?;
-                m.set_row(0, r, &row);
-            }
-        }
-        Ok(m)
     }
 
     pub fn rows(&self) -> usize {
@@ -459,6 +440,8 @@ pub(crate) mod simd {
     /// row group's sum over all its panels kept in a register and stored once. The groups and
     /// pairs are written out for every g < 12 and k < 24 and cut at G and P by compile-time
     /// tests, so every weight address is a constant offset from w.
+    // seq! writes the first group and pair as literal 0s (`0 * kp0`, `+ 0`).
+    #[allow(clippy::erasing_op, clippy::identity_op)]
     #[inline(never)]
     unsafe fn whole_block<const G: usize, const P: usize>(
         w: *const v128,

@@ -8,7 +8,7 @@
 //! a dot product), whose panels are the blocks of 32 positions whose sums are exact in i32.
 //! Positions are padded to a multiple of 32 and head sizes to a multiple of 8, with zeros.
 
-use crate::int_math::{PAIR_BLOCK, PANEL_PAIRS, panel_index};
+use crate::int_math::{PAIR_BLOCK, PANEL_PAIRS, panel_index, panel_pairs};
 use crate::quant::{KV_LIMIT, quantize};
 
 #[derive(Debug)]
@@ -124,7 +124,7 @@ impl KvCache {
             let s = quantize(&v[h * hd..(h + 1) * hd], KV_LIMIT, &mut self.tmp);
             self.v_scale[head * cap_p + p] = s;
             let first = base + panel_index(hdp, cap_p, 0, p);
-            let kp = (cap_p / 2 - p / (2 * PANEL_PAIRS) * PANEL_PAIRS).min(PANEL_PAIRS);
+            let kp = panel_pairs(cap_p, p);
             for (g, codes) in self.tmp[..hd].chunks(4).enumerate() {
                 let at = first + g * kp * 8;
                 for (lane, code) in codes.iter().enumerate() {

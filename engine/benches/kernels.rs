@@ -35,8 +35,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| table.logits(black_box(&h), &mut logits, &mut hs))
     });
 
-    // Ternary linears of the seed configs (MACs as run: octonion multiplies each of its 8 blocks
-    // with all 8 input parts).
+    // Ternary linears of the seed configs (MACs as run: octonion runs 32 products of combined
+    // blocks, `octonion_product`).
     for (name, algebra, inp, out) in [
         ("hadamard 512x512", Algebra::Hadamard, 512, 512),
         ("hadamard 512x1376", Algebra::Hadamard, 512, 1376),

@@ -63,65 +63,6 @@ pub fn panel_matvec(w: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mu
     }
 }
 
-/// The octonion product of SPEC §2.2 on codes: out_i = Σ_j s_ij·W_{i⊕j}·x_j (wrapping) for the
-/// 8 outputs i, with s = `walsh_spec::octonion::SIGNS`, W_0..W_7 eight [rows_p, cols_p] blocks one
-/// after another in the panel layout of [`CodeMatrix`], x the 8 parts' cols_p codes each, out the
-/// 8 parts' rows_p sums each.
-///
-/// Each block is read once for all 8 parts of x: a weight vector (four rows, one column pair) is
-/// loaded once and multiplied with the 8 parts' pairs, and the sign of a term picks an integer
-/// add or subtract (the same exact sums as the 64 signed block products).
-pub fn octonion_panels(w: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
-    assert!(
-        w.len() == 8 * rows_p * cols_p
-            && x.len() == 8 * cols_p
-            && out.len() == 8 * rows_p
-            && rows_p.is_multiple_of(4)
-            && cols_p.is_multiple_of(8)
-    );
-    #[cfg(target_arch = "wasm32")]
-    {
-        simd::octonion_panels(w, rows_p, cols_p, x, out);
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use walsh_spec::octonion::SIGNS;
-        let block = rows_p * cols_p;
-        out.fill(0);
-        let mut base = 0;
-        for p in 0..cols_p.div_ceil(2 * PANEL_PAIRS) {
-            let kp = (cols_p / 2 - p * PANEL_PAIRS).min(PANEL_PAIRS);
-            let c0 = 2 * p * PANEL_PAIRS;
-            for g in 0..rows_p / 4 {
-                for k in 0..8 {
-                    let v = &w[k * block + base + g * kp * 8..][..kp * 8];
-                    for (i, signs) in SIGNS.iter().enumerate() {
-                        let j = i ^ k;
-                        let xj = &x[j * cols_p + c0..][..2 * kp];
-                        let mut acc = [0i32; 4];
-                        for (vk, xk) in v.chunks_exact(8).zip(xj.chunks_exact(2)) {
-                            for (l, a) in acc.iter_mut().enumerate() {
-                                let s = (i32::from(vk[2 * l]) * i32::from(xk[0]))
-                                    .wrapping_add(i32::from(vk[2 * l + 1]) * i32::from(xk[1]));
-                                *a = a.wrapping_add(s);
-                            }
-                        }
-                        let o = &mut out[i * rows_p + 4 * g..][..4];
-                        for (o, a) in o.iter_mut().zip(acc) {
-                            *o = if signs[j] < 0 {
-                                o.wrapping_sub(a)
-                            } else {
-                                o.wrapping_add(a)
-                            };
-                        }
-                    }
-                }
-            }
-            base += rows_p * 2 * kp;
-        }
-    }
-}
-
 /// The Walsh–Hadamard transform over `parts` (a power of two) equal parts of x, without the
 /// 1/√parts factor: x_g ← Σ_j (−1)^popcount(g AND j) x_j, exact in i32 (wrapping).
 pub fn fht(x: &mut [i32], parts: usize) {
@@ -260,9 +201,8 @@ impl CodeMatrix {
     pub fn matvec_blocks(&self, x: &[i16], out: &mut [i32]) {
         assert!(x.len() == self.blocks * self.cols_p && out.len() == self.blocks * self.rows_p);
         #[cfg(target_arch = "wasm32")]
-        if simd::whole_blocks(&self.data, self.blocks, self.rows_p, self.cols_p, x, out) {
-            return;
-        }
+        simd::whole_blocks(&self.data, self.blocks, self.rows_p, self.cols_p, x, out);
+        #[cfg(not(target_arch = "wasm32"))]
         for (b, (xb, ob)) in x
             .chunks_exact(self.cols_p)
             .zip(out.chunks_exact_mut(self.rows_p))
@@ -270,13 +210,6 @@ impl CodeMatrix {
         {
             self.block_matvec(b, xb, ob);
         }
-    }
-
-    /// The octonion product of an 8-block matrix (block k = W_k): out_i = Σ_j s_ij·W_{i⊕j}·x_j
-    /// (wrapping, [`octonion_panels`]); x.len() = 8·cols_padded(), out.len() = 8·rows_padded().
-    pub fn octonion_matvec(&self, x: &[i16], out: &mut [i32]) {
-        assert!(self.blocks == 8);
-        octonion_panels(&self.data, self.rows_p, self.cols_p, x, out);
     }
 
     /// Block b's rows 0..out.len() (a multiple of 4) against x (cols_p codes).
@@ -305,7 +238,22 @@ pub const PAIR_BLOCK: usize = 32;
 pub(crate) mod simd {
     use core::arch::wasm32::*;
     use seq_macro::seq;
-    use walsh_spec::octonion::SIGNS;
+
+    /// out = (or += unless FIRST) v.
+    #[inline(always)]
+    unsafe fn put<const FIRST: bool>(out: *mut v128, v: v128) {
+        // SAFETY: the caller's out is one vector.
+        unsafe {
+            v128_store(
+                out,
+                if FIRST {
+                    v
+                } else {
+                    i32x4_add(v128_load(out), v)
+                },
+            )
+        }
+    }
 
     /// One row group of a panel of KP column pairs: out (rows in the lanes) = (or += unless
     /// FIRST) Σ_k dot(w[k], xs[k]). Inlined into the `panel` kernels with w a constant offset
@@ -407,7 +355,8 @@ pub(crate) mod simd {
     /// `super::panel_matvec` (its sizes asserted there).
     pub fn panel_matvec(block: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
         // A small matrix asked for all its rows (attention's blocks of 32 values): one call.
-        if out.len() == rows_p && whole_blocks(block, 1, rows_p, cols_p, x, out) {
+        if out.len() == rows_p {
+            whole_blocks(block, 1, rows_p, cols_p, x, out);
             return;
         }
         let groups = out.len() / 4;
@@ -435,21 +384,23 @@ pub(crate) mod simd {
         }
     }
 
-    /// One whole block of G row groups and P column pairs (its panels of 16 pairs, then the
-    /// rest, as [`super::CodeMatrix`] lays them out) in one call: x's P pairs splatted once, each
-    /// row group's sum over all its panels kept in a register and stored once. The groups and
-    /// pairs are written out for every g < 12 and k < 24 and cut at G and P by compile-time
-    /// tests, so every weight address is a constant offset from w.
+    /// A tile of a block: G row groups (≤ 12) and P column pairs (≤ 24) in one call, x's P pairs
+    /// splatted once, each row group's sum kept in a register and stored (FIRST) or added to out
+    /// once. Its pairs are the first min(P, 16) of a panel, whose group N starts at w0 + N·kp0,
+    /// then the P − 16 of the next (last) panel, group N at w1 + N·kp1 — [`super::CodeMatrix`]'s
+    /// layout. The groups and pairs are written out for every g < 12 and k < 24 and cut at G and
+    /// P by compile-time tests, so every weight address is a constant offset from w0 or w1.
     // seq! writes the first group and pair as literal 0s (`0 * kp0`, `+ 0`).
     #[allow(clippy::erasing_op, clippy::identity_op)]
     #[inline(never)]
-    unsafe fn whole_block<const G: usize, const P: usize>(
-        w: *const v128,
+    unsafe fn tile<const G: usize, const P: usize, const FIRST: bool>(
+        w0: *const v128,
+        w1: *const v128,
         x: *const u32,
         out: *mut v128,
     ) {
-        const { assert!(G <= 12 && P <= 24 && P > 0) };
-        // SAFETY: the caller's block holds G groups of P vectors (panels of ≤ 16 pairs), x P
+        const { assert!(G <= 12 && P <= 24 && P > 0 && (FIRST || P <= 16)) };
+        // SAFETY: the caller's tile holds G groups of kp0 vectors at w0 and of kp1 at w1, x P
         // pairs, out G vectors.
         unsafe {
             let mut xs = [i32x4_splat(0); P];
@@ -462,57 +413,75 @@ pub(crate) mod simd {
             let kp1 = P - kp0;
             seq!(N in 0..12 {
                 if N < G {
-                    let mut a = i32x4_dot_i16x8(v128_load(w.add(N * kp0)), xs[0]);
+                    let mut a = i32x4_dot_i16x8(v128_load(w0.add(N * kp0)), xs[0]);
                     seq!(K in 1..16 {
                         if K < kp0 {
-                            a = i32x4_add(a, i32x4_dot_i16x8(v128_load(w.add(N * kp0 + K)), xs[K]));
+                            a = i32x4_add(a, i32x4_dot_i16x8(v128_load(w0.add(N * kp0 + K)), xs[K]));
                         }
                     });
                     seq!(K in 0..8 {
                         if K < kp1 {
-                            let v = v128_load(w.add(G * 16 + N * kp1 + K));
+                            let v = v128_load(w1.add(N * kp1 + K));
                             a = i32x4_add(a, i32x4_dot_i16x8(v, xs[16 + K]));
                         }
                     });
-                    v128_store(out.add(N), a);
+                    put::<FIRST>(out.add(N), a);
                 }
             });
         }
     }
 
+    type TileFn = unsafe fn(*const v128, *const v128, *const u32, *mut v128);
+
     macro_rules! by_pairs {
-        ($g:literal) => {
+        ($g:literal, true) => {
             [
-                whole_block::<$g, 4> as PanelFn,
-                whole_block::<$g, 8>,
-                whole_block::<$g, 12>,
-                whole_block::<$g, 16>,
-                whole_block::<$g, 20>,
-                whole_block::<$g, 24>,
+                tile::<$g, 4, true> as TileFn,
+                tile::<$g, 8, true>,
+                tile::<$g, 12, true>,
+                tile::<$g, 16, true>,
+                tile::<$g, 20, true>,
+                tile::<$g, 24, true>,
+            ]
+        };
+        ($g:literal, false) => {
+            [
+                tile::<$g, 4, false> as TileFn,
+                tile::<$g, 8, false>,
+                tile::<$g, 12, false>,
+                tile::<$g, 16, false>,
             ]
         };
     }
 
-    /// [row groups − 1][pairs / 4 − 1].
-    const WHOLE_BLOCKS: [[PanelFn; 6]; 12] = [
-        by_pairs!(1),
-        by_pairs!(2),
-        by_pairs!(3),
-        by_pairs!(4),
-        by_pairs!(5),
-        by_pairs!(6),
-        by_pairs!(7),
-        by_pairs!(8),
-        by_pairs!(9),
-        by_pairs!(10),
-        by_pairs!(11),
-        by_pairs!(12),
-    ];
+    macro_rules! by_groups {
+        ($first:tt) => {
+            [
+                by_pairs!(1, $first),
+                by_pairs!(2, $first),
+                by_pairs!(3, $first),
+                by_pairs!(4, $first),
+                by_pairs!(5, $first),
+                by_pairs!(6, $first),
+                by_pairs!(7, $first),
+                by_pairs!(8, $first),
+                by_pairs!(9, $first),
+                by_pairs!(10, $first),
+                by_pairs!(11, $first),
+                by_pairs!(12, $first),
+            ]
+        };
+    }
 
-    /// `super::CodeMatrix::matvec_blocks` with one [`whole_block`] call a block, where a kernel
-    /// exists for the block's size (rows_p ≤ 48, cols_p ≤ 48): the hadamard linears' and head
-    /// mixing's 32 small blocks, whose per-call work dominated their products. False (nothing
-    /// done) otherwise.
+    /// Storing tiles: [row groups − 1][pairs / 4 − 1].
+    const TILES: [[TileFn; 6]; 12] = by_groups!(true);
+    /// Adding tiles (a wide block's panels after its first): [row groups − 1][pairs / 4 − 1].
+    const ADD_TILES: [[TileFn; 4]; 12] = by_groups!(false);
+
+    /// `super::CodeMatrix::matvec_blocks` in tiles of at most 12 row groups: a block of at most
+    /// 24 column pairs one tile a row chunk (both its panels), a wider one a tile a panel (16
+    /// pairs, the last fewer), the first storing and the rest adding. The hadamard linears' 32
+    /// small blocks are one tile each; the octonion product's combined blocks a few.
     pub fn whole_blocks(
         data: &[i16],
         blocks: usize,
@@ -520,223 +489,82 @@ pub(crate) mod simd {
         cols_p: usize,
         x: &[i16],
         out: &mut [i32],
-    ) -> bool {
+    ) {
         let (groups, pairs) = (rows_p / 4, cols_p / 2);
-        if groups == 0 || groups > 12 || pairs == 0 || pairs > 24 || !pairs.is_multiple_of(4) {
-            return false;
-        }
         assert!(
             data.len() == blocks * rows_p * cols_p
                 && x.len() == blocks * cols_p
                 && out.len() == blocks * rows_p
+                && rows_p.is_multiple_of(4)
+                && cols_p.is_multiple_of(8)
         );
-        let f = WHOLE_BLOCKS[groups - 1][pairs / 4 - 1];
+        if groups == 0 || pairs == 0 {
+            out.fill(0);
+            return;
+        }
         let (wp, xp) = (data.as_ptr() as *const v128, x.as_ptr() as *const u32);
         let op = out.as_mut_ptr() as *mut v128;
+        if groups <= 12 && pairs <= 24 {
+            // One tile a block (the hadamard linears' blocks, attention's blocks of values): the
+            // kernel picked once.
+            let f = TILES[groups - 1][pairs / 4 - 1];
+            let kp0 = pairs.min(16);
+            for b in 0..blocks {
+                // SAFETY: block b's groups·pairs vectors (panel 0's groups of kp0, then panel
+                // 1's of pairs − kp0, read only when pairs > 16), pairs pairs of x and groups
+                // vectors of out lie inside the asserted lengths.
+                unsafe {
+                    let wb = wp.add(b * groups * pairs);
+                    f(
+                        wb,
+                        wb.wrapping_add(groups * kp0),
+                        xp.add(b * pairs),
+                        op.add(b * groups),
+                    )
+                };
+            }
+            return;
+        }
         for b in 0..blocks {
-            // SAFETY: block b's groups·pairs vectors, pairs pairs of x and groups vectors of out
-            // lie inside the asserted lengths.
+            // SAFETY (all calls below): block b holds groups·pairs vectors from wb, panels of 16
+            // pairs, each panel its groups one after another (kp vectors each); x pairs pairs
+            // from xb, out groups vectors from ob. Row chunks g0..g0+g and the pairs a tile
+            // reads lie inside them (w1 is only read when pairs > 16, then inside the block).
             unsafe {
-                f(
+                let (wb, xb, ob) = (
                     wp.add(b * groups * pairs),
                     xp.add(b * pairs),
                     op.add(b * groups),
-                )
-            };
-        }
-        true
-    }
-
-    /// Σ over a panel of KP pairs of dot(w[k], x[k]), added to (or, NEG, subtracted from) a; a
-    /// chain of `local.get w; local.get x; i32x4.dot_i16x8_s; i32x4.add` (4 instructions a dot).
-    #[inline(always)]
-    fn dots<const KP: usize, const NEG: bool>(mut a: v128, w: &[v128; KP], x: &[v128; KP]) -> v128 {
-        for (wk, xk) in w.iter().zip(x) {
-            let d = i32x4_dot_i16x8(*wk, *xk);
-            a = if NEG {
-                i32x4_sub(a, d)
-            } else {
-                i32x4_add(a, d)
-            };
-        }
-        a
-    }
-
-    /// Output part I of one row group: Σ_j s_Ij·W_{I⊕j}·x_j over the panel, j = 0 first (s_I0 =
-    /// +1 for every I, so the chain starts with a plain dot product).
-    macro_rules! octonion_part {
-        ($w:ident, $x:ident, $i:literal) => {{
-            let mut a = i32x4_dot_i16x8($w[$i][0], $x[0][0]);
-            for k in 1..KP {
-                a = i32x4_add(a, i32x4_dot_i16x8($w[$i][k], $x[0][k]));
-            }
-            a = dots::<KP, { SIGNS[$i][1] < 0 }>(a, &$w[$i ^ 1], &$x[1]);
-            a = dots::<KP, { SIGNS[$i][2] < 0 }>(a, &$w[$i ^ 2], &$x[2]);
-            a = dots::<KP, { SIGNS[$i][3] < 0 }>(a, &$w[$i ^ 3], &$x[3]);
-            a = dots::<KP, { SIGNS[$i][4] < 0 }>(a, &$w[$i ^ 4], &$x[4]);
-            a = dots::<KP, { SIGNS[$i][5] < 0 }>(a, &$w[$i ^ 5], &$x[5]);
-            a = dots::<KP, { SIGNS[$i][6] < 0 }>(a, &$w[$i ^ 6], &$x[6]);
-            a = dots::<KP, { SIGNS[$i][7] < 0 }>(a, &$w[$i ^ 7], &$x[7]);
-            a
-        }};
-    }
-
-    const _: () = assert!(
-        SIGNS[0][0] == 1
-            && SIGNS[1][0] == 1
-            && SIGNS[2][0] == 1
-            && SIGNS[3][0] == 1
-            && SIGNS[4][0] == 1
-            && SIGNS[5][0] == 1
-            && SIGNS[6][0] == 1
-            && SIGNS[7][0] == 1
-    );
-
-    /// out = (or += unless FIRST) v.
-    #[inline(always)]
-    unsafe fn put<const FIRST: bool>(out: *mut v128, v: v128) {
-        // SAFETY: the caller's out is one vector.
-        unsafe {
-            v128_store(
-                out,
-                if FIRST {
-                    v
-                } else {
-                    i32x4_add(v128_load(out), v)
-                },
-            )
-        }
-    }
-
-    /// Row group G of one panel of KP pairs of the 8 blocks (block k's group at w[k] + G·KP),
-    /// against the 8 parts' splatted pairs xs, into the 8 output parts' vector G. Each of the
-    /// 8·KP weight vectors is loaded once (into a local) and used by the 8 output parts.
-    #[inline(always)]
-    unsafe fn octonion_group<const KP: usize, const FIRST: bool>(
-        w: &[*const v128; 8],
-        g: usize,
-        xs: &[[v128; KP]; 8],
-        out: &[*mut v128; 8],
-    ) {
-        // SAFETY: each block's group g holds KP vectors at w[k] + g·KP; out[i] + g is a vector.
-        unsafe {
-            let ws: [[v128; KP]; 8] =
-                core::array::from_fn(|k| core::array::from_fn(|p| v128_load(w[k].add(g * KP + p))));
-            put::<FIRST>(out[0].add(g), octonion_part!(ws, xs, 0));
-            put::<FIRST>(out[1].add(g), octonion_part!(ws, xs, 1));
-            put::<FIRST>(out[2].add(g), octonion_part!(ws, xs, 2));
-            put::<FIRST>(out[3].add(g), octonion_part!(ws, xs, 3));
-            put::<FIRST>(out[4].add(g), octonion_part!(ws, xs, 4));
-            put::<FIRST>(out[5].add(g), octonion_part!(ws, xs, 5));
-            put::<FIRST>(out[6].add(g), octonion_part!(ws, xs, 6));
-            put::<FIRST>(out[7].add(g), octonion_part!(ws, xs, 7));
-        }
-    }
-
-    /// The octonion kernels of one panel of KP pairs, 4 or 1 row groups a call (written out, as
-    /// in `panel_kernel`): the 8 parts' pairs are splatted once a call and kept in locals.
-    /// w: block 0's first group of the call, `block` vectors between blocks; x: part 0's first
-    /// pair, `part` pairs between parts; out: part 0's first vector, `rows` vectors between parts.
-    macro_rules! octonion_kernel {
-        ($name:ident, $($g:literal)+) => {
-            #[inline(never)]
-            unsafe fn $name<const KP: usize, const FIRST: bool>(
-                w: *const v128,
-                block: usize,
-                x: *const u32,
-                part: usize,
-                out: *mut v128,
-                rows: usize,
-            ) {
-                // SAFETY: the caller's 8 blocks hold the call's row groups of KP vectors at
-                // w + k·block, the 8 parts KP pairs at x + j·part, out one vector per group at
-                // out + i·rows.
-                unsafe {
-                    let wb: [*const v128; 8] = core::array::from_fn(|k| w.add(k * block));
-                    // Written out: from `array::from_fn`, LLVM keeps the splats in a stack array.
-                    let xs: [[v128; KP]; 8] = [
-                        splats::<KP>(x),
-                        splats::<KP>(x.add(part)),
-                        splats::<KP>(x.add(2 * part)),
-                        splats::<KP>(x.add(3 * part)),
-                        splats::<KP>(x.add(4 * part)),
-                        splats::<KP>(x.add(5 * part)),
-                        splats::<KP>(x.add(6 * part)),
-                        splats::<KP>(x.add(7 * part)),
-                    ];
-                    let ob: [*mut v128; 8] = core::array::from_fn(|i| out.add(i * rows));
-                    $(octonion_group::<KP, FIRST>(&wb, $g, &xs, &ob);)+
+                );
+                let mut g0 = 0;
+                while g0 < groups {
+                    let g = (groups - g0).min(12);
+                    if pairs <= 24 {
+                        let kp0 = pairs.min(16);
+                        let kp1 = pairs - kp0;
+                        TILES[g - 1][pairs / 4 - 1](
+                            wb.add(g0 * kp0),
+                            wb.wrapping_add(groups * 16 + g0 * kp1),
+                            xb,
+                            ob.add(g0),
+                        );
+                    } else {
+                        let mut p0 = 0;
+                        while p0 < pairs {
+                            let kp = (pairs - p0).min(16);
+                            // Panels before p0 are full: groups·p0 vectors.
+                            let w = wb.add(groups * p0 + g0 * kp);
+                            if p0 == 0 {
+                                TILES[g - 1][kp / 4 - 1](w, w, xb, ob.add(g0));
+                            } else {
+                                ADD_TILES[g - 1][kp / 4 - 1](w, w, xb.add(p0), ob.add(g0));
+                            }
+                            p0 += kp;
+                        }
+                    }
+                    g0 += g;
                 }
             }
-        };
-    }
-    octonion_kernel!(octonion1, 0);
-    octonion_kernel!(octonion4, 0 1 2 3);
-
-    type OctonionFn = unsafe fn(*const v128, usize, *const u32, usize, *mut v128, usize);
-
-    macro_rules! octonion_row {
-        ($f:ident, $first:literal) => {
-            [
-                $f::<4, $first> as OctonionFn,
-                $f::<8, $first>,
-                $f::<12, $first>,
-                $f::<16, $first>,
-            ]
-        };
-    }
-
-    /// Row groups a call of OCTONION[_][i].
-    const OCTONION_GROUPS: [usize; 2] = [4, 1];
-
-    /// [FIRST][4 or 1 row groups][KP / 4 − 1] (a panel's pairs are a multiple of 4: columns are
-    /// padded to a multiple of 8).
-    const OCTONION: [[[OctonionFn; 4]; 2]; 2] = [
-        [
-            octonion_row!(octonion4, false),
-            octonion_row!(octonion1, false),
-        ],
-        [
-            octonion_row!(octonion4, true),
-            octonion_row!(octonion1, true),
-        ],
-    ];
-
-    /// `super::octonion_panels` (its sizes asserted there).
-    pub fn octonion_panels(w: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
-        let groups = rows_p / 4;
-        let block = rows_p * cols_p / 8;
-        let (wp, xp) = (w.as_ptr() as *const v128, x.as_ptr() as *const u32);
-        let op = out.as_mut_ptr() as *mut v128;
-        let pairs = cols_p / 2;
-        let mut base = 0;
-        let mut p0 = 0;
-        while p0 < pairs {
-            let kp = (pairs - p0).min(super::PANEL_PAIRS);
-            let kernels = &OCTONION[usize::from(p0 == 0)];
-            let mut g = 0;
-            for (size, f) in OCTONION_GROUPS.iter().zip(kernels) {
-                let f = f[kp / 4 - 1];
-                while g + size <= groups {
-                    // SAFETY: each of the 8 blocks (`block` vectors apart) has a panel at vector
-                    // `base` holding `groups` ≥ g + size row groups of kp vectors; x holds 8 parts
-                    // of `pairs` pairs, p0 + kp ≤ pairs; out holds 8 parts of `groups` vectors
-                    // (sizes asserted by `super::octonion_panels`).
-                    unsafe {
-                        f(
-                            wp.add(base + g * kp),
-                            block,
-                            xp.add(p0),
-                            pairs,
-                            op.add(g),
-                            groups,
-                        )
-                    };
-                    g += size;
-                }
-            }
-            base += groups * kp;
-            p0 += kp;
         }
     }
 
@@ -874,54 +702,6 @@ mod tests {
                         want,
                         "{blocks}x{rows}x{cols} {b} {r}"
                     );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn octonion_matvec_matches_the_i64_signed_block_products() {
-        use walsh_spec::octonion::SIGNS;
-        // Panels of 4, 12 and 16 pairs; 1, 4 and 4 + 2 row groups (both kernels).
-        for (rows, cols) in [
-            (1, 1),
-            (5, 8),
-            (3, 21),
-            (32, 32),
-            (22, 86),
-            (86, 32),
-            (8, 176),
-        ] {
-            let w = codes(8 * rows * cols, 7, 3, 1);
-            let p = CodeMatrix::from_blocks(&w, 8, rows, cols);
-            let (rp, cp) = (p.rows_padded(), p.cols_padded());
-            let mut x = vec![0i16; 8 * cp];
-            for j in 0..8 {
-                for c in 0..cols {
-                    x[j * cp + c] = ((j * 977 + c * 131) % 65_535) as i16;
-                }
-            }
-            let mut out = vec![7; 8 * rp];
-            p.octonion_matvec(&x, &mut out);
-            for i in 0..8 {
-                for r in 0..rp {
-                    let want: i64 = if r < rows {
-                        (0..8)
-                            .map(|j| {
-                                let k = i ^ j;
-                                let dot: i64 = (0..cols)
-                                    .map(|c| {
-                                        i64::from(w[(k * rows + r) * cols + c])
-                                            * i64::from(x[j * cp + c])
-                                    })
-                                    .sum();
-                                i64::from(SIGNS[i][j]) * dot
-                            })
-                            .sum()
-                    } else {
-                        0
-                    };
-                    assert_eq!(i64::from(out[i * rp + r]), want, "{rows}x{cols} {i} {r}");
                 }
             }
         }

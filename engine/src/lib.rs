@@ -12,6 +12,7 @@ pub mod int_math;
 pub mod kv_cache;
 pub mod math;
 pub mod model;
+pub mod octonion_product;
 pub mod part_fht;
 pub mod profile;
 pub mod quant;

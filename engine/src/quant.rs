@@ -7,6 +7,10 @@
 /// `i32x4.dot_i16x8_s` lane never overflows even for two maximal products.
 pub const ACT_LIMIT: i32 = 32_767;
 
+/// The largest code of an octonion linear's input (SPEC §2.6): 15 bits, so that the sum of two
+/// codes fits an i16 (`octonion_product` adds pairs of codes before its products).
+pub const OCTONION_ACT_LIMIT: i32 = 16_383;
+
 /// The largest code of an embedding row (int8, as the blob's int8 embeddings store them).
 pub const EMB_LIMIT: i32 = 127;
 

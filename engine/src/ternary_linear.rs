@@ -2,20 +2,21 @@
 //! the input (after α and, for hadamard, the FHT across parts) becomes i16 codes with one scale,
 //! every block product is an exact integer dot product, and the output is scaled back to f32.
 //!
-//! Weights are held as i16 in {−1, 0, 1} in the kernels' layout (`int_math::CodeMatrix`), made at
-//! load over parts padded to m_p = m rounded up to 8 (one `i32x4.dot_i16x8_s` takes eight codes)
-//! and n_p = n rounded up to 4 (the integer FHT moves four lanes at a time); the padding is zero,
-//! so it adds nothing. Dense: one matrix. Hadamard: the A blocks as one block-diagonal matrix
-//! (part g of the output from part g of the input). Octonion: the 8 blocks W_k, each stored once;
-//! the product z_i = Σ_j s_ij·W_{i⊕j}·u_j runs in one kernel (`int_math::octonion_panels`) that
-//! loads each weight vector once for all 8 parts of u and applies the signs as integer adds and
-//! subtracts — the same exact integer sums as 64 block products.
+//! Weights are held as i16 in the kernels' layout (`int_math::CodeMatrix`), made at load over
+//! parts padded to m_p = m rounded up to 8 (one `i32x4.dot_i16x8_s` takes eight codes) and n_p = n
+//! rounded up to 4 (the integer FHT moves four lanes at a time); the padding is zero, so it adds
+//! nothing. Dense: one matrix. Hadamard: the A blocks as one block-diagonal matrix (part g of the
+//! output from part g of the input). Octonion: the product z_i = Σ_j s_ij·W_{i⊕j}·u_j runs as 32
+//! block products instead of 64 (`octonion_product`): 16 combined blocks (entries in [−2, 2])
+//! made at load, each run against two combinations of the input's parts — the same exact integer
+//! sums as the 64 signed block products.
 
 use crate::int_math::CodeMatrix;
 use crate::math::{dequant, mul};
+use crate::octonion_product;
 use crate::part_fht;
 use crate::profile::{Laps, Phase};
-use crate::quant::{ACT_LIMIT, absmax, encode, scales};
+use crate::quant::{ACT_LIMIT, OCTONION_ACT_LIMIT, absmax, encode, scales};
 use walsh_spec::config::Algebra;
 
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub struct TernaryLinear {
     n: usize,
     mp: usize,
     np: usize,
-    /// Wq in the kernels' layout (see the module's comment).
+    /// Wq in the kernels' layout (see the module's comment): for octonion the 16 combined blocks.
     w: CodeMatrix,
     alpha: Vec<f32>,
     /// γ·β (SPEC §2.2: γ is folded into β in a blob).
@@ -41,6 +42,18 @@ pub struct TernaryScratch {
     u: Vec<f32>,
     codes: Vec<i16>,
     z: Vec<i32>,
+    /// Octonion: the 32 input combinations and their 32 products.
+    combos: Vec<i16>,
+    products: Vec<i32>,
+}
+
+/// The input codes' limit L of SPEC §2.6 for an algebra.
+pub fn act_limit(algebra: Algebra) -> i32 {
+    if algebra == Algebra::Octonion {
+        OCTONION_ACT_LIMIT
+    } else {
+        ACT_LIMIT
+    }
 }
 
 /// 1/√32 as the f32 FHT uses it.
@@ -61,10 +74,13 @@ impl TernaryLinear {
         let a = algebra.dim();
         let (m, n) = (in_dim / a, out_dim / a);
         let (mp, np) = (m.div_ceil(8) * 8, n.div_ceil(4) * 4);
-        // Octonion: the 8 blocks W_0..W_7 (the product's signs are the kernel's, not the
-        // weights'); hadamard: the 32 blocks; dense: one.
-        let w: Vec<i16> = wq[..a * n * m].iter().map(|v| i16::from(*v)).collect();
-        let w = CodeMatrix::from_blocks(&w, a, n, m);
+        // Octonion: the 16 combined blocks; hadamard: the 32 blocks; dense: one.
+        let w = if algebra == Algebra::Octonion {
+            CodeMatrix::from_blocks(&octonion_product::combine_weights(wq, n, m), 16, n, m)
+        } else {
+            let w: Vec<i16> = wq[..a * n * m].iter().map(|v| i16::from(*v)).collect();
+            CodeMatrix::from_blocks(&w, a, n, m)
+        };
         TernaryLinear {
             algebra,
             in_dim,
@@ -105,16 +121,26 @@ impl TernaryLinear {
         };
         s.codes.resize(a * mp, 0);
         s.z.resize(a * np, 0);
-        let Some((inv, scale)) = scales(max, ACT_LIMIT) else {
+        let limit = act_limit(self.algebra);
+        let Some((inv, scale)) = scales(max, limit) else {
             // u = 0 (or not finite): every product is 0.
             y.fill(0.0);
             return;
         };
-        encode(&s.u, inv, ACT_LIMIT, &mut s.codes);
+        encode(&s.u, inv, limit, &mut s.codes);
+        if self.algebra == Algebra::Octonion {
+            s.combos.resize(32 * mp, 0);
+            octonion_product::combine_inputs(&s.codes, mp, &mut s.combos);
+        }
         laps.lap(Phase::LinearIn);
-        match self.algebra {
-            Algebra::Octonion => self.w.octonion_matvec(&s.codes, &mut s.z),
-            _ => self.w.matvec_blocks(&s.codes, &mut s.z),
+        if self.algebra == Algebra::Octonion {
+            s.products.resize(32 * np, 0);
+            let (top, bottom) = s.products.split_at_mut(16 * np);
+            self.w.matvec_blocks(&s.combos[..16 * mp], top);
+            self.w.matvec_blocks(&s.combos[16 * mp..], bottom);
+            octonion_product::combine_products(&s.products, np, &mut s.z);
+        } else {
+            self.w.matvec_blocks(&s.codes, &mut s.z);
         }
         laps.lap(Phase::Linear);
         if self.algebra == Algebra::Hadamard {
@@ -148,13 +174,11 @@ impl TernaryLinear {
 
     /// Multiply-adds per row (the padded products actually run).
     pub fn macs(&self) -> usize {
-        let a = self.algebra.dim();
-        let blocks = if self.algebra == Algebra::Octonion {
-            a * a
-        } else {
-            a
+        let products = match self.algebra {
+            Algebra::Octonion => 32,
+            a => a.dim(),
         };
-        blocks * self.np * self.mp
+        products * self.np * self.mp
     }
 }
 
@@ -175,7 +199,7 @@ mod tests {
             walsh_spec::hadamard::fht_parts(&mut u, 32);
         }
         let mut codes = vec![0i16; u.len()];
-        let scale = crate::quant::quantize(&u, ACT_LIMIT, &mut codes);
+        let scale = crate::quant::quantize(&u, act_limit(l.algebra), &mut codes);
         let prod = |k: usize, j: usize| -> Vec<i64> {
             (0..n)
                 .map(|r| {

@@ -370,7 +370,13 @@ impl RefLinear {
 
     fn apply(&self, x: &[f64]) -> Vec<f64> {
         let u: Vec<f64> = x.iter().zip(&self.alpha).map(|(v, a)| v * a).collect();
-        let z = algebra_product(self.algebra, &self.wq, self.n, self.m, &u, Some(32_767));
+        // SPEC §2.6: octonion linears quantize their input to 15 bits, the others to 16.
+        let limit = if self.algebra == Algebra::Octonion {
+            16_383
+        } else {
+            32_767
+        };
+        let z = algebra_product(self.algebra, &self.wq, self.n, self.m, &u, Some(limit));
         z.iter().zip(&self.scale).map(|(v, s)| v * s).collect()
     }
 }

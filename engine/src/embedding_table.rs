@@ -10,7 +10,6 @@
 //! and the stored codes are used directly — and only the one input row a token needs is
 //! un-rotated.
 
-use crate::math::dequant;
 use crate::quant::{EMB_LIMIT, act_limit, quantize};
 use crate::row_matrix::RowMatrix;
 use walsh_spec::blob::quant::{QuantError, QuantRowsRef, rotate_row};
@@ -154,9 +153,9 @@ impl EmbeddingTable {
             }
         };
         b.dots.resize(self.codes.rows_padded(), 0);
-        self.codes.matvec(&b.codes, &mut b.dots, rows);
-        // ℓ_r = (f32(dot_r) · scale_r) · s, four rows a step in wasm.
-        dequant(&b.dots, &self.scales, s, out);
+        // ℓ_r = (f32(dot_r) · scale_r) · s.
+        self.codes
+            .logits(&b.codes, &self.scales, s, &mut b.dots, &mut out[..rows]);
     }
 
     pub fn heap_bytes(&self) -> usize {

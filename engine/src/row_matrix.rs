@@ -101,17 +101,72 @@ impl RowMatrix {
     pub fn matvec(&self, x: &[i16], out: &mut [i32], need: usize) {
         assert!(x.len() == self.cols_p && need <= self.rows_p && out.len() == self.rows_p);
         let groups = need.div_ceil(4);
-        let out = &mut out[..4 * groups];
+        self.sums(x, &mut out[..4 * groups]);
+    }
+
+    /// The tied logits of SPEC §2.6: out[r] = (f32(Σ_c W[r][c]·x[c]) · scales[r]) · k for the
+    /// first out.len() ≤ rows() rows (scales at least that long); `dots` (rows_padded() long) is
+    /// scratch. A table of one column chunk (up to 512 wide) dequantizes in its kernel's store,
+    /// saving a pass over the rows; the last rows short of a group of four, and wider tables,
+    /// go through `dots`.
+    pub fn logits(&self, x: &[i16], scales: &[f32], k: f32, dots: &mut [i32], out: &mut [f32]) {
+        let rows = out.len();
+        assert!(
+            x.len() == self.cols_p
+                && rows <= self.rows
+                && scales.len() >= rows
+                && dots.len() == self.rows_p
+        );
+        #[cfg_attr(not(target_arch = "wasm32"), allow(unused_mut))]
+        let mut done = 0;
+        #[cfg(target_arch = "wasm32")]
+        if let [(v0, nv)] = self.chunks[..] {
+            done = rows / 4 * 4;
+            let w = &self.data[self.rows_p * 8 * v0..][..self.rows_p * 8 * nv];
+            // SAFETY: f32 and u32 have the same size and alignment; the kernel writes f32 bits.
+            let bits =
+                unsafe { core::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u32, done) };
+            simd::chunk(
+                w,
+                nv,
+                &x[8 * v0..8 * (v0 + nv)],
+                bits,
+                simd::Mode::Dequant(scales, k),
+            );
+        }
+        if done < rows {
+            let dots = &mut dots[done..rows.div_ceil(4) * 4];
+            self.sums_from(x, done, dots);
+            for ((o, d), s) in out[done..].iter_mut().zip(dots.iter()).zip(&scales[done..]) {
+                *o = (*d as f32 * s) * k;
+            }
+        }
+    }
+
+    /// out[i] = row (first + i)'s sum, out.len() a multiple of 4 (first too).
+    fn sums_from(&self, x: &[i16], first: usize, out: &mut [i32]) {
+        debug_assert!(first.is_multiple_of(4));
         if self.chunks.is_empty() {
             out.fill(0);
         }
         // The first chunk stores its sums (no pass zeroing `out` first: the IC charges a
         // `memory.fill` by the byte), the others add theirs.
         for (j, &(v0, nv)) in self.chunks.iter().enumerate() {
-            let w = &self.data[self.rows_p * 8 * v0..][..self.rows_p * 8 * nv];
+            let w = &self.data[self.rows_p * 8 * v0 + first * 8 * nv..][..out.len() * 8 * nv];
             let xc = &x[8 * v0..8 * (v0 + nv)];
             #[cfg(target_arch = "wasm32")]
-            simd::chunk(w, nv, xc, out, j == 0);
+            {
+                // SAFETY: i32 and u32 have the same size and alignment.
+                let bits = unsafe {
+                    core::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u32, out.len())
+                };
+                let mode = if j == 0 {
+                    simd::Mode::Store
+                } else {
+                    simd::Mode::Add
+                };
+                simd::chunk(w, nv, xc, bits, mode);
+            }
             #[cfg(not(target_arch = "wasm32"))]
             for (r, o) in out.iter_mut().enumerate() {
                 let row = &w[r * 8 * nv..(r + 1) * 8 * nv];
@@ -121,6 +176,11 @@ impl RowMatrix {
                 *o = if j == 0 { s } else { o.wrapping_add(s) };
             }
         }
+    }
+
+    /// out[r] = row r's sum for r < out.len() (a multiple of 4).
+    fn sums(&self, x: &[i16], out: &mut [i32]) {
+        self.sums_from(x, 0, out);
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -150,15 +210,24 @@ mod simd {
         }
     }
 
+    /// What a kernel does with four rows' sums.
+    const ADD: u8 = 0;
+    const STORE: u8 = 1;
+    /// Store the logits (f32(sum_r) · scale_r) · k (SPEC §2.6's tied logits) instead of the sums.
+    const DEQUANT: u8 = 2;
+
     /// Four rows (NV vectors each, one after another at w): each row's four lanes summed, the
-    /// four sums stored at out (FIRST: the first column chunk) or added to it.
+    /// four sums added to out (ADD), stored (STORE: the first column chunk), or dequantized with
+    /// the rows' four scales at `scales` and k and stored as f32 (DEQUANT: a one-chunk table).
     #[inline(always)]
-    unsafe fn group<const NV: usize, const FIRST: bool>(
+    unsafe fn group<const NV: usize, const MODE: u8>(
         w: *const v128,
         xs: &[v128; NV],
         out: *mut v128,
+        scales: *const v128,
+        k: v128,
     ) {
-        // SAFETY: the caller's four rows start at w; out is one vector.
+        // SAFETY: the caller's four rows start at w; out is one vector; for DEQUANT scales too.
         unsafe {
             let a = row::<NV>(w, xs);
             let b = row::<NV>(w.add(NV), xs);
@@ -177,10 +246,13 @@ mod simd {
                 i32x4_shuffle::<0, 1, 4, 5>(ab, cd),
                 i32x4_shuffle::<2, 3, 6, 7>(ab, cd),
             );
-            if FIRST {
-                v128_store(out, s);
-            } else {
-                v128_store(out, i32x4_add(v128_load(out), s));
+            match MODE {
+                ADD => v128_store(out, i32x4_add(v128_load(out), s)),
+                STORE => v128_store(out, s),
+                _ => v128_store(
+                    out,
+                    f32x4_mul(f32x4_mul(f32x4_convert_i32x4(s), v128_load(scales)), k),
+                ),
             }
         }
     }
@@ -191,13 +263,15 @@ mod simd {
     macro_rules! rows_kernel {
         ($name:ident, $($g:literal)+) => {
             #[inline(never)]
-            unsafe fn $name<const NV: usize, const FIRST: bool>(
+            unsafe fn $name<const NV: usize, const MODE: u8>(
                 w: *const v128,
                 x: *const v128,
                 out: *mut v128,
+                scales: *const v128,
+                k: f32,
             ) {
                 // SAFETY: the caller's row groups of 4·NV vectors start at w, x holds NV
-                // vectors, out one vector per group.
+                // vectors, out one vector per group (and for DEQUANT scales too).
                 unsafe {
                     let mut xs = [i32x4_splat(0); NV];
                     seq!(K in 0..64 {
@@ -205,7 +279,14 @@ mod simd {
                             xs[K] = v128_load(x.add(K));
                         }
                     });
-                    $(group::<NV, FIRST>(w.add($g * 4 * NV), &xs, out.add($g));)+
+                    let k = f32x4_splat(k);
+                    $(group::<NV, MODE>(
+                        w.add($g * 4 * NV),
+                        &xs,
+                        out.add($g),
+                        scales.wrapping_add($g),
+                        k,
+                    );)+
                 }
             }
         };
@@ -215,42 +296,60 @@ mod simd {
     rows_kernel!(groups4, 0 1 2 3);
     rows_kernel!(groups1, 0);
 
-    type RowsFn = unsafe fn(*const v128, *const v128, *mut v128);
+    type RowsFn = unsafe fn(*const v128, *const v128, *mut v128, *const v128, f32);
 
     macro_rules! by_width {
-        ($f:ident, $first:literal) => {
+        ($f:ident, $mode:expr) => {
             [
-                $f::<4, $first> as RowsFn,
-                $f::<8, $first>,
-                $f::<12, $first>,
-                $f::<16, $first>,
-                $f::<20, $first>,
-                $f::<24, $first>,
-                $f::<28, $first>,
-                $f::<32, $first>,
-                $f::<36, $first>,
-                $f::<40, $first>,
-                $f::<44, $first>,
-                $f::<48, $first>,
-                $f::<52, $first>,
-                $f::<56, $first>,
-                $f::<60, $first>,
-                $f::<64, $first>,
+                $f::<4, { $mode }> as RowsFn,
+                $f::<8, { $mode }>,
+                $f::<12, { $mode }>,
+                $f::<16, { $mode }>,
+                $f::<20, { $mode }>,
+                $f::<24, { $mode }>,
+                $f::<28, { $mode }>,
+                $f::<32, { $mode }>,
+                $f::<36, { $mode }>,
+                $f::<40, { $mode }>,
+                $f::<44, { $mode }>,
+                $f::<48, { $mode }>,
+                $f::<52, { $mode }>,
+                $f::<56, { $mode }>,
+                $f::<60, { $mode }>,
+                $f::<64, { $mode }>,
             ]
         };
     }
 
-    /// [width / 4 − 1], first chunks only (every chunk of a table up to 512 wide): x's loads
-    /// then spread over 32 rows.
-    const GROUPS8: [RowsFn; 16] = by_width!(groups8, true);
-    /// [not first, first][width / 4 − 1].
-    const GROUPS4: [[RowsFn; 16]; 2] = [by_width!(groups4, false), by_width!(groups4, true)];
-    const GROUPS1: [[RowsFn; 16]; 2] = [by_width!(groups1, false), by_width!(groups1, true)];
+    /// [ADD, STORE, DEQUANT][width / 4 − 1]; 8 groups a call for first chunks only (every
+    /// chunk of a table up to 512 wide): x's loads then spread over 32 rows.
+    const GROUPS8: [[RowsFn; 16]; 2] = [by_width!(groups8, STORE), by_width!(groups8, DEQUANT)];
+    const GROUPS4: [[RowsFn; 16]; 3] = [
+        by_width!(groups4, ADD),
+        by_width!(groups4, STORE),
+        by_width!(groups4, DEQUANT),
+    ];
+    const GROUPS1: [[RowsFn; 16]; 3] = [
+        by_width!(groups1, ADD),
+        by_width!(groups1, STORE),
+        by_width!(groups1, DEQUANT),
+    ];
 
-    /// out[r] = (first) or += Σ_k w[r][k]·x[k] for one column chunk of nv vectors (a multiple
-    /// of 4, ≤ 64): w holds the chunk's rows (nv vectors each), out one i32 per row (a multiple
-    /// of 4).
-    pub fn chunk(w: &[i16], nv: usize, x: &[i16], out: &mut [i32], first: bool) {
+    /// What [`chunk`] does with each row's sum.
+    #[derive(Clone, Copy)]
+    pub enum Mode<'a> {
+        /// out[r] += sum (i32).
+        Add,
+        /// out[r] = sum (i32).
+        Store,
+        /// out[r] = (f32(sum) · scales[r]) · k, as f32 bits.
+        Dequant(&'a [f32], f32),
+    }
+
+    /// For one column chunk of nv vectors (a multiple of 4, ≤ 64), w holding the chunk's rows
+    /// (nv vectors each): each row's Σ_k w[r][k]·x[k] put into out as `mode` says, one 32-bit
+    /// value per row (a multiple of 4 rows).
+    pub fn chunk(w: &[i16], nv: usize, x: &[i16], out: &mut [u32], mode: Mode) {
         let groups = out.len() / 4;
         assert!(
             nv.is_multiple_of(4)
@@ -258,38 +357,47 @@ mod simd {
                 && x.len() == 8 * nv
                 && w.len() >= groups * 4 * 8 * nv
         );
-        let f = usize::from(first);
-        let (f4, f1) = (GROUPS4[f][nv / 4 - 1], GROUPS1[f][nv / 4 - 1]);
+        let (m, scales, k) = match mode {
+            Mode::Add => (ADD, core::ptr::null(), 0.0),
+            Mode::Store => (STORE, core::ptr::null(), 0.0),
+            Mode::Dequant(scales, k) => {
+                assert!(scales.len() >= out.len());
+                (DEQUANT, scales.as_ptr() as *const v128, k)
+            }
+        };
+        let mi = usize::from(m);
+        let (f4, f1) = (GROUPS4[mi][nv / 4 - 1], GROUPS1[mi][nv / 4 - 1]);
         let (wp, xp) = (w.as_ptr() as *const v128, x.as_ptr() as *const v128);
         let op = out.as_mut_ptr() as *mut v128;
         let mut g = 0;
-        if first && nv == 64 {
+        // SAFETY (every call below): groups g..g+size of 4·nv vectors lie in w (asserted), x
+        // holds nv vectors, out (and for DEQUANT scales) holds groups g..g+size.
+        if m != ADD && nv == 64 {
             // 512-wide tables (the GPT-2-vocabulary models' 50,257 rows): 64 rows a call.
             while g + 16 <= groups {
-                // SAFETY: groups g..g+16 of 4·64 vectors lie in w (asserted), x holds 64
-                // vectors, out holds groups g..g+16.
-                unsafe { groups16::<64, true>(wp.add(g * 4 * nv), xp, op.add(g)) };
+                unsafe {
+                    if m == STORE {
+                        groups16::<64, STORE>(wp.add(g * 4 * nv), xp, op.add(g), scales, k)
+                    } else {
+                        groups16::<64, DEQUANT>(wp.add(g * 4 * nv), xp, op.add(g), scales.add(g), k)
+                    }
+                };
                 g += 16;
             }
         }
-        if first {
-            let f8 = GROUPS8[nv / 4 - 1];
+        if m != ADD {
+            let f8 = GROUPS8[mi - 1][nv / 4 - 1];
             while g + 8 <= groups {
-                // SAFETY: groups g..g+8 of 4·nv vectors lie in w (asserted), x holds nv
-                // vectors, out holds groups g..g+8.
-                unsafe { f8(wp.add(g * 4 * nv), xp, op.add(g)) };
+                unsafe { f8(wp.add(g * 4 * nv), xp, op.add(g), scales.wrapping_add(g), k) };
                 g += 8;
             }
         }
         while g + 4 <= groups {
-            // SAFETY: groups g..g+4 of 4·nv vectors lie in w (asserted), x holds nv vectors, out
-            // holds groups g..g+4.
-            unsafe { f4(wp.add(g * 4 * nv), xp, op.add(g)) };
+            unsafe { f4(wp.add(g * 4 * nv), xp, op.add(g), scales.wrapping_add(g), k) };
             g += 4;
         }
         while g < groups {
-            // SAFETY: as above, one group.
-            unsafe { f1(wp.add(g * 4 * nv), xp, op.add(g)) };
+            unsafe { f1(wp.add(g * 4 * nv), xp, op.add(g), scales.wrapping_add(g), k) };
             g += 1;
         }
     }
@@ -333,6 +441,22 @@ mod tests {
                         .map(|c| i64::from(w[r * cols + c]) * i64::from(x[c]))
                         .sum();
                     assert_eq!(i64::from(out[r]), want, "{rows}x{cols} row {r}");
+                }
+            }
+            // The tied logits: every row, and fewer rows (the hash table's s2), with the last
+            // group of four short.
+            let scales: Vec<f32> = (0..rows).map(|r| 0.5 + r as f32 / 7.0).collect();
+            let k = 0.37f32;
+            for n in [rows, rows.div_ceil(2)] {
+                let mut dots = vec![7; m.rows_padded()];
+                let mut out = vec![f32::NAN; n];
+                m.logits(&x, &scales, k, &mut dots, &mut out);
+                for r in 0..n {
+                    let dot: i64 = (0..cols)
+                        .map(|c| i64::from(w[r * cols + c]) * i64::from(x[c]))
+                        .sum();
+                    let want = (dot as i32 as f32 * scales[r]) * k;
+                    assert_eq!(out[r].to_bits(), want.to_bits(), "{rows}x{cols} logit {r}");
                 }
             }
             for r in 0..rows {

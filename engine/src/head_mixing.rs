@@ -70,7 +70,8 @@ impl HeadMixing {
         HeadMixing {
             algebra,
             hd,
-            hdp: hd.div_ceil(8) * 8,
+            // `CodeMatrix`'s padded columns.
+            hdp: hd.div_ceil(4) * 4,
             weights,
             row_scales,
             beta,

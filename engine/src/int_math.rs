@@ -7,7 +7,7 @@
 //! and the portable loops agree by construction, and wrapping arithmetic on both makes even an
 //! out-of-bound sum the same on both.
 
-/// Where entry (r, c) of a [rows_p, cols_p] matrix (rows_p a multiple of 4, cols_p of 8) lives
+/// Where entry (r, c) of a [rows_p, cols_p] matrix (rows_p a multiple of 4, cols_p of 4) lives
 /// in the panel layout of [`CodeMatrix`].
 #[inline]
 pub fn panel_index(rows_p: usize, cols_p: usize, r: usize, c: usize) -> usize {
@@ -33,7 +33,7 @@ pub fn panel_matvec(w: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mu
         w.len() == rows_p * cols_p
             && x.len() == cols_p
             && rows_p.is_multiple_of(4)
-            && cols_p.is_multiple_of(8)
+            && cols_p.is_multiple_of(4)
             && out.len().is_multiple_of(4)
             && groups * 4 <= rows_p
     );
@@ -98,7 +98,7 @@ pub const PANEL_PAIRS: usize = 16;
 
 /// A block-diagonal i16 matrix as the kernels read it: `blocks` blocks of [rows, cols] (one block:
 /// a plain matrix), block b multiplying the codes x[b·cols_p..(b+1)·cols_p]. Rows are padded to a
-/// multiple of 4 and columns to a multiple of 8, with zeros.
+/// multiple of 4 and columns to a multiple of 4 (whole column pairs, an even number of them), with zeros.
 ///
 /// Layout (made for `i32x4.dot_i16x8_s`, whose lanes each add two products): within a block,
 /// columns are cut into panels of [`PANEL_PAIRS`] pairs; a panel holds its row groups (four rows)
@@ -125,7 +125,7 @@ impl CodeMatrix {
 
     /// From `blocks` row-major [rows, cols] blocks, one after another.
     pub fn from_blocks(w: &[i16], blocks: usize, rows: usize, cols: usize) -> Self {
-        let (rows_p, cols_p) = (rows.div_ceil(4) * 4, cols.div_ceil(8) * 8);
+        let (rows_p, cols_p) = (rows.div_ceil(4) * 4, cols.div_ceil(4) * 4);
         let mut m = CodeMatrix {
             blocks,
             rows,
@@ -173,7 +173,7 @@ impl CodeMatrix {
         self.rows_p
     }
 
-    /// Columns of a block padded to a multiple of 8: the length `matvec`'s input needs (zeros
+    /// Columns of a block padded to a multiple of 4: the length `matvec`'s input needs (zeros
     /// past `cols`).
     pub fn cols_padded(&self) -> usize {
         self.cols_p
@@ -399,7 +399,7 @@ pub(crate) mod simd {
         x: *const u32,
         out: *mut v128,
     ) {
-        const { assert!(G <= 12 && P <= 24 && P > 0 && (FIRST || P <= 16)) };
+        const { assert!(G <= 12 && P <= 24 && P > 0 && P.is_multiple_of(2) && (FIRST || P <= 16)) };
         // SAFETY: the caller's tile holds G groups of kp0 vectors at w0 and of kp1 at w1, x P
         // pairs, out G vectors.
         unsafe {
@@ -436,19 +436,29 @@ pub(crate) mod simd {
     macro_rules! by_pairs {
         ($g:literal, true) => {
             [
-                tile::<$g, 4, true> as TileFn,
+                tile::<$g, 2, true> as TileFn,
+                tile::<$g, 4, true>,
+                tile::<$g, 6, true>,
                 tile::<$g, 8, true>,
+                tile::<$g, 10, true>,
                 tile::<$g, 12, true>,
+                tile::<$g, 14, true>,
                 tile::<$g, 16, true>,
+                tile::<$g, 18, true>,
                 tile::<$g, 20, true>,
+                tile::<$g, 22, true>,
                 tile::<$g, 24, true>,
             ]
         };
         ($g:literal, false) => {
             [
-                tile::<$g, 4, false> as TileFn,
+                tile::<$g, 2, false> as TileFn,
+                tile::<$g, 4, false>,
+                tile::<$g, 6, false>,
                 tile::<$g, 8, false>,
+                tile::<$g, 10, false>,
                 tile::<$g, 12, false>,
+                tile::<$g, 14, false>,
                 tile::<$g, 16, false>,
             ]
         };
@@ -473,10 +483,10 @@ pub(crate) mod simd {
         };
     }
 
-    /// Storing tiles: [row groups − 1][pairs / 4 − 1].
-    const TILES: [[TileFn; 6]; 12] = by_groups!(true);
-    /// Adding tiles (a wide block's panels after its first): [row groups − 1][pairs / 4 − 1].
-    const ADD_TILES: [[TileFn; 4]; 12] = by_groups!(false);
+    /// Storing tiles: [row groups − 1][pairs / 2 − 1].
+    const TILES: [[TileFn; 12]; 12] = by_groups!(true);
+    /// Adding tiles (a wide block's panels after its first): [row groups − 1][pairs / 2 − 1].
+    const ADD_TILES: [[TileFn; 8]; 12] = by_groups!(false);
 
     /// `super::CodeMatrix::matvec_blocks` in tiles of at most 12 row groups: a block of at most
     /// 24 column pairs one tile a row chunk (both its panels), a wider one a tile a panel (16
@@ -496,7 +506,7 @@ pub(crate) mod simd {
                 && x.len() == blocks * cols_p
                 && out.len() == blocks * rows_p
                 && rows_p.is_multiple_of(4)
-                && cols_p.is_multiple_of(8)
+                && cols_p.is_multiple_of(4)
         );
         if groups == 0 || pairs == 0 {
             out.fill(0);
@@ -507,7 +517,7 @@ pub(crate) mod simd {
         if groups <= 12 && pairs <= 24 {
             // One tile a block (the hadamard linears' blocks, attention's blocks of values): the
             // kernel picked once.
-            let f = TILES[groups - 1][pairs / 4 - 1];
+            let f = TILES[groups - 1][pairs / 2 - 1];
             let kp0 = pairs.min(16);
             for b in 0..blocks {
                 // SAFETY: block b's groups·pairs vectors (panel 0's groups of kp0, then panel
@@ -542,7 +552,7 @@ pub(crate) mod simd {
                     if pairs <= 24 {
                         let kp0 = pairs.min(16);
                         let kp1 = pairs - kp0;
-                        TILES[g - 1][pairs / 4 - 1](
+                        TILES[g - 1][pairs / 2 - 1](
                             wb.add(g0 * kp0),
                             wb.wrapping_add(groups * 16 + g0 * kp1),
                             xb,
@@ -555,9 +565,9 @@ pub(crate) mod simd {
                             // Panels before p0 are full: groups·p0 vectors.
                             let w = wb.add(groups * p0 + g0 * kp);
                             if p0 == 0 {
-                                TILES[g - 1][kp / 4 - 1](w, w, xb, ob.add(g0));
+                                TILES[g - 1][kp / 2 - 1](w, w, xb, ob.add(g0));
                             } else {
-                                ADD_TILES[g - 1][kp / 4 - 1](w, w, xb.add(p0), ob.add(g0));
+                                ADD_TILES[g - 1][kp / 2 - 1](w, w, xb.add(p0), ob.add(g0));
                             }
                             p0 += kp;
                         }

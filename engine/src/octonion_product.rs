@@ -174,7 +174,7 @@ pub fn combine_weights(wq: &[i8], n: usize, m: usize) -> Vec<i16> {
 pub fn combine_inputs(c: &[i16], width: usize, out: &mut [i16]) {
     assert!(c.len() == 8 * width && out.len() == 32 * width);
     #[cfg(target_arch = "wasm32")]
-    if width.is_multiple_of(8) {
+    if width.is_multiple_of(4) {
         simd::combine_inputs(c, width, out);
         return;
     }
@@ -233,27 +233,45 @@ mod simd {
         }
     }
 
-    /// `super::combine_inputs` for a width that is a multiple of 8, eight codes of each part a
-    /// step: the 8 parts' vectors loaded once, the 32 combinations written out (their signs
-    /// constants), each stored at its part's offset from one running pointer.
-    // seq! writes the first combination's offset as `0 * vectors`.
+    /// Input combination r of the 8 parts' vectors x (eight codes each, or four in the low half).
+    #[inline(always)]
+    fn combination(x: &[v128; 8], r: usize) -> v128 {
+        let (a, sa, b, sb) = super::INPUTS[r];
+        match (sa, sb) {
+            (1, 1) => i16x8_add(x[a], x[b]),
+            (1, _) => i16x8_sub(x[a], x[b]),
+            (_, 1) => i16x8_sub(x[b], x[a]),
+            _ => i16x8_sub(i16x8_neg(x[a]), x[b]),
+        }
+    }
+
+    /// `super::combine_inputs` for a width that is a multiple of 4, eight codes of each part a
+    /// step (then four): the 8 parts' vectors loaded once, the 32 combinations written out
+    /// (their signs constants).
+    // seq! writes the first combination's offset as `0 * width`.
     #[allow(clippy::erasing_op, clippy::identity_op)]
     pub fn combine_inputs(c: &[i16], width: usize, out: &mut [i16]) {
-        let vectors = width / 8;
-        let (cp, op) = (c.as_ptr() as *const v128, out.as_mut_ptr() as *mut v128);
-        for v in 0..vectors {
-            // SAFETY: c holds 8 parts of `vectors` vectors, out 32; v < vectors.
+        let (cp, op) = (c.as_ptr(), out.as_mut_ptr());
+        let full = width / 8 * 8;
+        let mut i = 0;
+        while i < full {
+            // SAFETY: c holds 8 parts of `width` codes, out 32; i + 8 ≤ width.
             unsafe {
-                let x: [v128; 8] = core::array::from_fn(|j| v128_load(cp.add(j * vectors + v)));
+                let x: [v128; 8] =
+                    core::array::from_fn(|j| v128_load(cp.add(j * width + i) as *const v128));
                 seq_macro::seq!(R in 0..32 {
-                    let (a, sa, b, sb) = super::INPUTS[R];
-                    let y = match (sa, sb) {
-                        (1, 1) => i16x8_add(x[a], x[b]),
-                        (1, _) => i16x8_sub(x[a], x[b]),
-                        (_, 1) => i16x8_sub(x[b], x[a]),
-                        _ => i16x8_sub(i16x8_neg(x[a]), x[b]),
-                    };
-                    v128_store(op.add(R * vectors + v), y);
+                    v128_store(op.add(R * width + i) as *mut v128, combination(&x, R));
+                });
+            }
+            i += 8;
+        }
+        if i < width {
+            // SAFETY: as above, i + 4 = width.
+            unsafe {
+                let x: [v128; 8] =
+                    core::array::from_fn(|j| v128_load64_zero(cp.add(j * width + i) as *const u64));
+                seq_macro::seq!(R in 0..32 {
+                    v128_store64_lane::<0>(combination(&x, R), op.add(R * width + i) as *mut u64);
                 });
             }
         }

@@ -3,8 +3,9 @@
 //! every block product is an exact integer dot product, and the output is scaled back to f32.
 //!
 //! Weights are held as i16 in the kernels' layout (`int_math::CodeMatrix`), made at load over
-//! parts padded to m_p = m rounded up to 8 (one `i32x4.dot_i16x8_s` takes eight codes) and n_p = n
-//! rounded up to 4 (the integer FHT moves four lanes at a time); the padding is zero, so it adds
+//! parts padded to m_p = m rounded up to 4 (`i32x4.dot_i16x8_s` takes two codes of x, a column
+//! pair, against four rows, and the tiles run an even number of pairs) and n_p = n rounded up to
+//! 4 (the integer FHT moves four lanes at a time); the padding is zero, so it adds
 //! nothing. Dense: one matrix. Hadamard: the A blocks as one block-diagonal matrix (part g of the
 //! output from part g of the input). Octonion: the product z_i = Σ_j s_ij·W_{i⊕j}·u_j runs as 32
 //! block products instead of 64 (`octonion_product`): 16 combined blocks (entries in [−2, 2])
@@ -73,7 +74,7 @@ impl TernaryLinear {
     ) -> Self {
         let a = algebra.dim();
         let (m, n) = (in_dim / a, out_dim / a);
-        let (mp, np) = (m.div_ceil(8) * 8, n.div_ceil(4) * 4);
+        let (mp, np) = (m.div_ceil(4) * 4, n.div_ceil(4) * 4);
         // Octonion: the 16 combined blocks; hadamard: the 32 blocks; dense: one.
         let w = if algebra == Algebra::Octonion {
             CodeMatrix::from_blocks(&octonion_product::combine_weights(wq, n, m), 16, n, m)

@@ -5,7 +5,7 @@
 
 use crate::int_math::{PAIR_BLOCK, panel_matvec};
 use crate::kv_cache::KvCache;
-use crate::math::{dequant_max, softmax_weights};
+use crate::math::{dequant_max, scratch, softmax_weights};
 use crate::profile::{Laps, Phase};
 use crate::quant::{ACT_LIMIT, KV_LIMIT, act_limit, encode, quantize, scales};
 
@@ -59,12 +59,15 @@ pub fn attend(
     panel_matvec(kc, cache.positions_padded(), hdp, &s.q, &mut s.dots);
     laps.lap(Phase::AttnScores);
     let c = sq * (1.0 / (hd as f32).sqrt());
-    s.scores.resize(seen, 0.0);
-    let m = dequant_max(&s.dots, ks, c, &mut s.scores);
+    // Scores, weights and their codes over whole vectors of four positions (4·groups ≤ the
+    // cache's padded positions, so ks and vs reach that far): the pads past `seen` are computed
+    // but never counted, and weigh 0 (no scalar tail loops a head).
+    s.scores.resize(4 * groups, 0.0);
+    let m = dequant_max(&s.dots, ks, c, &mut s.scores, seen);
 
     // Softmax's numerators e(score − max) and their sum, then the value weights
     // w_p = e_p · s_v,p as codes Q(w, 32767); positions past `seen` in the last block weigh 0.
-    let (sum, wmax) = softmax_weights(&mut s.scores, m, vs);
+    let (sum, wmax) = softmax_weights(&mut s.scores, m, vs, seen);
     let padded = seen.div_ceil(PAIR_BLOCK) * PAIR_BLOCK;
     s.w.resize(padded, 0);
     // Zero the last block (then the codes overwrite its first positions): four vector stores
@@ -81,20 +84,22 @@ pub fn attend(
     laps.lap(Phase::AttnSoftmax);
     // o_j = (Σ_blocks f32(Σ_p c_w,p · c_v,p,j) · s_w) · (1 / S): a block of 32 positions is one
     // panel of the values' matrix, its sums exact in i32, added in f32 in increasing order.
-    s.acc.clear();
-    s.acc.resize(hdp, 0.0);
-    s.blk.resize(hdp, 0);
+    // The first block stores its sums (0.0 + f32(v) is f32(v): an integer's f32 is never −0.0),
+    // so no zero-fill of the accumulator a call.
+    let acc = scratch(&mut s.acc, hdp);
+    let blk = scratch(&mut s.blk, hdp);
     for (b, wb) in s.w.chunks_exact(PAIR_BLOCK).enumerate() {
         let panel = &vc[b * PAIR_BLOCK * hdp..(b + 1) * PAIR_BLOCK * hdp];
-        panel_matvec(panel, hdp, PAIR_BLOCK, wb, &mut s.blk);
-        s.acc
-            .iter_mut()
-            .zip(&s.blk)
-            .for_each(|(a, v)| *a += *v as f32);
+        panel_matvec(panel, hdp, PAIR_BLOCK, wb, blk);
+        if b == 0 {
+            acc.iter_mut().zip(&*blk).for_each(|(a, v)| *a = *v as f32);
+        } else {
+            acc.iter_mut().zip(&*blk).for_each(|(a, v)| *a += *v as f32);
+        }
     }
     let inv = 1.0 / sum;
     out.iter_mut()
-        .zip(&s.acc)
+        .zip(&*acc)
         .for_each(|(o, a)| *o = (a * sw) * inv);
     laps.lap(Phase::AttnValues);
 }

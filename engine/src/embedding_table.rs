@@ -10,6 +10,7 @@
 //! and the stored codes are used directly — and only the one input row a token needs is
 //! un-rotated.
 
+use crate::math::scratch;
 use crate::quant::{EMB_LIMIT, act_limit, quantize};
 use crate::row_matrix::RowMatrix;
 use walsh_spec::blob::quant::{QuantError, QuantRowsRef, rotate_row};
@@ -141,21 +142,23 @@ impl EmbeddingTable {
     /// (q, s) = Q(h, head_limit), or Q(H_B h, head_limit) for a rotated table (SPEC §2.6).
     pub fn logits(&self, h: &[f32], out: &mut [f32], b: &mut HeadScratch) {
         let rows = out.len();
-        b.codes.clear();
-        b.codes.resize(self.codes.cols_padded(), 0);
+        // Scratch of the largest size asked (`math::scratch`: no zero-fill a call); quantize
+        // writes the first h.len() codes, the pads are zeroed here.
+        let codes = scratch(&mut b.codes, self.codes.cols_padded());
+        codes[h.len()..].fill(0);
         let s = match self.rotation {
-            None => quantize(h, self.head_limit(), &mut b.codes),
+            None => quantize(h, self.head_limit(), codes),
             Some(block) => {
                 b.values.clear();
                 b.values.extend_from_slice(h);
                 rotate_row(&mut b.values, block);
-                quantize(&b.values, self.head_limit(), &mut b.codes)
+                quantize(&b.values, self.head_limit(), codes)
             }
         };
-        b.dots.resize(self.codes.rows_padded(), 0);
         // ℓ_r = (f32(dot_r) · scale_r) · s.
+        let dots = scratch(&mut b.dots, self.codes.rows_padded());
         self.codes
-            .logits(&b.codes, &self.scales, s, &mut b.dots, &mut out[..rows]);
+            .logits(codes, &self.scales, s, dots, &mut out[..rows]);
     }
 
     pub fn heap_bytes(&self) -> usize {

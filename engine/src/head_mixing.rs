@@ -6,7 +6,7 @@
 //! combined in f32 (octonion: signs, j increasing; hadamard: the f32 FHT).
 
 use crate::int_math::CodeMatrix;
-use crate::math::{add_assign, dequant, sub_assign};
+use crate::math::{add_assign, dequant, scratch, sub_assign};
 use crate::part_fht;
 use crate::quant::{KV_LIMIT, act_limit, encode, quantize, scales};
 use walsh_spec::config::Algebra;
@@ -121,12 +121,12 @@ impl HeadMixing {
         let (a, hd, hdp) = (self.algebra.dim(), self.hd, self.hdp);
         let np = w.rows_padded();
         for (xg, yg) in x.chunks_exact(a * hd).zip(y.chunks_exact_mut(a * hd)) {
-            let m = part_fht::input(xg, &self.ones, hd, hdp, &mut s.u);
+            let m = part_fht::input(xg, &self.ones, hd, hdp, scratch(&mut s.u, a * hdp));
             s.codes.resize(a * hdp, 0);
             let l = act_limit(hd, KV_LIMIT);
             let scale = match scales(m, l) {
                 Some((inv, scale)) => {
-                    encode(&s.u, inv, l, &mut s.codes);
+                    encode(&s.u[..a * hdp], inv, l, &mut s.codes);
                     scale
                 }
                 None => {

@@ -170,6 +170,17 @@ pub fn dequant(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) {
     }
 }
 
+/// The first n entries of v, growing v (zero-filled, once) but never shrinking it. Scratch that
+/// alternates between sizes (a layer's linears: D wide, then F) is then never zero-filled again:
+/// `Vec::resize` growing by k bytes is a `memory.fill`, which the IC charges 100 instructions
+/// plus one a byte. Callers overwrite what they read.
+pub fn scratch<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    &mut v[..n]
+}
+
 /// RoPE on one head (SPEC §2.3) with the pair-duplicated tables of its position: cos =
 /// (c_0, c_0, c_1, c_1, …) and sin = (−s_0, s_0, −s_1, s_1, …): x[2i] ← x[2i]·c_i + x[2i+1]·(−s_i),
 /// x[2i+1] ← x[2i+1]·c_i + x[2i]·s_i — the same bits as a·cos − b·sin and a·sin + b·cos.
@@ -201,16 +212,18 @@ pub fn rope_heads(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// `dequant(z, v, c, y)` and the largest y_i (−∞ for none; NaN ignored), in one pass.
-pub fn dequant_max(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) -> f32 {
+/// `dequant(z, v, c, y)` and the largest of y_0..y_{valid−1} (−∞ for none; NaN ignored), in one
+/// pass. y.len() is `valid` rounded up to a multiple of 4 (z and v at least as long): the entries
+/// past `valid` (attention's pads) may be computed, for whole vectors in wasm, but never count.
+pub fn dequant_max(z: &[i32], v: &[f32], c: f32, y: &mut [f32], valid: usize) -> f32 {
     let n = y.len();
-    assert!(z.len() >= n && v.len() >= n);
+    assert!(n == valid.div_ceil(4) * 4 && z.len() >= n && v.len() >= n);
     #[cfg(target_arch = "wasm32")]
-    let (m, done) = simd::dequant_max(&z[..n], &v[..n], c, y);
+    let (m, done) = simd::dequant_max(&z[..n], &v[..n], c, y, valid);
     #[cfg(not(target_arch = "wasm32"))]
     let (m, done) = (f32::NEG_INFINITY, 0);
     let mut m = m;
-    for i in done..n {
+    for i in done..valid {
         y[i] = (z[i] as f32 * v[i]) * c;
         if y[i] > m {
             m = y[i];
@@ -220,17 +233,19 @@ pub fn dequant_max(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) -> f32 {
 }
 
 /// Softmax's numerators times the values' scales, in one pass: with e_i = e(x_i − max),
-/// x_i ← e_i · v_i; returns (Σ e_i in increasing i, in f32; max |x_i| after, NaN ignored, as
-/// `quant::absmax`).
-pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32]) -> (f32, f32) {
+/// x_i ← e_i · v_i for i < valid; returns (Σ e_i in increasing i, in f32; max |x_i| after, NaN
+/// ignored, as `quant::absmax`). x.len() is `valid` rounded up to a multiple of 4 (v at least as
+/// long); the entries past `valid` become 0 and count in neither (in wasm the last vector's
+/// sum adds their +0.0, which leaves a sum ≥ e(0) = 1 as it is).
+pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32], valid: usize) -> (f32, f32) {
     let n = x.len();
-    assert!(v.len() >= n);
+    assert!(n == valid.div_ceil(4) * 4 && v.len() >= n);
     #[cfg(target_arch = "wasm32")]
-    let (sum, amax, done) = simd::softmax_weights(x, max, &v[..n]);
+    let (sum, amax, done) = simd::softmax_weights(x, max, &v[..n], valid);
     #[cfg(not(target_arch = "wasm32"))]
     let (sum, amax, done) = (0f32, 0f32, 0);
     let (mut sum, mut amax) = (sum, amax);
-    for i in done..n {
+    for i in done..valid {
         let e = exp_spec(x[i] - max);
         sum += e;
         x[i] = e * v[i];
@@ -239,6 +254,7 @@ pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32]) -> (f32, f32) {
             amax = a;
         }
     }
+    x[valid.max(done)..].fill(0.0);
     (sum, amax)
 }
 
@@ -246,53 +262,88 @@ pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32]) -> (f32, f32) {
 mod simd {
     use core::arch::wasm32::*;
 
-    /// `super::dequant_max` on the first ⌊len/4⌋·4 entries: (their max, how many).
-    pub fn dequant_max(z: &[i32], v: &[f32], c: f32, y: &mut [f32]) -> (f32, usize) {
-        let n = y.len() / 4 * 4;
-        assert!(z.len() >= n && v.len() >= n);
+    /// Lanes l of a vector holding entries 4k..4k+4 that lie below `valid` (all ones) and past
+    /// it (zeros), for the last vector 4k < valid < 4k + 4.
+    fn valid_lanes(valid: usize) -> v128 {
+        i32x4_lt(i32x4(0, 1, 2, 3), i32x4_splat((valid % 4) as i32))
+    }
+
+    /// `super::dequant_max` on whole vectors (y.len() a multiple of 4): (the max over the first
+    /// `valid`, how many entries done).
+    pub fn dequant_max(z: &[i32], v: &[f32], c: f32, y: &mut [f32], valid: usize) -> (f32, usize) {
+        let n = y.len();
+        let full = valid / 4 * 4;
+        assert!(z.len() >= n && v.len() >= n && n.is_multiple_of(4) && full <= n);
         let cv = f32x4_splat(c);
         let mut m = f32x4_splat(f32::NEG_INFINITY);
         let (pz, pv, py) = (z.as_ptr(), v.as_ptr(), y.as_mut_ptr());
+        // SAFETY (both blocks): i + 4 ≤ n ≤ the three lengths.
+        let at = |i: usize| unsafe {
+            f32x4_mul(
+                f32x4_mul(
+                    f32x4_convert_i32x4(v128_load(pz.add(i) as *const v128)),
+                    ld(pv.add(i)),
+                ),
+                cv,
+            )
+        };
         let mut i = 0;
-        while i < n {
-            // SAFETY: i + 4 ≤ n ≤ the three lengths. pmax(m, a) = if m < a { a } else { m }.
-            unsafe {
-                let zf = f32x4_convert_i32x4(v128_load(pz.add(i) as *const v128));
-                let out = f32x4_mul(f32x4_mul(zf, ld(pv.add(i))), cv);
-                m = f32x4_pmax(m, out);
-                v128_store(py.add(i) as *mut v128, out);
-            }
+        while i < full {
+            let out = at(i);
+            // pmax(m, a) = if m < a { a } else { m }.
+            m = f32x4_pmax(m, out);
+            unsafe { v128_store(py.add(i) as *mut v128, out) };
             i += 4;
+        }
+        if full < n {
+            // The last vector: its pads become −∞, which pmax never takes.
+            let out = at(full);
+            let counted = v128_bitselect(out, f32x4_splat(f32::NEG_INFINITY), valid_lanes(valid));
+            m = f32x4_pmax(m, counted);
+            unsafe { v128_store(py.add(full) as *mut v128, out) };
         }
         let a = f32x4_pmax(m, i32x4_shuffle::<2, 3, 0, 1>(m, m));
         let b = f32x4_pmax(a, i32x4_shuffle::<1, 0, 3, 2>(a, a));
         (f32x4_extract_lane::<0>(b), n)
     }
 
-    /// `super::softmax_weights` on the first ⌊len/4⌋·4 entries: (the sum of their e_i in
-    /// increasing i, their max |x_i| after, how many).
-    pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32]) -> (f32, f32, usize) {
-        let n = x.len() / 4 * 4;
-        assert!(v.len() >= n);
+    /// `super::softmax_weights` on whole vectors (x.len() a multiple of 4): (the sum of the e_i
+    /// in increasing i, the max |x_i| after, how many entries done). The pads' lanes of the last
+    /// vector are zeroed before the sum (adding +0.0 to a sum ≥ 1 changes no bit).
+    pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32], valid: usize) -> (f32, f32, usize) {
+        let n = x.len();
+        assert!(v.len() >= n && n.is_multiple_of(4) && valid <= n);
         let mv = f32x4_splat(max);
         let mut amax = f32x4_splat(0.0);
         let mut sum = 0f32;
         let (px, pv) = (x.as_mut_ptr(), v.as_ptr());
-        let mut i = 0;
-        while i < n {
+        // Entries i..i+4, lanes outside `keep` zeroed (the last vector's pads).
+        let mut step = |i: usize, keep: Option<v128>| {
             // SAFETY: i + 4 ≤ n ≤ both lengths.
             unsafe {
                 let p = px.add(i);
-                let e = exp4(f32x4_sub(ld(p), mv));
+                let mut e = exp4_nonpositive(f32x4_sub(ld(p), mv));
+                let mut w = f32x4_mul(e, ld(pv.add(i)));
+                if let Some(keep) = keep {
+                    e = v128_and(e, keep);
+                    w = v128_and(w, keep);
+                }
                 sum += f32x4_extract_lane::<0>(e);
                 sum += f32x4_extract_lane::<1>(e);
                 sum += f32x4_extract_lane::<2>(e);
                 sum += f32x4_extract_lane::<3>(e);
-                let w = f32x4_mul(e, ld(pv.add(i)));
                 amax = f32x4_pmax(amax, f32x4_abs(w));
                 v128_store(p as *mut v128, w);
             }
+        };
+        let full = valid / 4 * 4;
+        let mut i = 0;
+        while i < full {
+            step(i, None);
             i += 4;
+        }
+        if full < n {
+            step(full, Some(valid_lanes(valid)));
         }
         let a = f32x4_pmax(amax, i32x4_shuffle::<2, 3, 0, 1>(amax, amax));
         let b = f32x4_pmax(a, i32x4_shuffle::<1, 0, 3, 2>(a, a));
@@ -430,9 +481,15 @@ mod simd {
     /// code's compare-and-select clamps, nearest is round_ties_even, trunc_sat is `as i32`).
     #[inline(always)]
     fn exp4(x: v128) -> v128 {
-        use super::{EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
+        exp4_nonpositive(f32x4_pmin(x, f32x4_splat(super::EXP_HI)))
+    }
+
+    /// `exp4` of x ≤ 0 or NaN (softmax's x − max), for which the upper clamp changes nothing:
+    /// both clamps commute (their ranges do not overlap), and pmin(x, 88) is x there.
+    #[inline(always)]
+    fn exp4_nonpositive(x: v128) -> v128 {
+        use super::{EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
         let x = f32x4_pmax(x, f32x4_splat(EXP_LO));
-        let x = f32x4_pmin(x, f32x4_splat(EXP_HI));
         let k = f32x4_nearest(f32x4_mul(x, f32x4_splat(LOG2E)));
         let r = f32x4_sub(
             f32x4_sub(x, f32x4_mul(k, f32x4_splat(LN2_HI))),
@@ -613,18 +670,26 @@ mod tests {
             assert_eq!(n[i].to_bits(), (a[i] + -b[i]).to_bits());
             assert_eq!(y[i], (z[i] as f32 * b[i]) * 0.37);
         }
-        let m = dequant_max(&z, &b, 0.37, &mut y);
+        // The max over the first 11 of 12 (the 12th a pad, larger than all).
+        let mut z12 = z.clone();
+        z12.push(i32::MAX);
+        let mut b12 = b[..11].to_vec();
+        b12.push(1.0);
+        let mut y12 = vec![0.0; 12];
+        let m = dequant_max(&z12, &b12, 0.37, &mut y12, 11);
         assert_eq!(m, y.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
+        assert_eq!(y12[..11], y[..]);
         let mut e: [f32; 0] = [];
-        assert_eq!(dequant_max(&[], &[], 1.0, &mut e), f32::NEG_INFINITY);
+        assert_eq!(dequant_max(&[], &[], 1.0, &mut e, 0), f32::NEG_INFINITY);
     }
 
     #[test]
     fn softmax_weights_sum_in_order_and_survive_large_values() {
-        let x0 = [1000.0, 999.0, -1e30, 0.0, 998.5, f32::NAN];
-        let v = [0.5, 2.0, 1.0, 3.0, -4.0, 1.0];
+        // Five positions and three pads (one a NaN, one above the max): the pads weigh 0.
+        let x0 = [1000.0, 999.0, -1e30, 0.0, 998.5, f32::NAN, 2000.0, 1.0];
+        let v = [0.5, 2.0, 1.0, 3.0, -4.0, 1.0, f32::INFINITY, 1.0];
         let mut x = x0;
-        let (sum, amax) = softmax_weights(&mut x[..5], 1000.0, &v);
+        let (sum, amax) = softmax_weights(&mut x, 1000.0, &v, 5);
         let e: Vec<f32> = x0[..5].iter().map(|s| exp_spec(s - 1000.0)).collect();
         assert_eq!(sum, (((e[0] + e[1]) + e[2]) + e[3]) + e[4]);
         for i in 0..5 {
@@ -634,6 +699,6 @@ mod tests {
         assert_eq!(e[0], 1.0);
         // e clamps at −87 (SPEC §2.5): a value 1e30 below the maximum gets e(−87) ≈ 1.6e−38.
         assert!(e[1] > e[2] && e[2] > 0.0 && e[2] < 1e-37);
-        assert!(x[5].is_nan(), "only the first five are touched");
+        assert_eq!(x[5..], [0.0; 3], "the pads weigh 0");
     }
 }

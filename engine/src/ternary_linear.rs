@@ -13,7 +13,7 @@
 //! sums as the 64 signed block products.
 
 use crate::int_math::CodeMatrix;
-use crate::math::{dequant, mul};
+use crate::math::{dequant, mul, scratch};
 use crate::octonion_product;
 use crate::part_fht;
 use crate::profile::{Laps, Phase};
@@ -101,55 +101,53 @@ impl TernaryLinear {
         let mut laps = Laps::resume();
         let a = self.algebra.dim();
         let (m, n, mp, np) = (self.m, self.n, self.mp, self.np);
+        // The scratch keeps the largest size any linear asked for (`math::scratch`): a layer's
+        // linears alternate between D and F wide, and a growing `resize` is a `memory.fill`.
+        let u = scratch(&mut s.u, a * mp);
         // u = α ⊙ x in the padded layout (pads 0), for hadamard then the FHT across parts
         // (column by column the same butterflies as on the unpadded parts: the same bits).
         let max = if self.algebra == Algebra::Hadamard {
-            part_fht::input(x, &self.alpha, m, mp, &mut s.u)
+            part_fht::input(x, &self.alpha, m, mp, u)
         } else {
-            if m != mp || s.u.len() != a * mp {
-                // Pads to zero (without pads `mul` writes every entry: no `memory.fill`).
-                s.u.clear();
-                s.u.resize(a * mp, 0.0);
-            }
-            for ((up, xp), al) in
-                s.u.chunks_exact_mut(mp)
-                    .zip(x.chunks_exact(m))
-                    .zip(self.alpha.chunks_exact(m))
+            for ((up, xp), al) in u
+                .chunks_exact_mut(mp)
+                .zip(x.chunks_exact(m))
+                .zip(self.alpha.chunks_exact(m))
             {
                 mul(xp, al, &mut up[..m]);
+                up[m..].fill(0.0);
             }
-            absmax(&s.u)
+            absmax(u)
         };
-        s.codes.resize(a * mp, 0);
-        s.z.resize(a * np, 0);
         let limit = act_limit(self.algebra);
         let Some((inv, scale)) = scales(max, limit) else {
             // u = 0 (or not finite): every product is 0.
             y.fill(0.0);
             return;
         };
-        encode(&s.u, inv, limit, &mut s.codes);
+        let codes = scratch(&mut s.codes, a * mp);
+        encode(u, inv, limit, codes);
+        let z = scratch(&mut s.z, a * np);
         if self.algebra == Algebra::Octonion {
-            s.combos.resize(32 * mp, 0);
-            octonion_product::combine_inputs(&s.codes, mp, &mut s.combos);
-        }
-        laps.lap(Phase::LinearIn);
-        if self.algebra == Algebra::Octonion {
-            s.products.resize(32 * np, 0);
-            let (top, bottom) = s.products.split_at_mut(16 * np);
-            self.w.matvec_blocks(&s.combos[..16 * mp], top);
-            self.w.matvec_blocks(&s.combos[16 * mp..], bottom);
-            octonion_product::combine_products(&s.products, np, &mut s.z);
+            let combos = scratch(&mut s.combos, 32 * mp);
+            octonion_product::combine_inputs(codes, mp, combos);
+            laps.lap(Phase::LinearIn);
+            let products = scratch(&mut s.products, 32 * np);
+            let (top, bottom) = products.split_at_mut(16 * np);
+            self.w.matvec_blocks(&combos[..16 * mp], top);
+            self.w.matvec_blocks(&combos[16 * mp..], bottom);
+            octonion_product::combine_products(products, np, z);
         } else {
-            self.w.matvec_blocks(&s.codes, &mut s.z);
+            laps.lap(Phase::LinearIn);
+            self.w.matvec_blocks(codes, z);
         }
         laps.lap(Phase::Linear);
         if self.algebra == Algebra::Hadamard {
-            part_fht::output(&mut s.z, np, n, &self.beta, scale * r32(), y);
+            part_fht::output(z, np, n, &self.beta, scale * r32(), y);
         } else {
             for ((yp, zp), bp) in y
                 .chunks_exact_mut(n)
-                .zip(s.z.chunks_exact(np))
+                .zip(z.chunks_exact(np))
                 .zip(self.beta.chunks_exact(n))
             {
                 dequant(zp, bp, scale, yp);

@@ -3,7 +3,7 @@
 //! value weights Q(w, 32767)), so that the scores and the weighted sum are exact integer dot
 //! products (`int_math::panel_matvec`).
 
-use crate::int_math::{PAIR_BLOCK, panel_matvec};
+use crate::int_math::{PAIR_BLOCK, block_products, panel_matvec};
 use crate::kv_cache::KvCache;
 use crate::math::{dequant_max, scratch, softmax_weights};
 use crate::profile::{Laps, Phase};
@@ -86,15 +86,17 @@ pub fn attend(
     // panel of the values' matrix, its sums exact in i32, added in f32 in increasing order.
     // The first block stores its sums (0.0 + f32(v) is f32(v): an integer's f32 is never −0.0),
     // so no zero-fill of the accumulator a call.
+    // The blocks' panels lie one after another, a block-diagonal matrix against the blocks of
+    // w: all of them in one call.
+    let blocks = padded / PAIR_BLOCK;
     let acc = scratch(&mut s.acc, hdp);
-    let blk = scratch(&mut s.blk, hdp);
-    for (b, wb) in s.w.chunks_exact(PAIR_BLOCK).enumerate() {
-        let panel = &vc[b * PAIR_BLOCK * hdp..(b + 1) * PAIR_BLOCK * hdp];
-        panel_matvec(panel, hdp, PAIR_BLOCK, wb, blk);
+    let blk = scratch(&mut s.blk, blocks * hdp);
+    block_products(&vc[..padded * hdp], blocks, hdp, PAIR_BLOCK, &s.w, blk);
+    for (b, sums) in blk.chunks_exact(hdp).enumerate() {
         if b == 0 {
-            acc.iter_mut().zip(&*blk).for_each(|(a, v)| *a = *v as f32);
+            acc.iter_mut().zip(sums).for_each(|(a, v)| *a = *v as f32);
         } else {
-            acc.iter_mut().zip(&*blk).for_each(|(a, v)| *a += *v as f32);
+            acc.iter_mut().zip(sums).for_each(|(a, v)| *a += *v as f32);
         }
     }
     let inv = 1.0 / sum;

@@ -63,6 +63,39 @@ pub fn panel_matvec(w: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mu
     }
 }
 
+/// A block-diagonal product: out[b·rows_p + r] = Σ_c W_b[r][c]·x[b·cols_p + c] (wrapping) for
+/// `blocks` [rows_p, cols_p] blocks one after another in `w`, each in the panel layout of
+/// [`CodeMatrix`] (rows_p a multiple of 4, cols_p of 4). In wasm one call does every block, a
+/// kernel call a block or tile.
+pub fn block_products(
+    w: &[i16],
+    blocks: usize,
+    rows_p: usize,
+    cols_p: usize,
+    x: &[i16],
+    out: &mut [i32],
+) {
+    assert!(
+        w.len() == blocks * rows_p * cols_p
+            && x.len() == blocks * cols_p
+            && out.len() == blocks * rows_p
+    );
+    #[cfg(target_arch = "wasm32")]
+    simd::whole_blocks(w, blocks, rows_p, cols_p, x, out);
+    #[cfg(not(target_arch = "wasm32"))]
+    if rows_p > 0 && cols_p > 0 {
+        for ((wb, xb), ob) in w
+            .chunks_exact(rows_p * cols_p)
+            .zip(x.chunks_exact(cols_p))
+            .zip(out.chunks_exact_mut(rows_p))
+        {
+            panel_matvec(wb, rows_p, cols_p, xb, ob);
+        }
+    } else {
+        out.fill(0);
+    }
+}
+
 /// The Walsh–Hadamard transform over `parts` (a power of two) equal parts of x, without the
 /// 1/√parts factor: x_g ← Σ_j (−1)^popcount(g AND j) x_j, exact in i32 (wrapping).
 pub fn fht(x: &mut [i32], parts: usize) {
@@ -199,17 +232,7 @@ impl CodeMatrix {
     /// Every block: out[b·rows_p + r] = Σ_c W_b[r][c]·x[b·cols_p + c] (wrapping); x.len() =
     /// blocks·cols_padded(), out.len() = blocks·rows_padded().
     pub fn matvec_blocks(&self, x: &[i16], out: &mut [i32]) {
-        assert!(x.len() == self.blocks * self.cols_p && out.len() == self.blocks * self.rows_p);
-        #[cfg(target_arch = "wasm32")]
-        simd::whole_blocks(&self.data, self.blocks, self.rows_p, self.cols_p, x, out);
-        #[cfg(not(target_arch = "wasm32"))]
-        for (b, (xb, ob)) in x
-            .chunks_exact(self.cols_p)
-            .zip(out.chunks_exact_mut(self.rows_p))
-            .enumerate()
-        {
-            self.block_matvec(b, xb, ob);
-        }
+        block_products(&self.data, self.blocks, self.rows_p, self.cols_p, x, out);
     }
 
     /// Block b's rows 0..out.len() (a multiple of 4) against x (cols_p codes).

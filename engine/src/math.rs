@@ -55,7 +55,11 @@ pub fn fht32(x: &mut [f32]) {
 pub fn rmsnorm(x: &[f32], g: &[f32], out: &mut [f32]) {
     let ms = dot(x, x) / x.len() as f32;
     let inv = 1.0 / (ms + 1e-6).sqrt();
-    for ((o, v), w) in out.iter_mut().zip(x).zip(g) {
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::scale_mul(x, inv, g, out);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for ((o, v), w) in out.iter_mut().zip(x).zip(g).skip(done) {
         *o = v * inv * w;
     }
 }
@@ -261,6 +265,24 @@ pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32], valid: usize) -> (f32
 #[cfg(target_arch = "wasm32")]
 mod simd {
     use core::arch::wasm32::*;
+
+    /// out_i = (x_i · s) · g_i on the first ⌊n/4⌋·4 entries (n the shortest length); returns
+    /// how many.
+    pub fn scale_mul(x: &[f32], s: f32, g: &[f32], out: &mut [f32]) -> usize {
+        let n = x.len().min(g.len()).min(out.len()) / 4 * 4;
+        let sv = f32x4_splat(s);
+        let (px, pg, po) = (x.as_ptr(), g.as_ptr(), out.as_mut_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n ≤ the three lengths.
+            unsafe {
+                let y = f32x4_mul(f32x4_mul(ld(px.add(i)), sv), ld(pg.add(i)));
+                v128_store(po.add(i) as *mut v128, y);
+            }
+            i += 4;
+        }
+        n
+    }
 
     /// Lanes l of a vector holding entries 4k..4k+4 that lie below `valid` (all ones) and past
     /// it (zeros), for the last vector 4k < valid < 4k + 4.

@@ -115,6 +115,11 @@ impl KvCache {
                 .zip(self.tmp.chunks(2 * PANEL_PAIRS))
             {
                 let first = panel_index(cap_p, hdp, p, c0);
+                #[cfg(target_arch = "wasm32")]
+                if codes.len().is_multiple_of(8) {
+                    simd::place_pairs(codes, &mut key[first..first + 4 * codes.len() - 6]);
+                    continue;
+                }
                 for (kk, pair) in codes.chunks_exact(2).enumerate() {
                     key[first + 8 * kk..first + 8 * kk + 2].copy_from_slice(pair);
                 }
@@ -125,6 +130,12 @@ impl KvCache {
             self.v_scale[head * cap_p + p] = s;
             let first = base + panel_index(hdp, cap_p, 0, p);
             let kp = panel_pairs(cap_p, p);
+            #[cfg(target_arch = "wasm32")]
+            if hd.is_multiple_of(8) {
+                let end = first + (hd / 4 - 1) * kp * 8 + 7;
+                simd::place_column(&self.tmp[..hd], kp, &mut self.v[first..end]);
+                continue;
+            }
             for (g, codes) in self.tmp[..hd].chunks(4).enumerate() {
                 let at = first + g * kp * 8;
                 for (lane, code) in codes.iter().enumerate() {
@@ -148,6 +159,56 @@ impl KvCache {
             &self.v[codes],
             &self.v_scale[scales],
         )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod simd {
+    use core::arch::wasm32::*;
+
+    /// Key codes (a multiple of 8, pairs side by side) to pairs 8 codes apart from dst[0]: eight
+    /// codes a load, their four pairs stored as 32-bit lanes.
+    pub fn place_pairs(codes: &[i16], dst: &mut [i16]) {
+        assert!(codes.len().is_multiple_of(8) && dst.len() >= 4 * codes.len() - 6);
+        let (src, out) = (codes.as_ptr(), dst.as_mut_ptr());
+        for q in 0..codes.len() / 8 {
+            // SAFETY: codes 8q..8q+8 lie in codes; pair 4q + l goes to dst[8·(4q + l)..][..2],
+            // inside dst (asserted: the last pair ends at 4·len − 6).
+            unsafe {
+                let v = v128_load(src.add(8 * q) as *const v128);
+                let o = out.add(32 * q);
+                v128_store32_lane::<0>(v, o as *mut u32);
+                v128_store32_lane::<1>(v, o.add(8) as *mut u32);
+                v128_store32_lane::<2>(v, o.add(16) as *mut u32);
+                v128_store32_lane::<3>(v, o.add(24) as *mut u32);
+            }
+        }
+    }
+
+    /// Value codes (a multiple of 8) down a column: code j to dst[(j / 4)·kp·8 + 2·(j mod 4)],
+    /// eight codes a load, stored as 16-bit lanes.
+    pub fn place_column(codes: &[i16], kp: usize, dst: &mut [i16]) {
+        let n = codes.len();
+        assert!(n.is_multiple_of(8) && dst.len() > (n / 4 - 1) * kp * 8 + 6);
+        let (src, out) = (codes.as_ptr(), dst.as_mut_ptr());
+        let group = kp * 8;
+        for q in 0..n / 8 {
+            // SAFETY: codes 8q..8q+8 lie in codes; groups 2q and 2q + 1 start at dst[2q·kp·8] and
+            // one group later, their last code at + 6, inside dst (asserted for the last group).
+            unsafe {
+                let v = v128_load(src.add(8 * q) as *const v128);
+                let a = out.add(2 * q * group);
+                let b = a.add(group);
+                v128_store16_lane::<0>(v, a as *mut u16);
+                v128_store16_lane::<1>(v, a.add(2) as *mut u16);
+                v128_store16_lane::<2>(v, a.add(4) as *mut u16);
+                v128_store16_lane::<3>(v, a.add(6) as *mut u16);
+                v128_store16_lane::<4>(v, b as *mut u16);
+                v128_store16_lane::<5>(v, b.add(2) as *mut u16);
+                v128_store16_lane::<6>(v, b.add(4) as *mut u16);
+                v128_store16_lane::<7>(v, b.add(6) as *mut u16);
+            }
+        }
     }
 }
 

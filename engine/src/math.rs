@@ -135,6 +135,25 @@ pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+/// out[i] = a[i] · b[i] (as [`mul`]) and max |out_i| with NaN ignored (as `quant::absmax`), in
+/// one pass.
+pub fn mul_absmax(a: &[f32], b: &[f32], out: &mut [f32]) -> f32 {
+    let n = out.len();
+    assert!(a.len() >= n && b.len() >= n);
+    #[cfg(target_arch = "wasm32")]
+    let (mut m, done) = simd::mul_absmax(&a[..n], &b[..n], out);
+    #[cfg(not(target_arch = "wasm32"))]
+    let (mut m, done) = (0f32, 0);
+    for i in done..n {
+        out[i] = a[i] * b[i];
+        let v = out[i].abs();
+        if v > m {
+            m = v;
+        }
+    }
+    m
+}
+
 /// a[i] ← a[i] + b[i].
 pub fn add_assign(a: &mut [f32], b: &[f32]) {
     let n = a.len();
@@ -265,6 +284,28 @@ pub fn softmax_weights(x: &mut [f32], max: f32, v: &[f32], valid: usize) -> (f32
 #[cfg(target_arch = "wasm32")]
 mod simd {
     use core::arch::wasm32::*;
+
+    /// `super::mul_absmax` on the first ⌊n/4⌋·4 entries: (their max |out_i|, how many).
+    pub fn mul_absmax(a: &[f32], b: &[f32], out: &mut [f32]) -> (f32, usize) {
+        let n = out.len() / 4 * 4;
+        assert!(a.len() >= n && b.len() >= n);
+        let mut m = f32x4_splat(0.0);
+        let (pa, pb, po) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 4 ≤ n ≤ the three lengths. pmax(m, y) = if m < y { y } else { m }:
+            // NaN ignored, as quant::absmax.
+            unsafe {
+                let y = f32x4_mul(ld(pa.add(i)), ld(pb.add(i)));
+                m = f32x4_pmax(m, f32x4_abs(y));
+                v128_store(po.add(i) as *mut v128, y);
+            }
+            i += 4;
+        }
+        let c = f32x4_pmax(m, i32x4_shuffle::<2, 3, 0, 1>(m, m));
+        let d = f32x4_pmax(c, i32x4_shuffle::<1, 0, 3, 2>(c, c));
+        (f32x4_extract_lane::<0>(d), n)
+    }
 
     /// out_i = (x_i · s) · g_i on the first ⌊n/4⌋·4 entries (n the shortest length); returns
     /// how many.

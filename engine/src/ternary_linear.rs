@@ -13,7 +13,7 @@
 //! sums as the 64 signed block products.
 
 use crate::int_math::CodeMatrix;
-use crate::math::{dequant, mul, scratch};
+use crate::math::{dequant, mul, mul_absmax, scratch};
 use crate::octonion_product;
 use crate::part_fht;
 use crate::profile::{Laps, Phase};
@@ -108,6 +108,9 @@ impl TernaryLinear {
         // (column by column the same butterflies as on the unpadded parts: the same bits).
         let max = if self.algebra == Algebra::Hadamard {
             part_fht::input(x, &self.alpha, m, mp, u)
+        } else if m == mp {
+            // No pads: the padded layout is x's, one pass.
+            mul_absmax(x, &self.alpha, u)
         } else {
             for ((up, xp), al) in u
                 .chunks_exact_mut(mp)

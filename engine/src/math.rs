@@ -747,6 +747,19 @@ mod tests {
     }
 
     #[test]
+    fn mul_absmax_is_mul_then_absmax() {
+        let a: Vec<f32> = (0..11).map(|i| (i as f32 - 5.5) * 1.25).collect();
+        let mut b: Vec<f32> = (0..11).map(|i| 0.5 + i as f32 / 3.0).collect();
+        b[7] = f32::NAN;
+        let mut got = vec![0.0; 11];
+        let m = mul_absmax(&a, &b, &mut got);
+        let mut want = vec![0.0; 11];
+        mul(&a, &b, &mut want);
+        assert_eq!(m, crate::quant::absmax(&want));
+        assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()));
+    }
+
+    #[test]
     fn softmax_weights_sum_in_order_and_survive_large_values() {
         // Five positions and three pads (one a NaN, one above the max): the pads weigh 0.
         let x0 = [1000.0, 999.0, -1e30, 0.0, 998.5, f32::NAN, 2000.0, 1.0];

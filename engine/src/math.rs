@@ -756,7 +756,11 @@ mod tests {
         let mut want = vec![0.0; 11];
         mul(&a, &b, &mut want);
         assert_eq!(m, crate::quant::absmax(&want));
-        assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()));
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits())
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn block_products(
             && out.len() == blocks * rows_p
     );
     #[cfg(target_arch = "wasm32")]
-    simd::whole_blocks(w, blocks, rows_p, cols_p, x, out);
+    simd::tiles(w, blocks, rows_p, cols_p, x, out, rows_p / 4);
     #[cfg(not(target_arch = "wasm32"))]
     if rows_p > 0 && cols_p > 0 {
         for ((wb, xb), ob) in w
@@ -125,21 +125,21 @@ pub fn fht(x: &mut [i32], parts: usize) {
     }
 }
 
-/// Column pairs per panel of a [`CodeMatrix`]: one kernel call keeps a panel's x codes in
-/// registers (16 splatted pairs) for four row groups.
+/// Column pairs per panel of a [`CodeMatrix`]: a kernel call (a tile) keeps up to one and a half
+/// panels of x's codes in registers (≤ 24 splatted pairs) for up to 12 row groups.
 pub const PANEL_PAIRS: usize = 16;
 
 /// A block-diagonal i16 matrix as the kernels read it: `blocks` blocks of [rows, cols] (one block:
 /// a plain matrix), block b multiplying the codes x[b·cols_p..(b+1)·cols_p]. Rows are padded to a
-/// multiple of 4 and columns to a multiple of 4 (whole column pairs, an even number of them), with zeros.
+/// multiple of 4 and columns to a multiple of 4 (an even number of column pairs), with zeros.
 ///
 /// Layout (made for `i32x4.dot_i16x8_s`, whose lanes each add two products): within a block,
 /// columns are cut into panels of [`PANEL_PAIRS`] pairs; a panel holds its row groups (four rows)
 /// one after another, and a row group one vector per column pair k: the four rows' two codes of
 /// that pair, [r0 c, r0 c+1, r1 c, r1 c+1, …, r3 c+1]. Against x's pair k splatted to all lanes,
 /// one dot product adds two columns to four rows at once, so the sums come out with the rows in
-/// the lanes — no horizontal reduction — and a kernel call runs a panel of up to four row
-/// groups with every weight address a constant offset from its pointer argument.
+/// the lanes — no horizontal reduction — and a kernel call (`simd::tile`) runs up to 12 row
+/// groups with every weight address a constant offset from its pointer arguments.
 #[derive(Debug, Clone)]
 pub struct CodeMatrix {
     blocks: usize,
@@ -278,133 +278,10 @@ pub(crate) mod simd {
         }
     }
 
-    /// One row group of a panel of KP column pairs: out (rows in the lanes) = (or += unless
-    /// FIRST) Σ_k dot(w[k], xs[k]). Inlined into the `panel` kernels with w a constant offset
-    /// from their pointer argument, so that LLVM folds every weight address into its load.
-    #[inline(always)]
-    unsafe fn group<const KP: usize, const FIRST: bool>(
-        w: *const v128,
-        xs: &[v128; KP],
-        out: *mut v128,
-    ) {
-        // SAFETY: the caller's group holds KP vectors at w; out is one vector.
-        unsafe {
-            let mut a = i32x4_dot_i16x8(v128_load(w), xs[0]);
-            for (k, xk) in xs.iter().enumerate().skip(1) {
-                a = i32x4_add(a, i32x4_dot_i16x8(v128_load(w.add(k)), *xk));
-            }
-            put::<FIRST>(out, a);
-        }
-    }
-
-    /// x's KP pairs of codes, each splatted to the four lanes.
-    #[inline(always)]
-    unsafe fn splats<const KP: usize>(x: *const u32) -> [v128; KP] {
-        let mut xs = [i32x4_splat(0); KP];
-        for (k, xk) in xs.iter_mut().enumerate() {
-            // SAFETY: x holds KP pairs of codes.
-            *xk = unsafe { v128_load32_splat(x.add(k)) };
-        }
-        xs
-    }
-
-    /// The kernels of one panel of KP column pairs of a [`super::CodeMatrix`] block, 1, 4 or 16
-    /// row groups a call (the groups written out, not looped: from pointers a loop advances,
-    /// LLVM computes each load's address with an `i32.add`, three more instructions per load).
-    /// Each loads x's pairs once, and keeps them in registers for all its groups.
-    macro_rules! panel_kernel {
-        ($name:ident, $($g:literal)+) => {
-            #[inline(never)]
-            unsafe fn $name<const KP: usize, const FIRST: bool>(
-                w: *const v128,
-                x: *const u32,
-                out: *mut v128,
-            ) {
-                // SAFETY: the caller's row groups of KP vectors start at w, x holds KP pairs,
-                // out holds one vector per group.
-                unsafe {
-                    let xs = splats::<KP>(x);
-                    $(group::<KP, FIRST>(w.add($g * KP), &xs, out.add($g));)+
-                }
-            }
-        };
-    }
-    panel_kernel!(panel1, 0);
-    panel_kernel!(panel4, 0 1 2 3);
-    panel_kernel!(panel16, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-
-    type PanelFn = unsafe fn(*const v128, *const u32, *mut v128);
-
-    macro_rules! panel_row {
-        ($f:ident, $first:literal) => {
-            [
-                $f::<1, $first> as PanelFn,
-                $f::<2, $first>,
-                $f::<3, $first>,
-                $f::<4, $first>,
-                $f::<5, $first>,
-                $f::<6, $first>,
-                $f::<7, $first>,
-                $f::<8, $first>,
-                $f::<9, $first>,
-                $f::<10, $first>,
-                $f::<11, $first>,
-                $f::<12, $first>,
-                $f::<13, $first>,
-                $f::<14, $first>,
-                $f::<15, $first>,
-                $f::<16, $first>,
-            ]
-        };
-    }
-
-    /// Row groups a call of PANELS[_][i].
-    const GROUPS: [usize; 3] = [16, 4, 1];
-
-    /// [FIRST][16, 4 or 1 row groups][KP − 1].
-    const PANELS: [[[PanelFn; 16]; 3]; 2] = [
-        [
-            panel_row!(panel16, false),
-            panel_row!(panel4, false),
-            panel_row!(panel1, false),
-        ],
-        [
-            panel_row!(panel16, true),
-            panel_row!(panel4, true),
-            panel_row!(panel1, true),
-        ],
-    ];
-
-    /// `super::panel_matvec` (its sizes asserted there).
+    /// `super::panel_matvec` (its sizes asserted there): the first out.len() / 4 row groups of
+    /// one block, in tiles.
     pub fn panel_matvec(block: &[i16], rows_p: usize, cols_p: usize, x: &[i16], out: &mut [i32]) {
-        // A small matrix asked for all its rows (attention's blocks of 32 values): one call.
-        if out.len() == rows_p {
-            whole_blocks(block, 1, rows_p, cols_p, x, out);
-            return;
-        }
-        let groups = out.len() / 4;
-        let (wp, xp) = (block.as_ptr() as *const v128, x.as_ptr() as *const u32);
-        let op = out.as_mut_ptr() as *mut v128;
-        let pairs = cols_p / 2;
-        let mut base = 0;
-        let mut p0 = 0;
-        while p0 < pairs {
-            let kp = (pairs - p0).min(super::PANEL_PAIRS);
-            let kernels = &PANELS[usize::from(p0 == 0)];
-            let mut g = 0;
-            for (size, f) in GROUPS.iter().zip(kernels) {
-                let f = f[kp - 1];
-                while g + size <= groups {
-                    // SAFETY: the panel starting at vector `base` holds rows_p/4 ≥ groups row
-                    // groups of kp vectors (asserted sizes); x holds pairs p0..p0+kp; out
-                    // holds groups g..g+size.
-                    unsafe { f(wp.add(base + g * kp), xp.add(p0), op.add(g)) };
-                    g += size;
-                }
-            }
-            base += rows_p / 4 * kp;
-            p0 += kp;
-        }
+        tiles(block, 1, rows_p, cols_p, x, out, out.len() / 4);
     }
 
     /// A tile of a block: G row groups (≤ 12) and P column pairs (≤ 24) in one call, x's P pairs
@@ -511,41 +388,48 @@ pub(crate) mod simd {
     /// Adding tiles (a wide block's panels after its first): [row groups − 1][pairs / 2 − 1].
     const ADD_TILES: [[TileFn; 8]; 12] = by_groups!(false);
 
-    /// `super::CodeMatrix::matvec_blocks` in tiles of at most 12 row groups: a block of at most
-    /// 24 column pairs one tile a row chunk (both its panels), a wider one a tile a panel (16
-    /// pairs, the last fewer), the first storing and the rest adding. The hadamard linears' 32
-    /// small blocks are one tile each; the octonion product's combined blocks a few.
-    pub fn whole_blocks(
+    /// Row groups 0..need of each of `blocks` blocks (out: `rows_p / 4` vectors a block, the
+    /// first `need` of each written), in tiles of at most 12 row groups: a block of at most 24
+    /// column pairs one tile a row chunk (both its panels), a wider one a tile a panel (16 pairs,
+    /// the last fewer), the first storing and the rest adding. The hadamard linears' 32 small
+    /// blocks are one tile each; the octonion product's combined blocks and attention's keys a
+    /// few.
+    pub fn tiles(
         data: &[i16],
         blocks: usize,
         rows_p: usize,
         cols_p: usize,
         x: &[i16],
         out: &mut [i32],
+        need: usize,
     ) {
         let (groups, pairs) = (rows_p / 4, cols_p / 2);
         assert!(
             data.len() == blocks * rows_p * cols_p
                 && x.len() == blocks * cols_p
-                && out.len() == blocks * rows_p
+                && need <= groups
+                && out.len() >= blocks.saturating_sub(1) * rows_p + 4 * need
                 && rows_p.is_multiple_of(4)
                 && cols_p.is_multiple_of(4)
         );
-        if groups == 0 || pairs == 0 {
+        if need == 0 {
+            return;
+        }
+        if pairs == 0 {
             out.fill(0);
             return;
         }
         let (wp, xp) = (data.as_ptr() as *const v128, x.as_ptr() as *const u32);
         let op = out.as_mut_ptr() as *mut v128;
-        if groups <= 12 && pairs <= 24 {
+        if need <= 12 && pairs <= 24 {
             // One tile a block (the hadamard linears' blocks, attention's blocks of values): the
             // kernel picked once.
-            let f = TILES[groups - 1][pairs / 2 - 1];
+            let f = TILES[need - 1][pairs / 2 - 1];
             let kp0 = pairs.min(16);
             for b in 0..blocks {
                 // SAFETY: block b's groups·pairs vectors (panel 0's groups of kp0, then panel
-                // 1's of pairs − kp0, read only when pairs > 16), pairs pairs of x and groups
-                // vectors of out lie inside the asserted lengths.
+                // 1's of pairs − kp0, read only when pairs > 16), pairs pairs of x and need ≤
+                // groups vectors of out lie inside the asserted lengths.
                 unsafe {
                     let wb = wp.add(b * groups * pairs);
                     f(
@@ -561,8 +445,9 @@ pub(crate) mod simd {
         for b in 0..blocks {
             // SAFETY (all calls below): block b holds groups·pairs vectors from wb, panels of 16
             // pairs, each panel its groups one after another (kp vectors each); x pairs pairs
-            // from xb, out groups vectors from ob. Row chunks g0..g0+g and the pairs a tile
-            // reads lie inside them (w1 is only read when pairs > 16, then inside the block).
+            // from xb, out need ≤ groups vectors from ob. Row chunks g0..g0+g ⊆ 0..need and the
+            // pairs a tile reads lie inside them (w1 is only read when pairs > 16, then inside
+            // the block).
             unsafe {
                 let (wb, xb, ob) = (
                     wp.add(b * groups * pairs),
@@ -570,8 +455,8 @@ pub(crate) mod simd {
                     op.add(b * groups),
                 );
                 let mut g0 = 0;
-                while g0 < groups {
-                    let g = (groups - g0).min(12);
+                while g0 < need {
+                    let g = (need - g0).min(12);
                     if pairs <= 24 {
                         let kp0 = pairs.min(16);
                         let kp1 = pairs - kp0;

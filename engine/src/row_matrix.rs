@@ -10,6 +10,8 @@
 //! about 4 % on top for the reduction, the stores and x's loads (docs/BENCHMARKS.md). The sums
 //! are exact integers (SPEC §2.6), so the result is the panels' to the bit.
 
+use crate::math::dequant;
+
 /// Vectors (8 codes each) of x a kernel call holds: 512 codes.
 const MAX_CHUNK_VECTORS: usize = 64;
 
@@ -101,7 +103,7 @@ impl RowMatrix {
     pub fn matvec(&self, x: &[i16], out: &mut [i32], need: usize) {
         assert!(x.len() == self.cols_p && need <= self.rows_p && out.len() == self.rows_p);
         let groups = need.div_ceil(4);
-        self.sums(x, &mut out[..4 * groups]);
+        self.sums_from(x, 0, &mut out[..4 * groups]);
     }
 
     /// The tied logits of SPEC §2.6: out[r] = (f32(Σ_c W[r][c]·x[c]) · scales[r]) · k for the
@@ -137,9 +139,7 @@ impl RowMatrix {
         if done < rows {
             let dots = &mut dots[done..rows.div_ceil(4) * 4];
             self.sums_from(x, done, dots);
-            for ((o, d), s) in out[done..].iter_mut().zip(dots.iter()).zip(&scales[done..]) {
-                *o = (*d as f32 * s) * k;
-            }
+            dequant(dots, &scales[done..], k, &mut out[done..]);
         }
     }
 
@@ -176,11 +176,6 @@ impl RowMatrix {
                 *o = if j == 0 { s } else { o.wrapping_add(s) };
             }
         }
-    }
-
-    /// out[r] = row r's sum for r < out.len() (a multiple of 4).
-    fn sums(&self, x: &[i16], out: &mut [i32]) {
-        self.sums_from(x, 0, out);
     }
 
     pub fn heap_bytes(&self) -> usize {

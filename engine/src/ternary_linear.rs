@@ -49,7 +49,7 @@ pub struct TernaryScratch {
 }
 
 /// The input codes' limit L of SPEC §2.6 for an algebra.
-pub fn act_limit(algebra: Algebra) -> i32 {
+fn input_limit(algebra: Algebra) -> i32 {
     if algebra == Algebra::Octonion {
         OCTONION_ACT_LIMIT
     } else {
@@ -122,7 +122,7 @@ impl TernaryLinear {
             }
             absmax(u)
         };
-        let limit = act_limit(self.algebra);
+        let limit = input_limit(self.algebra);
         let Some((inv, scale)) = scales(max, limit) else {
             // u = 0 (or not finite): every product is 0.
             y.fill(0.0);
@@ -201,7 +201,7 @@ mod tests {
             walsh_spec::hadamard::fht_parts(&mut u, 32);
         }
         let mut codes = vec![0i16; u.len()];
-        let scale = crate::quant::quantize(&u, act_limit(l.algebra), &mut codes);
+        let scale = crate::quant::quantize(&u, input_limit(l.algebra), &mut codes);
         let prod = |k: usize, j: usize| -> Vec<i64> {
             (0..n)
                 .map(|r| {

@@ -57,6 +57,9 @@ pub(crate) const START_EXPORT: &str = "canister_start";
 pub(crate) const MEMORY_EXPORT: &str = "__walsh_harness_memory";
 /// Prefix of the exports of the mutable globals.
 pub(crate) const GLOBAL_EXPORT_PREFIX: &str = "__walsh_harness_global_";
+/// Prefix of the exports of the per-function counters (profiling only, [`instrument`]'s
+/// `profile`): `__walsh_harness_fn_<k>` counts the instructions charged in defined function k.
+pub(crate) const FUNCTION_EXPORT_PREFIX: &str = "__walsh_harness_fn_";
 /// Module and name of the injected import that traps when the counter runs out.
 pub(crate) const OOI_MODULE: &str = "__";
 pub(crate) const OOI_NAME: &str = "out_of_instructions";
@@ -413,6 +416,33 @@ pub(crate) fn validate(wasm: &[u8]) -> Result<ModuleInfo, String> {
     Ok(info)
 }
 
+/// The names of the defined functions (the `name` section's, else `func[<index>]`), by defined
+/// index: what a profile ([`instrument`]'s `profile`) reports its counters under.
+pub(crate) fn function_names(wasm: &[u8], info: &ModuleInfo) -> Vec<String> {
+    let imported = info.imported_funcs;
+    let mut names: Vec<String> = (0..info.defined_func_types.len() as u32)
+        .map(|k| format!("func[{}]", imported + k))
+        .collect();
+    for payload in Parser::new(0).parse_all(wasm).flatten() {
+        if let Payload::CustomSection(section) = payload
+            && let wasmparser::KnownCustom::Name(reader) = section.as_known()
+        {
+            for sub in reader.flatten() {
+                if let wasmparser::Name::Function(map) = sub {
+                    for naming in map.into_iter().flatten() {
+                        if let Some(k) = naming.index.checked_sub(imported)
+                            && let Some(slot) = names.get_mut(k as usize)
+                        {
+                            *slot = naming.name.to_string();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
 /// One instrumentation point of a function body (the IC's `InjectionPoint`).
 #[derive(Clone, Copy, Debug)]
 struct Point {
@@ -495,10 +525,14 @@ fn is_bulk(op: &Operator<'_>) -> bool {
 }
 
 /// Re-encodes the module with the metering added. `info` must come from [`validate`] of the
-/// same bytes.
-pub(crate) fn instrument(wasm: &[u8], info: &ModuleInfo) -> Result<Vec<u8>, String> {
+/// same bytes. With `profile`, every charge is also added to a counter of the function it is
+/// charged in (one exported `i64` global a defined function, [`FUNCTION_EXPORT_PREFIX`]): the
+/// instructions a function executed itself, its callees not included. The extra code is not
+/// metered, so the instruction counts are the same either way.
+pub(crate) fn instrument(wasm: &[u8], info: &ModuleInfo, profile: bool) -> Result<Vec<u8>, String> {
     let mut ins = Instrumenter {
         info,
+        profile,
         ooi_type: info.type_params.len() as u32,
         ooi_func: info.imported_funcs,
         counter: info.globals,
@@ -516,6 +550,7 @@ pub(crate) fn instrument(wasm: &[u8], info: &ModuleInfo) -> Result<Vec<u8>, Stri
 
 struct Instrumenter<'a> {
     info: &'a ModuleInfo,
+    profile: bool,
     ooi_type: u32,
     ooi_func: u32,
     counter: u32,
@@ -722,18 +757,41 @@ impl Instrumenter<'_> {
     }
 
     fn add_counter(&self, globals: &mut GlobalSection) {
-        globals.global(
-            GlobalType {
-                val_type: ValType::I64,
-                mutable: true,
-                shared: false,
-            },
-            &ConstExpr::i64_const(0),
-        );
+        let extra = if self.profile {
+            self.info.defined_func_types.len()
+        } else {
+            0
+        };
+        // The counter, then (profiling) one counter a defined function.
+        for _ in 0..=extra {
+            globals.global(
+                GlobalType {
+                    val_type: ValType::I64,
+                    mutable: true,
+                    shared: false,
+                },
+                &ConstExpr::i64_const(0),
+            );
+        }
+    }
+
+    /// The global counting defined function `k`'s instructions (profiling only).
+    fn function_counter(&self, k: usize) -> Option<u32> {
+        self.profile.then(|| self.counter + 1 + k as u32)
     }
 
     fn add_exports(&mut self, exports: &mut ExportSection) -> Result<(), ReError> {
         exports.export(COUNTER_EXPORT, ExportKind::Global, self.counter);
+        if self.profile {
+            for k in 0..self.info.defined_func_types.len() {
+                let g = self.counter + 1 + k as u32;
+                exports.export(
+                    &format!("{FUNCTION_EXPORT_PREFIX}{k}"),
+                    ExportKind::Global,
+                    g,
+                );
+            }
+        }
         if self.info.has_memory {
             exports.export(MEMORY_EXPORT, ExportKind::Memory, 0);
         }
@@ -749,6 +807,7 @@ impl Instrumenter<'_> {
 
     fn instrument_body(&mut self, body: FunctionBody<'_>) -> Result<Function, ReError> {
         let ty = self.info.defined_func_types[self.next_body];
+        let own = self.function_counter(self.next_body);
         self.next_body += 1;
         let params = self.info.type_params[ty as usize];
 
@@ -774,14 +833,14 @@ impl Instrumenter<'_> {
         let mut next = points.iter().peekable();
         for (i, op) in ops.into_iter().enumerate() {
             while let Some(p) = next.next_if(|p| p.at == i) {
-                self.emit(&mut f, p.kind, scratch);
+                self.emit(&mut f, p.kind, scratch, own);
             }
             f.instruction(&self.instruction(op)?);
         }
         Ok(f)
     }
 
-    fn emit(&self, f: &mut Function, kind: PointKind, scratch: u32) {
+    fn emit(&self, f: &mut Function, kind: PointKind, scratch: u32, own: Option<u32>) {
         let counter = self.counter;
         let check = |f: &mut Function| {
             f.instruction(&Instruction::GlobalGet(counter));
@@ -798,6 +857,12 @@ impl Instrumenter<'_> {
                     f.instruction(&Instruction::I64Const(cost as i64));
                     f.instruction(&Instruction::I64Sub);
                     f.instruction(&Instruction::GlobalSet(counter));
+                    if let Some(g) = own {
+                        f.instruction(&Instruction::GlobalGet(g));
+                        f.instruction(&Instruction::I64Const(cost as i64));
+                        f.instruction(&Instruction::I64Add);
+                        f.instruction(&Instruction::GlobalSet(g));
+                    }
                 }
                 if c {
                     check(f);
@@ -810,6 +875,13 @@ impl Instrumenter<'_> {
                 f.instruction(&Instruction::I64ExtendI32U);
                 f.instruction(&Instruction::I64Sub);
                 f.instruction(&Instruction::GlobalSet(counter));
+                if let Some(g) = own {
+                    f.instruction(&Instruction::GlobalGet(g));
+                    f.instruction(&Instruction::LocalGet(scratch));
+                    f.instruction(&Instruction::I64ExtendI32U);
+                    f.instruction(&Instruction::I64Add);
+                    f.instruction(&Instruction::GlobalSet(g));
+                }
                 check(f);
             }
         }

@@ -138,7 +138,10 @@ use wasmtime::{Config, Engine, Global, Instance, InstancePre, Memory, Store, Val
 
 pub use system_api::{CANISTER_REJECT, ic0_function_names, ic0_functions};
 
-use instrument::{COUNTER_EXPORT, GLOBAL_EXPORT_PREFIX, MEMORY_EXPORT, ModuleInfo, START_EXPORT};
+use instrument::{
+    COUNTER_EXPORT, FUNCTION_EXPORT_PREFIX, GLOBAL_EXPORT_PREFIX, MEMORY_EXPORT, ModuleInfo,
+    START_EXPORT,
+};
 use stable::PAGE;
 use system_api::{Env, ExecCtx, HeapLimiter, HostState, HostTrap, Kind, SysState};
 
@@ -314,29 +317,36 @@ fn linker() -> &'static wasmtime::Linker<HostState> {
 struct Compiled {
     pre: InstancePre<HostState>,
     info: ModuleInfo,
+    /// With per-function counters ([`Harness::set_function_profile`]): the defined functions'
+    /// names, by defined index.
+    profile: Option<Vec<String>>,
 }
 
-/// Validates, instruments and compiles `wasm`, reusing earlier compilations of the same bytes
-/// (across harnesses: compiling a large canister takes seconds).
-fn compile(wasm: &[u8]) -> Result<Arc<Compiled>, CallError> {
-    type Cache = Mutex<HashMap<Vec<u8>, Arc<Compiled>>>;
+/// Validates, instruments (with per-function counters if `profile`) and compiles `wasm`, reusing
+/// earlier compilations of the same bytes (across harnesses: compiling a large canister takes
+/// seconds).
+fn compile(wasm: &[u8], profile: bool) -> Result<Arc<Compiled>, CallError> {
+    type Cache = Mutex<HashMap<(Vec<u8>, bool), Arc<Compiled>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(wasm) {
+    let key = (wasm.to_vec(), profile);
+    if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(c.clone());
     }
     let info = instrument::validate(wasm).map_err(CallError::InvalidModule)?;
-    let instrumented = instrument::instrument(wasm, &info).map_err(CallError::InvalidModule)?;
+    let instrumented =
+        instrument::instrument(wasm, &info, profile).map_err(CallError::InvalidModule)?;
+    let profile = profile.then(|| instrument::function_names(wasm, &info));
     let module = wasmtime::Module::new(engine(), &instrumented)
         .map_err(|e| CallError::InvalidModule(format!("wasmtime rejected the module: {e:#}")))?;
     let pre = linker()
         .instantiate_pre(&module)
         .map_err(|e| CallError::InvalidModule(format!("linking failed: {e:#}")))?;
-    let compiled = Arc::new(Compiled { pre, info });
+    let compiled = Arc::new(Compiled { pre, info, profile });
     cache
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(wasm.to_vec(), compiled.clone());
+        .insert(key, compiled.clone());
     Ok(compiled)
 }
 
@@ -363,6 +373,8 @@ struct Live {
     counter: Global,
     memory: Option<Memory>,
     globals: Vec<Global>,
+    /// The per-function counters (profiling only), by defined index.
+    functions: Vec<Global>,
 }
 
 impl Live {
@@ -390,6 +402,15 @@ impl Live {
                     .ok_or("a mutable global export is missing")?,
             );
         }
+        let mut functions = Vec::new();
+        for k in 0..compiled.profile.as_ref().map_or(0, Vec::len) {
+            let name = format!("{FUNCTION_EXPORT_PREFIX}{k}");
+            functions.push(
+                instance
+                    .get_global(&mut store, &name)
+                    .ok_or("a function counter export is missing")?,
+            );
+        }
         store.data_mut().counter = Some(counter);
         store.data_mut().memory = memory;
         Ok(Live {
@@ -399,6 +420,7 @@ impl Live {
             counter,
             memory,
             globals,
+            functions,
         })
     }
 
@@ -497,6 +519,17 @@ impl Live {
         })
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         let left = self.counter.get(&mut self.store).unwrap_i64();
+        // Move the per-function counts into the profile (the counters restart at 0 for the
+        // next execution, whatever rollback follows).
+        if !self.functions.is_empty() {
+            let mut counts = std::mem::take(&mut self.store.data_mut().function_profile);
+            counts.resize(self.functions.len(), 0);
+            for (g, total) in self.functions.iter().zip(&mut counts) {
+                *total += g.get(&mut self.store).unwrap_i64().max(0) as u64;
+                let _ = g.set(&mut self.store, Val::I64(0));
+            }
+            self.store.data_mut().function_profile = counts;
+        }
         let used = (i64::try_from(limit).unwrap_or(i64::MAX))
             .saturating_sub(left)
             .max(0) as u64;
@@ -542,6 +575,8 @@ pub struct Harness {
     canister: Option<Live>,
     log: Vec<String>,
     root_key: certificate::RootKey,
+    /// Whether modules installed from now on count instructions per function.
+    function_profile: bool,
 }
 
 impl Default for Harness {
@@ -574,6 +609,7 @@ impl Harness {
             canister: None,
             log: Vec::new(),
             root_key: certificate::RootKey::default(),
+            function_profile: false,
         }
     }
 
@@ -783,6 +819,34 @@ impl Harness {
         self.log.append(&mut live.store.data_mut().log);
     }
 
+    /// Counts, from the next install, reinstall or upgrade on, the instructions each function
+    /// of the module executes itself (its callees not included), over all executions until
+    /// [`take_function_profile`](Self::take_function_profile). The counts add up to the
+    /// metered instructions, less the fixed costs of system API calls; the metering itself is
+    /// unchanged. Compiling a profiled module takes longer (one counter a function).
+    pub fn set_function_profile(&mut self, on: bool) {
+        self.function_profile = on;
+    }
+
+    /// The instructions each function executed since profiling started or the last take,
+    /// largest first (functions that executed none are left out), and restarts the counts.
+    /// Empty unless the installed module was compiled with [`set_function_profile`](Self::set_function_profile).
+    pub fn take_function_profile(&mut self) -> Vec<(String, u64)> {
+        let Some(live) = self.canister.as_mut() else {
+            return Vec::new();
+        };
+        let counts = std::mem::take(&mut live.store.data_mut().function_profile);
+        let names = live.compiled.profile.as_deref().unwrap_or(&[]);
+        let mut out: Vec<(String, u64)> = names
+            .iter()
+            .zip(counts)
+            .filter(|(_, c)| *c > 0)
+            .map(|(n, c)| (n.clone(), c))
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+
     /// Installs `wasm` on the empty canister with these controllers and runs its start
     /// function and `canister_init(arg)` as `caller`, which must be a controller. On failure
     /// the canister stays empty.
@@ -830,7 +894,7 @@ impl Harness {
         caller: Principal,
     ) -> Result<CallReport, CallError> {
         self.check_controller(caller)?;
-        let compiled = compile(wasm)?;
+        let compiled = compile(wasm, self.function_profile)?;
         let mut env = self.env.clone();
         env.version += 1;
         let state = HostState {
@@ -880,7 +944,7 @@ impl Harness {
         caller: Principal,
     ) -> Result<CallReport, CallError> {
         self.check_controller(caller)?;
-        let compiled = compile(new_wasm)?;
+        let compiled = compile(new_wasm, self.function_profile)?;
         let mut old = self.canister.take().ok_or(CallError::NotInstalled)?;
         let snap = old.snapshot();
         match self.upgrade_to(&mut old, compiled, arg, caller) {

@@ -161,6 +161,8 @@ pub(crate) struct HostState {
     pub counter: Option<Global>,
     pub memory: Option<Memory>,
     pub limiter: HeapLimiter,
+    /// Instructions per defined function, summed over executions (profiling only).
+    pub function_profile: Vec<u64>,
 }
 
 /// Why a host function stopped the execution.

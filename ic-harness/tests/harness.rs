@@ -740,3 +740,59 @@ fn install_requires_a_controller_and_an_empty_canister() {
     ic.reinstall(&wasm(TEST_CANISTER), b"", admin()).unwrap();
     assert_eq!(ic.stable_bytes(), 0, "reinstall wipes stable memory");
 }
+
+/// A module of two named functions for the per-function profile.
+const TWO_FUNCTIONS: &str = r#"
+(module
+  (import "ic0" "msg_reply" (func $reply))
+  (memory 1)
+  (func $inner (param i32) (result i32)
+    local.get 0
+    i32.const 1
+    i32.add)
+  (func $outer (export "canister_query two")
+    (drop (call $inner (i32.const 1)))
+    (drop (call $inner (i32.const 2)))
+    (memory.fill (i32.const 0) (i32.const 0) (i32.const 1000))
+    (call $reply))
+)
+"#;
+
+#[test]
+fn function_profile_splits_the_metered_instructions_by_function() {
+    let module = wasm(TWO_FUNCTIONS);
+    let mut plain = Harness::new();
+    plain.install(&module, b"", vec![admin()], admin()).unwrap();
+    let unprofiled = plain.query(user(), "two", b"").unwrap().instructions;
+    assert!(plain.take_function_profile().is_empty());
+
+    let mut ic = Harness::new();
+    ic.set_function_profile(true);
+    ic.install(&module, b"", vec![admin()], admin()).unwrap();
+    ic.take_function_profile();
+    let r = ic.query(user(), "two", b"").unwrap();
+    // The counters are not metered: the same instructions as without them.
+    assert_eq!(r.instructions, unprofiled);
+    let profile = ic.take_function_profile();
+    let get = |name: &str| {
+        profile
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| *c)
+            .unwrap_or_else(|| panic!("{name} missing from {profile:?}"))
+    };
+    // `inner` ran twice (entry 1 + local.get + i32.const + i32.add + end, each time);
+    // `outer` holds its own instructions and the memory.fill's 1,000 bytes.
+    assert_eq!(get("inner") % 2, 0);
+    assert!(get("outer") > 1000 + 100, "{profile:?}");
+    // Everything metered is in some function but msg_reply's fixed cost (500).
+    assert_eq!(
+        get("inner") + get("outer") + 500,
+        r.instructions,
+        "{profile:?}"
+    );
+    // Taking restarts the counts; a second query counts the same again.
+    assert!(ic.take_function_profile().is_empty());
+    ic.query(user(), "two", b"").unwrap();
+    assert_eq!(ic.take_function_profile(), profile);
+}

@@ -508,7 +508,11 @@ fn figure_models() -> Vec<(String, Vec<u8>)> {
 
 /// Installs `wasm` and uploads `bytes` (a blob) in chunks of 1.9 MB.
 fn with_blob(wasm: &[u8], bytes: &[u8]) -> Uploaded {
-    let mut h = Harness::new();
+    with_blob_on(Harness::new(), wasm, bytes)
+}
+
+/// [`with_blob`] on a given harness (one set to profile, say).
+fn with_blob_on(mut h: Harness, wasm: &[u8], bytes: &[u8]) -> Uploaded {
     let install = h
         .install(wasm, &Encode!().unwrap(), vec![controller()], controller())
         .expect("install");
@@ -619,6 +623,76 @@ fn profile() {
             }
         }
     }
+}
+
+/// Where a generated token's instructions go, per wasm function, for the figures' models: the
+/// deployed wasm in a harness that counts each function's own instructions (callees not
+/// included; functions the compiler inlined are counted in their caller), over
+/// `generate("Once upon a time", 200)` less a 0-token call, per generated token; the largest 30.
+/// `WALSH_PROFILE_MODELS` (names, separated by spaces) picks among walsh-default,
+/// tinystories-hadamard-hash, tinystories-hadamard and tinystories-octonion:
+/// `cargo test -p walsh-tests --test integration -- --ignored --nocapture function_profile`
+#[test]
+#[ignore]
+fn function_profile() {
+    let wanted = std::env::var("WALSH_PROFILE_MODELS").ok();
+    for (config, bytes) in figure_models() {
+        if let Some(w) = &wanted
+            && !w.split_whitespace().any(|n| n == config)
+        {
+            continue;
+        }
+        let mut h = Harness::new();
+        h.set_function_profile(true);
+        let mut h = with_blob_on(h, wasm(), &bytes).h;
+        h.take_function_profile();
+        let (r, _) = generate(&mut h, "Once upon a time", 0);
+        ok(r);
+        let base = h.take_function_profile();
+        let (r, total) = generate(&mut h, "Once upon a time", 200);
+        let tokens = u64::from(ok(r).generated_tokens.max(1));
+        let long = h.take_function_profile();
+        let before = |name: &str| base.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
+        let mut rows: Vec<(u64, &str)> = long
+            .iter()
+            .map(|(n, c)| (c.saturating_sub(before(n)) / tokens, n.as_str()))
+            .collect();
+        rows.sort_by(|a, b| b.cmp(a));
+        let all: u64 = rows.iter().map(|r| r.0).sum();
+        println!(
+            "{config}: per generated token over {tokens} tokens ({total} instructions in the call); functions' own instructions, {all} in all"
+        );
+        for (per_token, name) in rows.iter().take(30) {
+            println!("  {per_token:>10}  {}", demangle(name));
+        }
+    }
+}
+
+/// A legacy-mangled Rust symbol (`_ZN` length-prefixed segments `17h<hash>E`) as `a::b::c`;
+/// other names as they are.
+fn demangle(name: &str) -> String {
+    let Some(mut rest) = name.strip_prefix("_ZN") else {
+        return name.to_string();
+    };
+    let mut parts = Vec::new();
+    while let Some(len_end) = rest.find(|c: char| !c.is_ascii_digit()) {
+        let Ok(len) = rest[..len_end].parse::<usize>() else {
+            break;
+        };
+        let Some(seg) = rest.get(len_end..len_end + len) else {
+            break;
+        };
+        if !(seg.len() == 17 && seg.starts_with('h')) {
+            parts.push(
+                seg.replace("$LT$", "<")
+                    .replace("$GT$", ">")
+                    .replace("$u20$", " ")
+                    .replace("..", "::"),
+            );
+        }
+        rest = &rest[len_end + len..];
+    }
+    parts.join("::")
 }
 
 /// The canister's figures of merit for docs/BENCHMARKS.md, for the shipped default model and the

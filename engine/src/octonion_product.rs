@@ -199,17 +199,32 @@ fn each(o: &mut [i16], x: &[i16], y: &[i16], f: impl Fn(i16, i16) -> i16) {
     }
 }
 
-/// z (8 parts of `width` sums) = the octonion of the 32 products t (32 parts of `width` sums,
-/// `width` a multiple of 4).
-pub fn combine_products(t: &[i32], width: usize, z: &mut [i32]) {
-    assert!(t.len() == 32 * width && z.len() == 8 * width && width.is_multiple_of(4));
+/// y (8 parts of n values) = the octonion of the 32 products t (32 parts of `width` ≥ n sums,
+/// `width` a multiple of 4) dequantized as SPEC §2.6 says: y_i,r = (f32(z_i,r) · β_i,r) · k, β
+/// holding 8 parts of n. One pass: the octonion's sums go to f32 in registers, never to memory.
+pub fn combine_products_dequant(
+    t: &[i32],
+    width: usize,
+    n: usize,
+    beta: &[f32],
+    k: f32,
+    y: &mut [f32],
+) {
+    assert!(
+        t.len() == 32 * width
+            && width.is_multiple_of(4)
+            && n <= width
+            && beta.len() == 8 * n
+            && y.len() == 8 * n
+    );
     #[cfg(target_arch = "wasm32")]
-    simd::combine_products(t, width, z);
+    let done = simd::combine_products_dequant(t, width, n, beta, k, y);
     #[cfg(not(target_arch = "wasm32"))]
-    for r in 0..width {
+    let done = 0;
+    for r in done..n {
         let o = octonion::<i32>(&core::array::from_fn(|q| t[q * width + r]));
         for (i, v) in o.into_iter().enumerate() {
-            z[i * width + r] = v;
+            y[i * n + r] = (v as f32 * beta[i * n + r]) * k;
         }
     }
 }
@@ -277,21 +292,35 @@ mod simd {
         }
     }
 
-    /// `super::combine_products`, four rows a step (sizes asserted there).
-    pub fn combine_products(t: &[i32], width: usize, z: &mut [i32]) {
-        let (tp, zp) = (t.as_ptr() as *const v128, z.as_mut_ptr() as *mut v128);
-        let vectors = width / 4;
-        for v in 0..vectors {
-            // SAFETY: t holds 32 parts of `vectors` vectors, z 8 parts; v < vectors.
+    /// `super::combine_products_dequant` for the first ⌊n/4⌋·4 rows, four a step (sizes
+    /// asserted there); returns how many.
+    pub fn combine_products_dequant(
+        t: &[i32],
+        width: usize,
+        n: usize,
+        beta: &[f32],
+        k: f32,
+        y: &mut [f32],
+    ) -> usize {
+        let (tp, bp, yp) = (t.as_ptr() as *const v128, beta.as_ptr(), y.as_mut_ptr());
+        let (vectors, full) = (width / 4, n / 4);
+        let kv = f32x4_splat(k);
+        for v in 0..full {
+            // SAFETY: t holds 32 parts of `vectors` vectors, beta and y 8 parts of n ≥ 4·full
+            // values; v < full ≤ vectors.
             unsafe {
                 let o = super::octonion(&core::array::from_fn(|q| {
                     v128_load(tp.add(q * vectors + v))
                 }));
                 for (i, o) in o.into_iter().enumerate() {
-                    v128_store(zp.add(i * vectors + v), o);
+                    let at = i * n + 4 * v;
+                    let b = v128_load(bp.add(at) as *const v128);
+                    let yv = f32x4_mul(f32x4_mul(f32x4_convert_i32x4(o), b), kv);
+                    v128_store(yp.add(at) as *mut v128, yv);
                 }
             }
         }
+        4 * full
     }
 }
 
@@ -367,8 +396,9 @@ mod tests {
                         .sum();
                 }
             }
-            let mut z = vec![0i32; 8 * width];
-            combine_products(&t, width, &mut z);
+            // β = 1 and k = 1: y is f32(z), exact here (|z| < 2^24).
+            let mut y = vec![0f32; 8 * n];
+            combine_products_dequant(&t, width, n, &[1.0; 24], 1.0, &mut y);
             for i in 0..8 {
                 for row in 0..n {
                     let want: i64 = (0..8)
@@ -383,7 +413,7 @@ mod tests {
                             i64::from(SIGNS[i][j]) * dot
                         })
                         .sum();
-                    assert_eq!(i64::from(z[i * width + row]), want, "seed {seed} {i} {row}");
+                    assert_eq!(y[i * n + row] as i64, want, "seed {seed} {i} {row}");
                 }
             }
         }

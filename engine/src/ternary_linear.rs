@@ -130,7 +130,6 @@ impl TernaryLinear {
         };
         let codes = scratch(&mut s.codes, a * mp);
         encode(u, inv, limit, codes);
-        let z = scratch(&mut s.z, a * np);
         if self.algebra == Algebra::Octonion {
             let combos = scratch(&mut s.combos, 32 * mp);
             octonion_product::combine_inputs(codes, mp, combos);
@@ -139,11 +138,14 @@ impl TernaryLinear {
             let (top, bottom) = products.split_at_mut(16 * np);
             self.w.matvec_blocks(&combos[..16 * mp], top);
             self.w.matvec_blocks(&combos[16 * mp..], bottom);
-            octonion_product::combine_products(products, np, z);
-        } else {
-            laps.lap(Phase::LinearIn);
-            self.w.matvec_blocks(codes, z);
+            // The output combination and the dequantization in one pass (counted as products).
+            octonion_product::combine_products_dequant(products, np, n, &self.beta, scale, y);
+            laps.lap(Phase::Linear);
+            return;
         }
+        laps.lap(Phase::LinearIn);
+        let z = scratch(&mut s.z, a * np);
+        self.w.matvec_blocks(codes, z);
         laps.lap(Phase::Linear);
         if self.algebra == Algebra::Hadamard {
             part_fht::output(z, np, n, &self.beta, scale * r32(), y);

@@ -29,6 +29,8 @@
 //! to the inputs. The same integers as the 64 signed block products, so the same bits; the tests
 //! check the tables against SPEC's sign table and the whole against i64 sums.
 
+use crate::quant::code;
+
 /// A combination of two of the eight parts: (part, sign, part, sign).
 pub type Pair = (usize, i8, usize, i8);
 
@@ -169,33 +171,20 @@ pub fn combine_weights(wq: &[i8], n: usize, m: usize) -> Vec<i16> {
     out
 }
 
-/// out (32 parts of `width` codes) = the input combinations of c (8 parts of `width` codes).
-/// Codes within ±16,383 give sums within ±32,766: no i16 wraps.
-pub fn combine_inputs(c: &[i16], width: usize, out: &mut [i16]) {
-    assert!(c.len() == 8 * width && out.len() == 32 * width);
+/// out (32 parts of `width` codes) = the input combinations of the codes of u (8 parts of
+/// `width` values), code_i = clamp(round-half-even(u_i · inv), −L, L) as `quant::encode` writes
+/// them: the codes stay in registers. Codes within ±16,383 give sums within ±32,766: no i16 wraps.
+pub fn encode_combinations(u: &[f32], inv: f32, limit: i32, width: usize, out: &mut [i16]) {
+    assert!(u.len() == 8 * width && out.len() == 32 * width && limit <= 16_383);
     #[cfg(target_arch = "wasm32")]
-    if width.is_multiple_of(4) {
-        simd::combine_inputs(c, width, out);
-        return;
-    }
-    let part = |j: usize| &c[j * width..(j + 1) * width];
-    for (o, &(a, sa, b, sb)) in out.chunks_exact_mut(width).zip(&INPUTS) {
-        let (x, y) = (part(a), part(b));
-        // One loop per sign pattern, so that each is a plain vector add or subtract.
-        match (sa, sb) {
-            (1, 1) => each(o, x, y, |x, y| x.wrapping_add(y)),
-            (1, _) => each(o, x, y, |x, y| x.wrapping_sub(y)),
-            (_, 1) => each(o, x, y, |x, y| y.wrapping_sub(x)),
-            _ => each(o, x, y, |x, y| 0i16.wrapping_sub(x).wrapping_sub(y)),
+    let done = simd::encode_combinations(u, inv, limit, width, out);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for col in done..width {
+        let c: [i16; 8] = core::array::from_fn(|j| code(u[j * width + col], inv, limit));
+        for (r, &(a, sa, b, sb)) in INPUTS.iter().enumerate() {
+            out[r * width + col] = i16::from(sa) * c[a] + i16::from(sb) * c[b];
         }
-    }
-}
-
-/// o[i] = f(x[i], y[i]).
-#[inline(always)]
-fn each(o: &mut [i16], x: &[i16], y: &[i16], f: impl Fn(i16, i16) -> i16) {
-    for (o, (x, y)) in o.iter_mut().zip(x.iter().zip(y)) {
-        *o = f(*x, *y);
     }
 }
 
@@ -231,6 +220,7 @@ pub fn combine_products_dequant(
 
 #[cfg(target_arch = "wasm32")]
 mod simd {
+    use crate::quant::simd::code4;
     use core::arch::wasm32::*;
 
     impl super::Lanes for v128 {
@@ -260,36 +250,53 @@ mod simd {
         }
     }
 
-    /// `super::combine_inputs` for a width that is a multiple of 4, eight codes of each part a
-    /// step (then four): the 8 parts' vectors loaded once, the 32 combinations written out
-    /// (their signs constants).
+    /// `super::encode_combinations` for the first ⌊width/4⌋·4 columns, eight of each part a step
+    /// (then four): the 8 parts' codes made in registers, the 32 combinations written out (their
+    /// signs constants); returns how many columns.
     // seq! writes the first combination's offset as `0 * width`.
     #[allow(clippy::erasing_op, clippy::identity_op)]
-    pub fn combine_inputs(c: &[i16], width: usize, out: &mut [i16]) {
-        let (cp, op) = (c.as_ptr(), out.as_mut_ptr());
+    pub fn encode_combinations(
+        u: &[f32],
+        inv: f32,
+        limit: i32,
+        width: usize,
+        out: &mut [i16],
+    ) -> usize {
+        let (up, op) = (u.as_ptr(), out.as_mut_ptr());
+        let (s, hi, lo) = (f32x4_splat(inv), i32x4_splat(limit), i32x4_splat(-limit));
+        let q = |p: *const f32| {
+            // SAFETY: the callers' p + 4 lie inside u.
+            code4(unsafe { v128_load(p as *const v128) }, s, hi, lo)
+        };
         let full = width / 8 * 8;
         let mut i = 0;
         while i < full {
-            // SAFETY: c holds 8 parts of `width` codes, out 32; i + 8 ≤ width.
+            // SAFETY: u holds 8 parts of `width` values, out 32 parts; i + 8 ≤ width.
             unsafe {
-                let x: [v128; 8] =
-                    core::array::from_fn(|j| v128_load(cp.add(j * width + i) as *const v128));
+                let x: [v128; 8] = core::array::from_fn(|j| {
+                    let p = up.add(j * width + i);
+                    i16x8_narrow_i32x4(q(p), q(p.add(4)))
+                });
                 seq_macro::seq!(R in 0..32 {
                     v128_store(op.add(R * width + i) as *mut v128, combination(&x, R));
                 });
             }
             i += 8;
         }
-        if i < width {
-            // SAFETY: as above, i + 4 = width.
+        if width - i >= 4 {
+            // SAFETY: as above, i + 4 ≤ width.
             unsafe {
-                let x: [v128; 8] =
-                    core::array::from_fn(|j| v128_load64_zero(cp.add(j * width + i) as *const u64));
+                let x: [v128; 8] = core::array::from_fn(|j| {
+                    let c = q(up.add(j * width + i));
+                    i16x8_narrow_i32x4(c, c)
+                });
                 seq_macro::seq!(R in 0..32 {
                     v128_store64_lane::<0>(combination(&x, R), op.add(R * width + i) as *mut u64);
                 });
             }
+            i += 4;
         }
+        i
     }
 
     /// `super::combine_products_dequant` for the first ⌊n/4⌋·4 rows, four a step (sizes
@@ -383,8 +390,10 @@ mod tests {
                 })
                 .collect();
             let wc = combine_weights(&wq, n, m);
+            // The codes as values with inv = 1: encoding gives them back.
+            let u: Vec<f32> = c.iter().map(|&v| f32::from(v)).collect();
             let mut xc = vec![0i16; 32 * m];
-            combine_inputs(&c, m, &mut xc);
+            encode_combinations(&u, 1.0, 16_383, m, &mut xc);
             // t[r] rows padded to 4 for combine_products.
             let width = 4;
             let mut t = vec![0i32; 32 * width];

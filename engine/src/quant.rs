@@ -66,7 +66,7 @@ pub fn encode(x: &[f32], inv: f32, limit: i32, codes: &mut [i16]) {
 /// One code: clamp(round-half-even(v · inv), −L, L); `as i32` saturates and maps NaN to 0, like
 /// wasm's `i32x4.trunc_sat_f32x4_s`.
 #[inline]
-fn code(v: f32, inv: f32, limit: i32) -> i16 {
+pub(crate) fn code(v: f32, inv: f32, limit: i32) -> i16 {
     ((v * inv).round_ties_even() as i32).clamp(-limit, limit) as i16
 }
 
@@ -86,8 +86,15 @@ pub fn absmax(x: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "wasm32")]
-mod simd {
+pub(crate) mod simd {
     use core::arch::wasm32::*;
+
+    /// Four codes of [`super::code`] in i32 lanes: s = splat(inv), hi = splat(L), lo = splat(−L).
+    #[inline(always)]
+    pub fn code4(v: v128, s: v128, hi: v128, lo: v128) -> v128 {
+        let c = i32x4_trunc_sat_f32x4(f32x4_nearest(f32x4_mul(v, s)));
+        i32x4_max(i32x4_min(c, hi), lo)
+    }
 
     /// (max |x_i| over the first ⌊len/4⌋·4 entries, how many).
     pub fn absmax(x: &[f32]) -> (f32, usize) {
@@ -111,10 +118,7 @@ mod simd {
         let s = f32x4_splat(inv);
         let (hi, lo) = (i32x4_splat(limit), i32x4_splat(-limit));
         let (px, pc) = (x.as_ptr(), codes.as_mut_ptr());
-        let q = |v: v128| {
-            let c = i32x4_trunc_sat_f32x4(f32x4_nearest(f32x4_mul(v, s)));
-            i32x4_max(i32x4_min(c, hi), lo)
-        };
+        let q = |v: v128| code4(v, s, hi, lo);
         let mut i = 0;
         while i < n {
             // SAFETY: i + 8 ≤ n ≤ x.len() = codes.len() (the caller's slices).

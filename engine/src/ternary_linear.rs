@@ -128,11 +128,10 @@ impl TernaryLinear {
             y.fill(0.0);
             return;
         };
-        let codes = scratch(&mut s.codes, a * mp);
-        encode(u, inv, limit, codes);
         if self.algebra == Algebra::Octonion {
+            // The codes and their 32 combinations in one pass.
             let combos = scratch(&mut s.combos, 32 * mp);
-            octonion_product::combine_inputs(codes, mp, combos);
+            octonion_product::encode_combinations(u, inv, limit, mp, combos);
             laps.lap(Phase::LinearIn);
             let products = scratch(&mut s.products, 32 * np);
             let (top, bottom) = products.split_at_mut(16 * np);
@@ -143,6 +142,8 @@ impl TernaryLinear {
             laps.lap(Phase::Linear);
             return;
         }
+        let codes = scratch(&mut s.codes, a * mp);
+        encode(u, inv, limit, codes);
         laps.lap(Phase::LinearIn);
         let z = scratch(&mut s.z, a * np);
         self.w.matvec_blocks(codes, z);

@@ -671,8 +671,10 @@ fn function_profile() {
 /// A legacy-mangled Rust symbol (`_ZN` length-prefixed segments `17h<hash>E`) as `a::b::c`;
 /// other names as they are.
 fn demangle(name: &str) -> String {
+    // The harness's ` #<index>` of a name several functions share stays at the end.
+    let (name, index) = name.split_once(' ').unwrap_or((name, ""));
     let Some(mut rest) = name.strip_prefix("_ZN") else {
-        return name.to_string();
+        return format!("{name} {index}");
     };
     let mut parts = Vec::new();
     while let Some(len_end) = rest.find(|c: char| !c.is_ascii_digit()) {
@@ -692,7 +694,7 @@ fn demangle(name: &str) -> String {
         }
         rest = &rest[len_end + len..];
     }
-    parts.join("::")
+    format!("{} {index}", parts.join("::"))
 }
 
 /// The canister's figures of merit for docs/BENCHMARKS.md, for the shipped default model and the

@@ -148,6 +148,9 @@ pub struct CodeMatrix {
     rows_p: usize,
     cols_p: usize,
     data: Vec<i16>,
+    /// The kernel calls of `matvec_blocks` for blocks of several tiles, made with the matrix.
+    #[cfg(target_arch = "wasm32")]
+    plan: Option<simd::TilePlan>,
 }
 
 impl CodeMatrix {
@@ -166,6 +169,8 @@ impl CodeMatrix {
             rows_p,
             cols_p,
             data: vec![0i16; blocks * rows_p * cols_p],
+            #[cfg(target_arch = "wasm32")]
+            plan: simd::plan(blocks, rows_p, cols_p),
         };
         if cols > 0 {
             for (i, row) in w.chunks_exact(cols).take(blocks * rows).enumerate() {
@@ -232,6 +237,11 @@ impl CodeMatrix {
     /// Every block: out[b·rows_p + r] = Σ_c W_b[r][c]·x[b·cols_p + c] (wrapping); x.len() =
     /// blocks·cols_padded(), out.len() = blocks·rows_padded().
     pub fn matvec_blocks(&self, x: &[i16], out: &mut [i32]) {
+        #[cfg(target_arch = "wasm32")]
+        if let Some(plan) = &self.plan {
+            plan.run(&self.data, x, out);
+            return;
+        }
         block_products(&self.data, self.blocks, self.rows_p, self.cols_p, x, out);
     }
 
@@ -421,67 +431,126 @@ pub(crate) mod simd {
         }
         let (wp, xp) = (data.as_ptr() as *const v128, x.as_ptr() as *const u32);
         let op = out.as_mut_ptr() as *mut v128;
+        for_each_tile(blocks, groups, pairs, need, |f, w0, w1, x, o| {
+            // SAFETY: `for_each_tile`'s calls stay inside the asserted lengths (w1 is only read
+            // when the tile has more than 16 pairs, then inside the block).
+            unsafe { f(wp.add(w0), wp.wrapping_add(w1), xp.add(x), op.add(o)) }
+        });
+    }
+
+    /// The kernel calls of [`tiles`] for the whole of each block, made once (a [`TilePlan`]),
+    /// for blocks of more than one tile; None for blocks of one (up to 12 row groups and 24
+    /// pairs: [`tiles`] runs those with one kernel for all blocks, fewer instructions a call than
+    /// reading a plan's).
+    pub fn plan(blocks: usize, rows_p: usize, cols_p: usize) -> Option<TilePlan> {
+        let (groups, pairs) = (rows_p / 4, cols_p / 2);
+        if groups <= 12 && pairs <= 24 {
+            return None;
+        }
+        let mut calls = Vec::new();
+        {
+            for_each_tile(blocks, groups, pairs, groups, |f, w0, w1, x, out| {
+                calls.push(TileCall { f, w0, w1, x, out })
+            });
+        }
+        Some(TilePlan {
+            calls,
+            lens: (blocks * rows_p * cols_p, blocks * cols_p, blocks * rows_p),
+        })
+    }
+
+    /// One kernel call of a block-diagonal product: the kernel and its arguments as offsets (w0
+    /// and w1 in vectors from the matrix's codes, x in pairs, out in vectors).
+    #[derive(Clone, Copy, Debug)]
+    pub struct TileCall {
+        f: TileFn,
+        w0: usize,
+        w1: usize,
+        x: usize,
+        out: usize,
+    }
+
+    /// Every kernel call of a block-diagonal product of one shape, in [`tiles`]' order, made when
+    /// the matrix is: running it costs a call a tile, where [`tiles`] also works out each tile
+    /// (its size, the kernel, the offsets) at every product.
+    #[derive(Clone, Debug)]
+    pub struct TilePlan {
+        calls: Vec<TileCall>,
+        /// The lengths of the codes, x and out the calls were made for.
+        lens: (usize, usize, usize),
+    }
+
+    impl TilePlan {
+        /// out = the block-diagonal product of `data` (the matrix the plan was made for) and x.
+        pub fn run(&self, data: &[i16], x: &[i16], out: &mut [i32]) {
+            assert!(self.lens == (data.len(), x.len(), out.len()));
+            let (wp, xp) = (data.as_ptr() as *const v128, x.as_ptr() as *const u32);
+            let op = out.as_mut_ptr() as *mut v128;
+            for c in &self.calls {
+                // SAFETY: the calls were made for these lengths (asserted), as in `tiles`.
+                unsafe {
+                    (c.f)(
+                        wp.add(c.w0),
+                        wp.wrapping_add(c.w1),
+                        xp.add(c.x),
+                        op.add(c.out),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Calls `visit(kernel, w0, w1, x, out)` (offsets as in [`TileCall`]) for each tile of
+    /// [`tiles`]: `blocks` blocks of `groups` row groups and `pairs` column pairs (both > 0), row
+    /// groups 0..need (> 0) of each.
+    #[inline(always)]
+    fn for_each_tile(
+        blocks: usize,
+        groups: usize,
+        pairs: usize,
+        need: usize,
+        mut visit: impl FnMut(TileFn, usize, usize, usize, usize),
+    ) {
         if need <= 12 && pairs <= 24 {
             // One tile a block (the hadamard linears' blocks, attention's blocks of values): the
             // kernel picked once.
             let f = TILES[need - 1][pairs / 2 - 1];
             let kp0 = pairs.min(16);
             for b in 0..blocks {
-                // SAFETY: block b's groups·pairs vectors (panel 0's groups of kp0, then panel
-                // 1's of pairs − kp0, read only when pairs > 16), pairs pairs of x and need ≤
-                // groups vectors of out lie inside the asserted lengths.
-                unsafe {
-                    let wb = wp.add(b * groups * pairs);
-                    f(
-                        wb,
-                        wb.wrapping_add(groups * kp0),
-                        xp.add(b * pairs),
-                        op.add(b * groups),
-                    )
-                };
+                let wb = b * groups * pairs;
+                visit(f, wb, wb + groups * kp0, b * pairs, b * groups);
             }
             return;
         }
         for b in 0..blocks {
-            // SAFETY (all calls below): block b holds groups·pairs vectors from wb, panels of 16
-            // pairs, each panel its groups one after another (kp vectors each); x pairs pairs
-            // from xb, out need ≤ groups vectors from ob. Row chunks g0..g0+g ⊆ 0..need and the
-            // pairs a tile reads lie inside them (w1 is only read when pairs > 16, then inside
-            // the block).
-            unsafe {
-                let (wb, xb, ob) = (
-                    wp.add(b * groups * pairs),
-                    xp.add(b * pairs),
-                    op.add(b * groups),
-                );
-                let mut g0 = 0;
-                while g0 < need {
-                    let g = (need - g0).min(12);
-                    if pairs <= 24 {
-                        let kp0 = pairs.min(16);
-                        let kp1 = pairs - kp0;
-                        TILES[g - 1][pairs / 2 - 1](
-                            wb.add(g0 * kp0),
-                            wb.wrapping_add(groups * 16 + g0 * kp1),
-                            xb,
-                            ob.add(g0),
-                        );
-                    } else {
-                        let mut p0 = 0;
-                        while p0 < pairs {
-                            let kp = (pairs - p0).min(16);
-                            // Panels before p0 are full: groups·p0 vectors.
-                            let w = wb.add(groups * p0 + g0 * kp);
-                            if p0 == 0 {
-                                TILES[g - 1][kp / 2 - 1](w, w, xb, ob.add(g0));
-                            } else {
-                                ADD_TILES[g - 1][kp / 2 - 1](w, w, xb.add(p0), ob.add(g0));
-                            }
-                            p0 += kp;
-                        }
+            // Block b holds groups·pairs vectors from wb, panels of 16 pairs, each panel its
+            // groups one after another (kp vectors each); x pairs pairs from xb, out need ≤
+            // groups vectors from ob. Row chunks g0..g0+g ⊆ 0..need.
+            let (wb, xb, ob) = (b * groups * pairs, b * pairs, b * groups);
+            let mut g0 = 0;
+            while g0 < need {
+                let g = (need - g0).min(12);
+                if pairs <= 24 {
+                    let kp0 = pairs.min(16);
+                    let kp1 = pairs - kp0;
+                    let f = TILES[g - 1][pairs / 2 - 1];
+                    visit(f, wb + g0 * kp0, wb + groups * 16 + g0 * kp1, xb, ob + g0);
+                } else {
+                    let mut p0 = 0;
+                    while p0 < pairs {
+                        let kp = (pairs - p0).min(16);
+                        // Panels before p0 are full: groups·p0 vectors.
+                        let w = wb + groups * p0 + g0 * kp;
+                        let f = if p0 == 0 {
+                            TILES[g - 1][kp / 2 - 1]
+                        } else {
+                            ADD_TILES[g - 1][kp / 2 - 1]
+                        };
+                        visit(f, w, w, xb + p0, ob + g0);
+                        p0 += kp;
                     }
-                    g0 += g;
                 }
+                g0 += g;
             }
         }
     }

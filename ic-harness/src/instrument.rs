@@ -417,9 +417,7 @@ pub(crate) fn validate(wasm: &[u8]) -> Result<ModuleInfo, String> {
 }
 
 /// The names of the defined functions (the `name` section's, else `func[<index>]`), by defined
-/// index: what a profile ([`instrument`]'s `profile`) reports its counters under. A name that
-/// several functions share (instances of a generic function, whose symbols differ only in a
-/// hash) gets ` #<index>` appended, so that each row of a profile names one function.
+/// index: what a profile ([`instrument`]'s `profile`) reports its counters under.
 pub(crate) fn function_names(wasm: &[u8], info: &ModuleInfo) -> Vec<String> {
     let imported = info.imported_funcs;
     let mut names: Vec<String> = (0..info.defined_func_types.len() as u32)
@@ -440,20 +438,6 @@ pub(crate) fn function_names(wasm: &[u8], info: &ModuleInfo) -> Vec<String> {
                     }
                 }
             }
-        }
-    }
-    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-    for n in &names {
-        *count.entry(n.as_str()).or_default() += 1;
-    }
-    let shared: BTreeSet<String> = count
-        .into_iter()
-        .filter(|(_, c)| *c > 1)
-        .map(|(n, _)| n.to_string())
-        .collect();
-    for (k, n) in names.iter_mut().enumerate() {
-        if shared.contains(n.as_str()) {
-            *n = format!("{n} #{}", imported as usize + k);
         }
     }
     names

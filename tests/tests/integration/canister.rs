@@ -668,14 +668,14 @@ fn function_profile() {
     }
 }
 
-/// A legacy-mangled Rust symbol (`_ZN` length-prefixed segments `17h<hash>E`) as `a::b::c`;
-/// other names as they are.
+/// A legacy-mangled Rust symbol (`_ZN` length-prefixed segments `17h<hash>E`) as
+/// `a::b::c [hash prefix]`; other names as they are.
 fn demangle(name: &str) -> String {
-    // The harness's ` #<index>` of a name several functions share stays at the end.
-    let (name, index) = name.split_once(' ').unwrap_or((name, ""));
     let Some(mut rest) = name.strip_prefix("_ZN") else {
-        return format!("{name} {index}");
+        return name.to_string();
     };
+    // The hash tells apart the instances of a generic function (`tile` of each tile size).
+    let mut hash = "";
     let mut parts = Vec::new();
     while let Some(len_end) = rest.find(|c: char| !c.is_ascii_digit()) {
         let Ok(len) = rest[..len_end].parse::<usize>() else {
@@ -684,7 +684,9 @@ fn demangle(name: &str) -> String {
         let Some(seg) = rest.get(len_end..len_end + len) else {
             break;
         };
-        if !(seg.len() == 17 && seg.starts_with('h')) {
+        if seg.len() == 17 && seg.starts_with('h') {
+            hash = &seg[1..9];
+        } else {
             parts.push(
                 seg.replace("$LT$", "<")
                     .replace("$GT$", ">")
@@ -694,7 +696,7 @@ fn demangle(name: &str) -> String {
         }
         rest = &rest[len_end + len..];
     }
-    format!("{} {index}", parts.join("::"))
+    format!("{} [{hash}]", parts.join("::"))
 }
 
 /// The canister's figures of merit for docs/BENCHMARKS.md, for the shipped default model and the

@@ -1,6 +1,9 @@
 //! Next-token choice (SPEC §5.2): greedy, or temperature / top-k / top-p with SplitMix64, so a
 //! seed gives the same tokens natively and in wasm.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 /// SplitMix64: tiny, fast and defined by a few lines of integer arithmetic on every target.
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
@@ -182,6 +185,10 @@ pub struct Sampler {
     /// step allocates nothing.
     ids: Vec<u32>,
     saved: Vec<f32>,
+    /// The top-k selection's k best so far (the worst on top) and the candidates, kept between
+    /// calls.
+    best: BinaryHeap<Reverse<(i32, Reverse<u32>)>>,
+    cand: Vec<(u32, f64)>,
 }
 
 impl Sampler {
@@ -192,6 +199,8 @@ impl Sampler {
             rng,
             ids: Vec::new(),
             saved: Vec::new(),
+            best: BinaryHeap::new(),
+            cand: Vec::new(),
         }
     }
 
@@ -239,22 +248,77 @@ impl Sampler {
             return argmax(logits) as u32;
         }
         let t = f64::from(self.params.temperature);
-        // Candidates in the order SPEC §5.2 defines: descending logit, lower id first on ties.
-        let mut cand: Vec<(u32, f64)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (i as u32, f64::from(v) / t))
-            .collect();
-        // Descending, lower id first on ties: a total order, so an unstable sort gives the one
-        // order a stable sort would, and selecting the k best first (O(V)) then sorting only
-        // those gives the prefix of it. The full sort of 50K candidates was 3x the model's time.
+        let k = self.params.top_k;
+        // Candidates in the order SPEC §5.2 defines: descending logit / t (f64), lower id first
+        // on ties. Descending, lower id first on ties is a total order, so an unstable sort
+        // gives the one order a stable sort would.
         let desc = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if self.params.top_k > 0 && self.params.top_k < cand.len() {
-            cand.select_nth_unstable_by(self.params.top_k - 1, desc);
-            cand.truncate(self.params.top_k);
+        self.cand.clear();
+        if k > 0 && k <= TOP_K_SCAN && k < logits.len() && !logits.iter().any(|v| v.is_nan()) {
+            // The k best in one pass over the f32 logits, without the quotients: for a
+            // temperature t > 0 (finite f32) and logits that are not NaN, v ↦ f64(v) / t keeps
+            // the order of the f32 values strictly (f32 values are exact in f64; the quotients
+            // stay inside f64's normal range, |v / t| < 2^280, so two f32 values, at least
+            // 2^−24 apart relatively, stay apart after one rounding to 53 bits), so the k best
+            // by (logit, lower id) are the k best by (logit / t, lower id).
+            top_k(logits, k, &mut self.best);
+            self.cand.extend(
+                self.best
+                    .drain()
+                    .map(|Reverse((_, Reverse(id)))| (id, f64::from(logits[id as usize]) / t)),
+            );
+        } else {
+            self.cand.extend(
+                logits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (i as u32, f64::from(v) / t)),
+            );
+            // Selecting the k best first (O(V)) then sorting only those gives the prefix of
+            // the whole order. The full sort of 50K candidates was 3x the model's time.
+            if k > 0 && k < self.cand.len() {
+                self.cand.select_nth_unstable_by(k - 1, desc);
+                self.cand.truncate(k);
+            }
         }
-        cand.sort_unstable_by(desc);
-        draw(&mut self.rng, &self.params, cand)
+        self.cand.sort_unstable_by(desc);
+        draw(&mut self.rng, &self.params, &mut self.cand)
+    }
+}
+
+/// The largest top-k that [`Sampler`] selects in one pass over the logits with a heap of k
+/// (larger ones select among all V candidates: a heap of thousands costs more than that).
+const TOP_K_SCAN: usize = 256;
+
+/// f32's total order (`f32::total_cmp`) as an i32 key: the bits, with the magnitude bits
+/// flipped for negative values.
+#[inline]
+fn total_order_key(v: f32) -> i32 {
+    let b = v.to_bits() as i32;
+    b ^ ((((b >> 31) as u32) >> 1) as i32)
+}
+
+/// `best` = the k (≥ 1, < logits.len()) best ids by (logit, in f32's total order, descending;
+/// lower id first on ties), in no particular order: one pass, each logit compared with the
+/// worst kept so far (a later id with an equal logit never displaces it).
+fn top_k(logits: &[f32], k: usize, best: &mut BinaryHeap<Reverse<(i32, Reverse<u32>)>>) {
+    best.clear();
+    for (i, &v) in logits.iter().enumerate().take(k) {
+        best.push(Reverse((total_order_key(v), Reverse(i as u32))));
+    }
+    let Some(&Reverse((mut cutoff, _))) = best.peek() else {
+        return;
+    };
+    for (i, &v) in logits.iter().enumerate().skip(k) {
+        let key = total_order_key(v);
+        if key > cutoff {
+            if let Some(mut worst) = best.peek_mut() {
+                *worst = Reverse((key, Reverse(i as u32)));
+            }
+            if let Some(&Reverse((c, _))) = best.peek() {
+                cutoff = c;
+            }
+        }
     }
 }
 
@@ -278,7 +342,7 @@ fn penalize(l: f32, r: f32) -> f32 {
 }
 
 /// Softmax over the kept candidates (sorted, best first), the nucleus cut, and one draw.
-fn draw(rng: &mut SplitMix64, params: &SamplingParams, mut cand: Vec<(u32, f64)>) -> u32 {
+fn draw(rng: &mut SplitMix64, params: &SamplingParams, cand: &mut Vec<(u32, f64)>) -> u32 {
     let max = cand[0].1;
     let mut total = 0.0;
     for c in cand.iter_mut() {
@@ -301,7 +365,7 @@ fn draw(rng: &mut SplitMix64, params: &SamplingParams, mut cand: Vec<(u32, f64)>
     }
     let u = rng.next_f64() * total;
     let mut cum = 0.0;
-    for c in &cand {
+    for c in cand.iter() {
         cum += c.1;
         if cum > u {
             return c.0;
@@ -480,7 +544,7 @@ mod tests {
         if params.top_k > 0 && params.top_k < cand.len() {
             cand.truncate(params.top_k);
         }
-        draw(rng, params, cand)
+        draw(rng, params, &mut cand)
     }
 
     #[test]
@@ -502,6 +566,52 @@ mod tests {
             let mut fast = Sampler::new(params.clone());
             let mut rng = SplitMix64::new(params.seed);
             for _ in 0..20 {
+                assert_eq!(
+                    fast.sample(&logits),
+                    reference_sample(&params, &mut rng, &logits),
+                    "{params:?}, V = {v}"
+                );
+            }
+        }
+    }
+
+    /// The one-pass top-k on the logits' edge values: signed zeros (−0.0 ranks below +0.0 in
+    /// the total order of the quotients too), infinities, subnormals, the largest f32 values at
+    /// the smallest and largest temperatures, and NaN (which takes the path over all candidates).
+    #[test]
+    fn top_k_in_one_pass_draws_what_the_full_sort_drew_on_edge_values() {
+        let edges = [
+            0.0f32,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            1e-45,
+            -1e-45,
+            1.0,
+            -1.0,
+        ];
+        let mut draw = SplitMix64::new(7);
+        for case in 0..48 {
+            let v = [20, 300, 5000][case % 3];
+            let mut logits: Vec<f32> = (0..v)
+                .map(|_| edges[(draw.next_u64() % edges.len() as u64) as usize])
+                .collect();
+            if case % 8 == 7 {
+                logits[v / 2] = f32::NAN;
+            }
+            let params = SamplingParams {
+                temperature: [1e-45, 0.8, 3.4e38, 1.0][(case / 3) % 4],
+                top_k: [1, 3, 19, 256, 257][case % 5],
+                top_p: [1.0, 0.5][(case / 5) % 2],
+                seed: case as u64,
+                ..SamplingParams::default()
+            };
+            let mut fast = Sampler::new(params.clone());
+            let mut rng = SplitMix64::new(params.seed);
+            for _ in 0..10 {
                 assert_eq!(
                     fast.sample(&logits),
                     reference_sample(&params, &mut rng, &logits),

@@ -254,14 +254,13 @@ impl Sampler {
         // gives the one order a stable sort would.
         let desc = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         self.cand.clear();
-        if k > 0 && k <= TOP_K_SCAN && k < logits.len() && !logits.iter().any(|v| v.is_nan()) {
+        if k > 0 && k <= TOP_K_SCAN && k < logits.len() && top_k(logits, k, &mut self.best) {
             // The k best in one pass over the f32 logits, without the quotients: for a
             // temperature t > 0 (finite f32) and logits that are not NaN, v ↦ f64(v) / t keeps
             // the order of the f32 values strictly (f32 values are exact in f64; the quotients
             // stay inside f64's normal range, |v / t| < 2^280, so two f32 values, at least
             // 2^−24 apart relatively, stay apart after one rounding to 53 bits), so the k best
             // by (logit, lower id) are the k best by (logit / t, lower id).
-            top_k(logits, k, &mut self.best);
             self.cand.extend(
                 self.best
                     .drain()
@@ -298,28 +297,81 @@ fn total_order_key(v: f32) -> i32 {
     b ^ ((((b >> 31) as u32) >> 1) as i32)
 }
 
+type Best = BinaryHeap<Reverse<(i32, Reverse<u32>)>>;
+
 /// `best` = the k (≥ 1, < logits.len()) best ids by (logit, in f32's total order, descending;
-/// lower id first on ties), in no particular order: one pass, each logit compared with the
-/// worst kept so far (a later id with an equal logit never displaces it).
-fn top_k(logits: &[f32], k: usize, best: &mut BinaryHeap<Reverse<(i32, Reverse<u32>)>>) {
+/// lower id first on ties), in no particular order, and true; false if a logit is NaN (then
+/// `best` means nothing). One pass, each logit compared with the worst kept so far (a later id
+/// with an equal logit never displaces it); in wasm four logits a step, the heap only touched
+/// where one of them beats the worst.
+fn top_k(logits: &[f32], k: usize, best: &mut Best) -> bool {
     best.clear();
     for (i, &v) in logits.iter().enumerate().take(k) {
         best.push(Reverse((total_order_key(v), Reverse(i as u32))));
     }
-    let Some(&Reverse((mut cutoff, _))) = best.peek() else {
-        return;
-    };
-    for (i, &v) in logits.iter().enumerate().skip(k) {
-        let key = total_order_key(v);
-        if key > cutoff {
-            if let Some(mut worst) = best.peek_mut() {
-                *worst = Reverse((key, Reverse(i as u32)));
+    let mut cutoff = worst(best);
+    #[cfg(target_arch = "wasm32")]
+    let (done, nan) = simd_top_k(logits, k, best, &mut cutoff);
+    #[cfg(not(target_arch = "wasm32"))]
+    let (done, nan) = (k, false);
+    let mut nan = nan || logits[..k].iter().any(|v| v.is_nan());
+    for (i, &v) in logits.iter().enumerate().skip(done) {
+        nan |= v.is_nan();
+        offer(best, &mut cutoff, total_order_key(v), i);
+    }
+    !nan
+}
+
+/// The key of the worst id kept.
+#[inline]
+fn worst(best: &Best) -> i32 {
+    best.peek().map_or(i32::MIN, |Reverse((key, _))| *key)
+}
+
+/// Keeps id i (its logit's key) in place of the worst if it beats it.
+#[inline]
+fn offer(best: &mut Best, cutoff: &mut i32, key: i32, i: usize) {
+    if key > *cutoff {
+        if let Some(mut w) = best.peek_mut() {
+            *w = Reverse((key, Reverse(i as u32)));
+        }
+        *cutoff = worst(best);
+    }
+}
+
+/// [`top_k`]'s pass from k on, four logits a step up to where whole vectors end (the first
+/// vector starting at a multiple of 4 ≥ k; the entries before it offered one by one): (where it
+/// stopped, whether it met a NaN).
+#[cfg(target_arch = "wasm32")]
+fn simd_top_k(logits: &[f32], k: usize, best: &mut Best, cutoff: &mut i32) -> (usize, bool) {
+    use core::arch::wasm32::*;
+    let start = k.div_ceil(4) * 4;
+    if start >= logits.len() {
+        return (k, false);
+    }
+    let mut nan = false;
+    for (i, &v) in logits.iter().enumerate().take(start).skip(k) {
+        nan |= v.is_nan();
+        offer(best, cutoff, total_order_key(v), i);
+    }
+    let (chunks, _) = logits[start..].as_chunks::<4>();
+    let mut nans = i32x4_splat(0);
+    let mut cut = i32x4_splat(*cutoff);
+    for (c, chunk) in chunks.iter().enumerate() {
+        // SAFETY: a chunk is 16 bytes of f32.
+        let v = unsafe { v128_load(chunk.as_ptr() as *const v128) };
+        nans = v128_or(nans, f32x4_ne(v, v));
+        // total_order_key in lanes: the bits, magnitude flipped where the sign is set.
+        let keys = v128_xor(v, u32x4_shr(i32x4_shr(v, 31), 1));
+        if v128_any_true(i32x4_gt(keys, cut)) {
+            for (l, &x) in chunk.iter().enumerate() {
+                offer(best, cutoff, total_order_key(x), start + 4 * c + l);
             }
-            if let Some(&Reverse((c, _))) = best.peek() {
-                cutoff = c;
-            }
+            cut = i32x4_splat(*cutoff);
         }
     }
+    nan |= v128_any_true(nans);
+    (start + 4 * chunks.len(), nan)
 }
 
 /// SPEC §5.2's repetition penalty: each distinct id of `recent` (inside the vocabulary) once,

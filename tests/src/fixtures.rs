@@ -36,6 +36,16 @@ pub fn native_tokens(blob: &[u8], prompt: &str, max: usize) -> Vec<u32> {
         repeat_penalty: DEFAULT_DECODING_REPEAT_PENALTY,
         ..SamplingParams::default()
     };
+    native_tokens_with(blob, prompt, max, params)
+}
+
+/// The tokens the native engine generates for `prompt` with these sampling parameters.
+pub fn native_tokens_with(
+    blob: &[u8],
+    prompt: &str,
+    max: usize,
+    params: SamplingParams,
+) -> Vec<u32> {
     Engine::load(blob)
         .expect("blob loads")
         .generate(prompt, max, params, &[], |_| true)

@@ -7,7 +7,9 @@ use walsh_engine::{Engine, SamplingParams};
 use walsh_ic_harness::{CallError, CallReport, Harness};
 use walsh_interface::*;
 use walsh_spec::PackOptions;
-use walsh_tests::fixtures::{controller, native_tokens, random_blob as blob, stranger};
+use walsh_tests::fixtures::{
+    controller, native_tokens, native_tokens_with, random_blob as blob, stranger,
+};
 use walsh_tests::root;
 
 fn wasm() -> &'static [u8] {
@@ -760,6 +762,19 @@ fn figures() {
             .unwrap();
         let sampled_total = s.instructions;
         let sg = ok(s.decode::<GenerateResult>().unwrap());
+        // The sampler's wasm paths (the SIMD top-k pass) draw what the native one draws.
+        let params = SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            seed: 7,
+            repeat_penalty: 1.0,
+            ..SamplingParams::default()
+        };
+        assert_eq!(
+            sg.tokens,
+            native_tokens_with(&bytes, "Once upon a time", sg.tokens.len(), params),
+            "{config}, sampled"
+        );
         eprintln!(
             "{config}: sampled (t 0.8, top-k 40): {} tokens, {} instructions, {} per token",
             sg.generated_tokens,

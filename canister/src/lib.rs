@@ -89,7 +89,21 @@ fn calibrate(engine: &Engine) -> CostModel {
     )
 }
 
+/// Text for [`warm_up`]: words, capitals, punctuation, quotes, digits and a line break, the
+/// kinds of text prompts hold.
+const WARM_UP_TEXT: &str = "Once upon a time, there was a little girl named Lily.\nShe said: \"Can I play? It's 3 o'clock!\" Tom's dog ran - fast; (yes)";
+
+/// Runs the tokenizer once in the update that loads a model, so that what it builds on first
+/// use (the pre-tokenizer's regex, compiled lazily into a global, and the regex engine's lazy
+/// DFA states) lives in heap between calls: a query's heap changes are discarded, so without
+/// this every `generate` compiled the regex again (about 15M instructions a query, measured
+/// with `function_profile`'s harness).
+fn warm_up(engine: &Engine) {
+    let _ = engine.tokenizer.encode(WARM_UP_TEXT);
+}
+
 fn loaded(engine: Engine, source: ModelSource) -> Loaded {
+    warm_up(&engine);
     let cost = calibrate(&engine);
     Loaded {
         engine: Rc::new(engine),

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use storage::{ActiveBlob, StableSlots};
 use upload::{BlobStore, UploadError, UploadSession};
 use walsh_engine::Engine;
+use walsh_engine::kv_cache::KvCache;
 use walsh_interface::*;
 use walsh_spec::blob::hex;
 use walsh_spec::sampler::{DEFAULT_DECODING_REPEAT_PENALTY, DEFAULT_REPEAT_LAST_N, SamplingParams};
@@ -36,6 +37,11 @@ struct Loaded {
     source: ModelSource,
     /// What a position costs this model, measured when it loaded.
     cost: CostModel,
+    /// A KV cache made in the update that loaded the model: a query takes it (the IC discards
+    /// a query's heap changes, so the next query finds it again, unused), instead of
+    /// allocating and zero-filling megabytes each time (`memory.fill` costs an instruction a
+    /// byte).
+    cache: Option<KvCache>,
 }
 
 /// Positions of each of the two prefill chunks `calibrate` runs.
@@ -105,10 +111,12 @@ fn warm_up(engine: &Engine) {
 fn loaded(engine: Engine, source: ModelSource) -> Loaded {
     warm_up(&engine);
     let cost = calibrate(&engine);
+    let cache = Some(engine.model.new_cache());
     Loaded {
         engine: Rc::new(engine),
         source,
         cost,
+        cache,
     }
 }
 
@@ -261,10 +269,20 @@ fn try_generate(req: GenerateRequest) -> Result<Generation, GenerateError> {
     }
     let stop = req.stop.unwrap_or_default();
     let mut budget = Budget::new(QUERY_INSTRUCTION_LIMIT, cost.prior(), counter);
+    // The cache made at load; a new one if a call before this one in the same message took it
+    // (never in a query: each starts from the heap the last update left).
+    let cache = LOADED
+        .with(|l| l.borrow_mut().as_mut().and_then(|l| l.cache.take()))
+        .unwrap_or_else(|| engine.model.new_cache());
     let out = engine
-        .generate_tokens(&prompt_ids, req.max_tokens as usize, params, &stop, |n| {
-            budget.allows(ic_cdk::api::performance_counter(0), n)
-        })
+        .generate_tokens_in(
+            cache,
+            &prompt_ids,
+            req.max_tokens as usize,
+            params,
+            &stop,
+            |n| budget.allows(ic_cdk::api::performance_counter(0), n),
+        )
         .map_err(|e| GenerateError::Engine(e.to_string()))?;
     Ok(Generation {
         text: out.text,

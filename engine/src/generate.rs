@@ -108,7 +108,28 @@ impl<'e> Generation<'e> {
         params: SamplingParams,
         keep_going: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Self, GenerateError> {
+        let cache = engine.model.new_cache();
+        Self::start_in(engine, cache, prompt_ids, max_new, params, keep_going)
+    }
+
+    /// [`Generation::start`] in a KV cache made earlier by [`Model::new_cache`](crate::model::Model::new_cache) for this
+    /// model and not used since (the canister makes it in the update that loads a model, where
+    /// it stays in heap: a query then neither allocates nor zero-fills the cache's megabytes).
+    /// A cache of another shape or already holding positions is replaced by a new one.
+    pub fn start_in(
+        engine: &'e Engine,
+        cache: KvCache,
+        prompt_ids: &[u32],
+        max_new: usize,
+        params: SamplingParams,
+        keep_going: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Self, GenerateError> {
         params.validate().map_err(GenerateError::Sampling)?;
+        let cache = if cache.len() == 0 && engine.model.fits(&cache) {
+            cache
+        } else {
+            engine.model.new_cache()
+        };
         let cfg = &engine.model.config;
         if prompt_ids.len() + 1 > cfg.block_size {
             return Err(GenerateError::PromptTooLong {
@@ -122,7 +143,7 @@ impl<'e> Generation<'e> {
         context.extend_from_slice(prompt_ids);
         let mut g = Generation {
             engine,
-            cache: engine.model.new_cache(),
+            cache,
             sampler: Sampler::new(params),
             context: {
                 let mut all = Vec::with_capacity(cfg.block_size.max(context.len()));
@@ -261,9 +282,24 @@ impl Engine {
         max_new: usize,
         params: SamplingParams,
         stop: &[String],
+        keep_going: impl FnMut(usize) -> bool,
+    ) -> Result<Output, GenerateError> {
+        let cache = self.model.new_cache();
+        self.generate_tokens_in(cache, prompt_ids, max_new, params, stop, keep_going)
+    }
+
+    /// [`Engine::generate_tokens`] in a KV cache made earlier ([`Generation::start_in`]).
+    pub fn generate_tokens_in(
+        &self,
+        cache: KvCache,
+        prompt_ids: &[u32],
+        max_new: usize,
+        params: SamplingParams,
+        stop: &[String],
         mut keep_going: impl FnMut(usize) -> bool,
     ) -> Result<Output, GenerateError> {
-        let mut g = Generation::start(self, prompt_ids, max_new, params, &mut keep_going)?;
+        let mut g =
+            Generation::start_in(self, cache, prompt_ids, max_new, params, &mut keep_going)?;
         let stop: Vec<&String> = stop.iter().filter(|s| !s.is_empty()).collect();
         let mut cut: Option<usize> = None;
         while g.finish_reason().is_none() {

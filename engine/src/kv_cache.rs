@@ -32,9 +32,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(n_layer: usize, capacity: usize, dim: usize, n_head: usize) -> Self {
-        let head_dim = dim / n_head.max(1);
-        let hdp = head_dim.div_ceil(8) * 8;
-        let cap_p = capacity.div_ceil(PAIR_BLOCK) * PAIR_BLOCK;
+        let (head_dim, hdp, cap_p) = KvCache::shape(capacity, dim, n_head);
         let heads = n_layer * n_head;
         KvCache {
             k: vec![0; heads * cap_p * hdp],
@@ -49,6 +47,29 @@ impl KvCache {
             len: 0,
             tmp: vec![0; hdp],
         }
+    }
+
+    /// Whether this cache is the one [`KvCache::new`] makes for these sizes.
+    pub fn has_shape(&self, n_layer: usize, capacity: usize, dim: usize, n_head: usize) -> bool {
+        let (head_dim, hdp, cap_p) = KvCache::shape(capacity, dim, n_head);
+        (
+            self.n_head,
+            self.head_dim,
+            self.hdp,
+            self.cap_p,
+            self.capacity,
+        ) == (n_head, head_dim, hdp, cap_p, capacity)
+            && self.k.len() == n_layer * n_head * cap_p * hdp
+    }
+
+    /// (head_dim, head_dim padded, capacity padded) of a cache of these sizes.
+    fn shape(capacity: usize, dim: usize, n_head: usize) -> (usize, usize, usize) {
+        let head_dim = dim / n_head.max(1);
+        (
+            head_dim,
+            head_dim.div_ceil(8) * 8,
+            capacity.div_ceil(PAIR_BLOCK) * PAIR_BLOCK,
+        )
     }
 
     /// Heap bytes of a cache of this shape (for the load-time heap estimate).

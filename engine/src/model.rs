@@ -224,6 +224,12 @@ impl Model {
         )
     }
 
+    /// Whether `cache` has the shape [`Model::new_cache`] gives this model.
+    pub fn fits(&self, cache: &KvCache) -> bool {
+        let c = &self.config;
+        cache.has_shape(c.n_layer, c.block_size, c.n_embd, c.n_head)
+    }
+
     fn embed(&self, token: u32, out: &mut [f32], hs: &mut HeadScratch) {
         let t = token as usize;
         match &self.embeddings {

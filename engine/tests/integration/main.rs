@@ -2,4 +2,5 @@
 //! instead of two).
 
 mod compact_tokenizer;
+mod generate;
 mod init;

@@ -125,7 +125,7 @@ impl<'e> Generation<'e> {
         keep_going: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Self, GenerateError> {
         params.validate().map_err(GenerateError::Sampling)?;
-        let cache = if cache.len() == 0 && engine.model.fits(&cache) {
+        let cache = if cache.is_empty() && engine.model.fits(&cache) {
             cache
         } else {
             engine.model.new_cache()

@@ -5,7 +5,7 @@
 
 use crate::int_math::{PAIR_BLOCK, block_products, panel_matvec};
 use crate::kv_cache::KvCache;
-use crate::math::{dequant_max, scratch, softmax_weights};
+use crate::math::{block_sums, dequant_max, scratch, softmax_weights};
 use crate::profile::{Laps, Phase};
 use crate::quant::{ACT_LIMIT, KV_LIMIT, act_limit, encode, quantize, scales};
 
@@ -17,7 +17,6 @@ pub struct AttentionScratch {
     scores: Vec<f32>,
     w: Vec<i16>,
     blk: Vec<i32>,
-    acc: Vec<f32>,
 }
 
 impl AttentionScratch {
@@ -84,24 +83,12 @@ pub fn attend(
     laps.lap(Phase::AttnSoftmax);
     // o_j = (Σ_blocks f32(Σ_p c_w,p · c_v,p,j) · s_w) · (1 / S): a block of 32 positions is one
     // panel of the values' matrix, its sums exact in i32, added in f32 in increasing order.
-    // The first block stores its sums (0.0 + f32(v) is f32(v): an integer's f32 is never −0.0),
-    // so no zero-fill of the accumulator a call.
     // The blocks' panels lie one after another, a block-diagonal matrix against the blocks of
-    // w: all of them in one call.
+    // w: all of them in one call; then `block_sums` adds the blocks' f32 sums and scales them,
+    // four values a step, the accumulator in registers.
     let blocks = padded / PAIR_BLOCK;
-    let acc = scratch(&mut s.acc, hdp);
     let blk = scratch(&mut s.blk, blocks * hdp);
     block_products(&vc[..padded * hdp], blocks, hdp, PAIR_BLOCK, &s.w, blk);
-    for (b, sums) in blk.chunks_exact(hdp).enumerate() {
-        if b == 0 {
-            acc.iter_mut().zip(sums).for_each(|(a, v)| *a = *v as f32);
-        } else {
-            acc.iter_mut().zip(sums).for_each(|(a, v)| *a += *v as f32);
-        }
-    }
-    let inv = 1.0 / sum;
-    out.iter_mut()
-        .zip(&*acc)
-        .for_each(|(o, a)| *o = (a * sw) * inv);
+    block_sums(blk, hdp, sw, 1.0 / sum, out);
     laps.lap(Phase::AttnValues);
 }

@@ -204,6 +204,25 @@ pub fn scratch<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     &mut v[..n]
 }
 
+/// out[j] = ((Σ_b f32(sums[b·width + j])) · c) · d for j < out.len() (≤ width): the blocks'
+/// integer sums to f32 and added in increasing b (f32), then two products — attention's output
+/// from its blocks of values (SPEC §2.6). One pass, four values a step in wasm.
+pub fn block_sums(sums: &[i32], width: usize, c: f32, d: f32, out: &mut [f32]) {
+    let n = out.len();
+    assert!(n <= width && width > 0 && !sums.is_empty() && sums.len().is_multiple_of(width));
+    #[cfg(target_arch = "wasm32")]
+    let done = simd::block_sums(sums, width, c, d, out);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = 0;
+    for (j, o) in out.iter_mut().enumerate().skip(done) {
+        let mut a = sums[j] as f32;
+        for block in sums.chunks_exact(width).skip(1) {
+            a += block[j] as f32;
+        }
+        *o = (a * c) * d;
+    }
+}
+
 /// RoPE on one head (SPEC §2.3) with the pair-duplicated tables of its position: cos =
 /// (c_0, c_0, c_1, c_1, …) and sin = (−s_0, s_0, −s_1, s_1, …): x[2i] ← x[2i]·c_i + x[2i+1]·(−s_i),
 /// x[2i+1] ← x[2i+1]·c_i + x[2i]·s_i — the same bits as a·cos − b·sin and a·sin + b·cos.
@@ -469,6 +488,33 @@ mod simd {
             // SAFETY: i + 4 ≤ n ≤ both lengths.
             unsafe { v128_store(pa.add(i) as *mut v128, op(ld(pa.add(i)), ld(pb.add(i)))) };
             i += 4;
+        }
+        n
+    }
+
+    /// `super::block_sums` on the first ⌊out.len()/4⌋·4 values (width a multiple of 4, or the
+    /// portable loop does it all); returns how many.
+    pub fn block_sums(sums: &[i32], width: usize, c: f32, d: f32, out: &mut [f32]) -> usize {
+        if !width.is_multiple_of(4) {
+            return 0;
+        }
+        let n = out.len() / 4 * 4;
+        let (cv, dv) = (f32x4_splat(c), f32x4_splat(d));
+        let blocks = sums.len() / width;
+        let (ps, po) = (sums.as_ptr(), out.as_mut_ptr());
+        let mut j = 0;
+        while j < n {
+            // SAFETY: j + 4 ≤ n ≤ width; block b's values j..j + 4 lie at b·width + j, inside
+            // sums (blocks·width long); out holds n ≥ j + 4.
+            unsafe {
+                let mut a = f32x4_convert_i32x4(v128_load(ps.add(j) as *const v128));
+                for b in 1..blocks {
+                    let v = v128_load(ps.add(b * width + j) as *const v128);
+                    a = f32x4_add(a, f32x4_convert_i32x4(v));
+                }
+                v128_store(po.add(j) as *mut v128, f32x4_mul(f32x4_mul(a, cv), dv));
+            }
+            j += 4;
         }
         n
     }
@@ -761,6 +807,25 @@ mod tests {
                 .zip(&want)
                 .all(|(g, w)| g.to_bits() == w.to_bits())
         );
+    }
+
+    #[test]
+    fn block_sums_add_the_blocks_in_order_then_scale() {
+        for (blocks, width, n) in [(1, 16, 16), (3, 16, 13), (7, 32, 32), (2, 6, 5)] {
+            let sums: Vec<i32> = (0..blocks * width)
+                .map(|i| (i as i32 * 1_000_003) % 2_000_000_000)
+                .collect();
+            let (c, d) = (3.3e-7f32, 0.77f32);
+            let mut out = vec![f32::NAN; n];
+            block_sums(&sums, width, c, d, &mut out);
+            for (j, o) in out.iter().enumerate() {
+                let mut a = 0f32;
+                for b in 0..blocks {
+                    a += sums[b * width + j] as f32;
+                }
+                assert_eq!(o.to_bits(), ((a * c) * d).to_bits(), "{blocks}x{width} {j}");
+            }
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ struct Loaded {
     /// A KV cache made in the update that loaded the model: a query takes it (the IC discards
     /// a query's heap changes, so the next query finds it again, unused), instead of
     /// allocating and zero-filling megabytes each time (`memory.fill` costs an instruction a
-    /// byte).
+    /// byte). None once a replicated call of a query method took it.
     cache: Option<KvCache>,
 }
 
@@ -269,8 +269,9 @@ fn try_generate(req: GenerateRequest) -> Result<Generation, GenerateError> {
     }
     let stop = req.stop.unwrap_or_default();
     let mut budget = Budget::new(QUERY_INSTRUCTION_LIMIT, cost.prior(), counter);
-    // The cache made at load; a new one if a call before this one in the same message took it
-    // (never in a query: each starts from the heap the last update left).
+    // The cache made at load. A query's heap changes are discarded, so every query finds it;
+    // a query method executed as a replicated call keeps its changes, and calls after it make
+    // their own cache, as all did before.
     let cache = LOADED
         .with(|l| l.borrow_mut().as_mut().and_then(|l| l.cache.take()))
         .unwrap_or_else(|| engine.model.new_cache());

@@ -448,11 +448,9 @@ pub(crate) mod simd {
             return None;
         }
         let mut calls = Vec::new();
-        {
-            for_each_tile(blocks, groups, pairs, groups, |f, w0, w1, x, out| {
-                calls.push(TileCall { f, w0, w1, x, out })
-            });
-        }
+        for_each_tile(blocks, groups, pairs, groups, |f, w0, w1, x, out| {
+            calls.push(TileCall { f, w0, w1, x, out })
+        });
         Some(TilePlan {
             calls,
             lens: (blocks * rows_p * cols_p, blocks * cols_p, blocks * rows_p),

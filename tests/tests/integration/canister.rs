@@ -665,40 +665,11 @@ fn function_profile() {
             "{config}: per generated token over {tokens} tokens ({total} instructions in the call); functions' own instructions, {all} in all"
         );
         for (per_token, name) in rows.iter().take(30) {
-            println!("  {per_token:>10}  {}", demangle(name));
+            // Rust's symbols with their hash, which tells apart the instances of a generic
+            // function (`tile` of each tile size).
+            println!("  {per_token:>10}  {}", rustc_demangle::demangle(name));
         }
     }
-}
-
-/// A legacy-mangled Rust symbol (`_ZN` length-prefixed segments `17h<hash>E`) as
-/// `a::b::c [hash prefix]`; other names as they are.
-fn demangle(name: &str) -> String {
-    let Some(mut rest) = name.strip_prefix("_ZN") else {
-        return name.to_string();
-    };
-    // The hash tells apart the instances of a generic function (`tile` of each tile size).
-    let mut hash = "";
-    let mut parts = Vec::new();
-    while let Some(len_end) = rest.find(|c: char| !c.is_ascii_digit()) {
-        let Ok(len) = rest[..len_end].parse::<usize>() else {
-            break;
-        };
-        let Some(seg) = rest.get(len_end..len_end + len) else {
-            break;
-        };
-        if seg.len() == 17 && seg.starts_with('h') {
-            hash = &seg[1..9];
-        } else {
-            parts.push(
-                seg.replace("$LT$", "<")
-                    .replace("$GT$", ">")
-                    .replace("$u20$", " ")
-                    .replace("..", "::"),
-            );
-        }
-        rest = &rest[len_end + len..];
-    }
-    format!("{} [{hash}]", parts.join("::"))
 }
 
 /// The canister's figures of merit for docs/BENCHMARKS.md, for the shipped default model and the
